@@ -1,0 +1,103 @@
+"""The latent-vector model: context vectors in, next-vector predictions out."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lvm_jax.models.attention import LocalAttentionBlock
+from lvm_jax.models.gru import GRUGate
+from lvm_jax.models.mamba import MambaBlock
+
+BLOCK_KINDS = ("mamba", "attention", "gru")
+NORM_EPSILON = 1e-12
+
+
+def l2_normalize(x, axis=-1, epsilon=NORM_EPSILON):
+  """x / max(|x|, eps) in float32: finite (zero) at zero vectors, unlike x / |x|.
+
+  The gradient of sqrt is infinite at 0, so the norm is taken as
+  sqrt(max(|x|^2, eps^2)), whose gradient at x = 0 is zero, not NaN.
+  """
+  x = x.astype(jnp.float32)
+  squared = jnp.sum(x * x, axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(squared, epsilon * epsilon))
+
+
+class LatentVectorModel(nn.Module):
+  """Maps [batch, L, vector_dim] context vectors to [batch, L, vector_dim] unit predictions.
+
+  Output t predicts the vector at position t + 1. Every block is causal, so
+  output t depends only on inputs 0..t and training can use every position;
+  the one exception is `gru_state_handoff` (the reference's mamba_gr, where
+  each GRU starts from the previous GRU's *final* state, which has seen the
+  whole window): then only the last position is a valid prediction.
+  """
+
+  @property
+  def is_causal(self) -> bool:
+    return not (self.gru_state_handoff and "gru" in self.blocks)
+  vector_dim: int
+  d_model: int
+  blocks: Sequence[str]
+  d_state: int = 128
+  d_conv: int = 4
+  expand: int = 2
+  dropout_rate: float = 0.0
+  num_heads: int = 4
+  window: int = 8
+  gru_hidden: int = 256
+  gru_state_handoff: bool = False
+  alignment_head: bool = False
+  alignment_alpha: float = 0.25
+  scan_mode: str = "auto"
+  scan_chunk_size: Optional[int] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, context_vectors, *, train: bool = False):
+    x = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=jnp.float32,
+                 name="input_proj")(context_vectors.astype(self.dtype))
+    gru_hidden = None
+    for index, kind in enumerate(self.blocks):
+      name = f"block_{index:02d}_{kind}"
+      if kind == "mamba":
+        x = MambaBlock(self.d_model, self.d_state, self.d_conv, self.expand, self.dropout_rate,
+                       self.scan_mode, self.scan_chunk_size, self.dtype, name=name)(x, train=train)
+      elif kind == "attention":
+        x = LocalAttentionBlock(self.d_model, self.num_heads, self.window, self.dropout_rate,
+                                self.dtype, name=name)(x, train=train)
+      elif kind == "gru":
+        x, final_hidden = GRUGate(self.d_model, self.gru_hidden, self.dropout_rate, self.dtype,
+                                  name=name)(x, gru_hidden, train=train)
+        if self.gru_state_handoff:
+          gru_hidden = final_hidden
+      else:
+        raise ValueError(f"LatentVectorModel: unknown block kind {kind!r}; choose from {BLOCK_KINDS}.")
+    x = nn.RMSNorm(dtype=self.dtype, param_dtype=jnp.float32, name="final_norm")(x)
+    out = nn.Dense(self.vector_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                   name="output_head")(x)
+    if self.alignment_head:
+      aligned = nn.Dense(self.vector_dim, use_bias=False, dtype=self.dtype,
+                         param_dtype=jnp.float32, name="alignment_head")(out)
+      out = (1.0 - self.alignment_alpha) * out + self.alignment_alpha * aligned
+    return l2_normalize(out)
+
+
+def weight_decay_mask(params):
+  """True where AdamW should decay: matrices and filters (leaf names ending in "kernel").
+
+  Excluded, as in Mamba: A_log, D, every bias (the dt bias included) and every norm scale.
+  """
+  def decays(path, _):
+    name = str(getattr(path[-1], "key", path[-1]))
+    return name.endswith("kernel")
+
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def count_parameters(params) -> int:
+  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,113 @@
+"""The reference system's five model variants and `create_model`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+import jax.numpy as jnp
+
+from lvm_jax.models.model import LatentVectorModel
+from lvm_jax.ops.scan import MODES
+
+
+def _hybrid_blocks(n_layers: int, every: int = 4) -> Tuple[str, ...]:
+  return tuple("attention" if (i + 1) % every == 0 else "mamba" for i in range(n_layers))
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A variant's default sizes; `layout(sizes)` turns them into the block sequence."""
+  defaults: Dict[str, Any]
+  layout: Any
+
+
+_COMMON = dict(vector_dim=768, d_conv=4, expand=2, dropout=0.05, alignment_head=False,
+               alignment_alpha=0.25, scan_mode="auto", scan_chunk_size=None, dtype="float32")
+
+VARIANTS: Dict[str, Variant] = {
+    "mamba_s": Variant(
+        dict(_COMMON, n_layers=8, d_model=256, d_state=128),
+        lambda s: ("mamba",) * s["n_layers"]),
+    "mamba_hybrid_local": Variant(
+        dict(_COMMON, n_layers=12, d_model=320, d_state=128, window=8, num_heads=4,
+             attention_every=4),
+        lambda s: _hybrid_blocks(s["n_layers"], s["attention_every"])),
+    "mamba_xl": Variant(
+        dict(_COMMON, n_layers=16, d_model=384, d_state=192),
+        lambda s: ("mamba",) * s["n_layers"]),
+    "mamba_sandwich": Variant(
+        dict(_COMMON, n_attention_front=2, n_layers=8, n_attention_back=2, d_model=320,
+             d_state=160, window=8, num_heads=4),
+        lambda s: (("attention",) * s["n_attention_front"] + ("mamba",) * s["n_layers"]
+                   + ("attention",) * s["n_attention_back"])),
+    "mamba_gr": Variant(
+        dict(_COMMON, n_layers=10, d_model=288, d_state=144, gru_hidden=256,
+             gru_state_handoff=False),
+        lambda s: ("mamba", "gru") * s["n_layers"]),
+}
+ALIASES = {"mamba_h": "mamba_hybrid_local"}
+
+_POSITIVE_INTS = ("vector_dim", "n_layers", "d_model", "d_state", "d_conv", "expand", "window",
+                  "num_heads", "gru_hidden", "attention_every")
+_NON_NEGATIVE_INTS = ("n_attention_front", "n_attention_back")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def model_names() -> Tuple[str, ...]:
+  return tuple(VARIANTS) + tuple(ALIASES)
+
+
+def resolve_sizes(name: str, **overrides) -> Dict[str, Any]:
+  """The variant's defaults with `overrides` applied and checked."""
+  canonical = ALIASES.get(name, name)
+  if canonical not in VARIANTS:
+    raise ValueError(f"create_model: unknown model {name!r}; valid names: {', '.join(model_names())}.")
+  sizes = dict(VARIANTS[canonical].defaults)
+  unknown = sorted(set(overrides) - set(sizes))
+  if unknown:
+    raise ValueError(f"create_model({name!r}): unknown option(s) {unknown}; "
+                     f"valid options: {', '.join(sorted(sizes))}.")
+  sizes.update(overrides)
+  for key in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
+    if key in sizes:
+      value = sizes[key]
+      minimum = 1 if key in _POSITIVE_INTS else 0
+      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"create_model({name!r}): {key} must be an integer >= {minimum}, "
+                         f"got {value!r}.")
+  if not 0.0 <= float(sizes["dropout"]) < 1.0:
+    raise ValueError(f"create_model({name!r}): dropout must be in [0, 1), got {sizes['dropout']!r}.")
+  if "num_heads" in sizes and sizes["d_model"] % sizes["num_heads"]:
+    raise ValueError(f"create_model({name!r}): d_model={sizes['d_model']} is not divisible by "
+                     f"num_heads={sizes['num_heads']}; pick sizes where it is.")
+  if sizes["scan_mode"] not in MODES:
+    raise ValueError(f"create_model({name!r}): scan_mode {sizes['scan_mode']!r} is not one of {MODES}.")
+  if sizes["dtype"] not in _DTYPES:
+    raise ValueError(f"create_model({name!r}): dtype {sizes['dtype']!r} is not one of "
+                     f"{tuple(_DTYPES)} (parameters are always float32).")
+  return sizes
+
+
+def create_model(name: str, **overrides) -> LatentVectorModel:
+  """Builds variant `name` (see VARIANTS) with its reference sizes, overridden by `overrides`."""
+  sizes = resolve_sizes(name, **overrides)
+  blocks = VARIANTS[ALIASES.get(name, name)].layout(sizes)
+  return LatentVectorModel(
+      vector_dim=sizes["vector_dim"],
+      d_model=sizes["d_model"],
+      blocks=blocks,
+      d_state=sizes["d_state"],
+      d_conv=sizes["d_conv"],
+      expand=sizes["expand"],
+      dropout_rate=float(sizes["dropout"]),
+      num_heads=sizes.get("num_heads", 4),
+      window=sizes.get("window", 8),
+      gru_hidden=sizes.get("gru_hidden", 256),
+      gru_state_handoff=bool(sizes.get("gru_state_handoff", False)),
+      alignment_head=bool(sizes["alignment_head"]),
+      alignment_alpha=float(sizes["alignment_alpha"]),
+      scan_mode=sizes["scan_mode"],
+      scan_chunk_size=sizes["scan_chunk_size"],
+      dtype=_DTYPES[sizes["dtype"]],
+  )
