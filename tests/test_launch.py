@@ -1,0 +1,147 @@
+"""launch/*.sh: syntax, --help, and the command each prints (dry run) or runs (fake python)."""
+
+import os
+import pathlib
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+LAUNCH_DIR = pathlib.Path(__file__).resolve().parent.parent / "launch"
+SCRIPTS = ("cpu.sh", "gpu.sh", "metal.sh", "multihost_gpu.sh")
+BACKENDS = {"cpu.sh": "cpu", "gpu.sh": "gpu", "metal.sh": "metal", "multihost_gpu.sh": "gpu"}
+MULTIHOST_ENV = {"COORDINATOR_ADDRESS": "host0:12345", "NUM_PROCESSES": "2", "PROCESS_ID": "1"}
+# Variables that would change what the scripts print if the test runner happened to have them.
+_SCRUBBED = ("CONFIG", "WORKDIR", "DEVICES", "PYTHON", "LAUNCH_DRY_RUN", "XLA_FLAGS",
+             "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+             "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_ALLOCATOR",
+             "TF_CPP_MIN_LOG_LEVEL", "ENABLE_PJRT_COMPATIBILITY", "NCCL_DEBUG",
+             "NCCL_SOCKET_IFNAME", "SLURM_NTASKS", "SLURM_PROCID", "COORDINATOR_ADDRESS",
+             "NUM_PROCESSES", "PROCESS_ID")
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def run_script(script, *args, dry_run=True, **env):
+  full_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+  if dry_run:
+    full_env["LAUNCH_DRY_RUN"] = "1"
+  if script == "multihost_gpu.sh":
+    full_env.update(MULTIHOST_ENV)
+  full_env.update(env)
+  return subprocess.run(["bash", str(LAUNCH_DIR / script), *args], env=full_env,
+                        capture_output=True, text=True, timeout=30, check=False)
+
+
+def printed_command(result):
+  """The words of the `+ ...` line the script printed, shell-unquoted."""
+  assert result.returncode == 0, result.stderr
+  (line,) = [l for l in result.stdout.splitlines() if l.startswith("+ ")]
+  return shlex.split(line[2:])
+
+
+@pytest.mark.parametrize("script", SCRIPTS + ("common.sh",))
+def test_syntax(script):
+  result = subprocess.run(["bash", "-n", str(LAUNCH_DIR / script)], capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_prints_documentation(script):
+  for flag in ("--help", "-h"):
+    result = run_script(script, flag, dry_run=False)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and f"launch/{script}" in result.stdout
+    assert "LAUNCH_DRY_RUN" in result.stdout
+    assert "set -euo pipefail" not in result.stdout  # stops at the end of the comment block
+    assert "python -m lvm_jax.main" in result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_dry_run_prints_command_with_backend_and_extra_args(script):
+  words = printed_command(
+      run_script(script, "--config.total_steps=3", "--note=two words", "it's"))
+  main_at = words.index("-m")
+  assert words[main_at - 1] == "python" and words[main_at + 1] == "lvm_jax.main"
+  assert words[main_at + 2:] == [
+      "--config=configs/s_contrastive.py", "--workdir=runs/s_contrastive",
+      f"--backend={BACKENDS[script]}", "--config.total_steps=3", "--note=two words", "it's"
+  ]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_config_workdir_and_python_from_environment(script):
+  words = printed_command(
+      run_script(script, CONFIG="configs/s_contrastive.py:tiny", PYTHON="/opt/py/bin/python3"))
+  assert words[words.index("-m") - 1] == "/opt/py/bin/python3"
+  assert "--config=configs/s_contrastive.py:tiny" in words
+  assert "--workdir=runs/s_contrastive_tiny" in words
+  words = printed_command(run_script(script, WORKDIR="/tmp/my run"))
+  assert "--workdir=/tmp/my run" in words
+
+
+def test_cpu_devices_set_xla_flags():
+  words = printed_command(run_script("cpu.sh", DEVICES="4", XLA_FLAGS="--xla_dump_to=/tmp/d"))
+  assert words[0] == ("XLA_FLAGS=--xla_dump_to=/tmp/d "
+                      "--xla_force_host_platform_device_count=4")
+  assert "--backend=cpu" in words
+  assert not any(w.startswith("XLA_FLAGS") for w in printed_command(run_script("cpu.sh")))
+  result = run_script("cpu.sh", DEVICES="four")
+  assert result.returncode != 0 and "DEVICES" in result.stderr
+
+
+def test_gpu_prints_memory_settings_it_passes():
+  words = printed_command(run_script("gpu.sh", XLA_PYTHON_CLIENT_MEM_FRACTION=".9"))
+  assert words[0] == "XLA_PYTHON_CLIENT_MEM_FRACTION=.9"
+
+
+def test_multihost_exports_distributed_variables():
+  words = printed_command(run_script("multihost_gpu.sh", "--x=1"))
+  assert words[:3] == ["JAX_COORDINATOR_ADDRESS=host0:12345", "JAX_NUM_PROCESSES=2",
+                       "JAX_PROCESS_ID=1"]
+  assert words[-2:] == ["--backend=gpu", "--x=1"]
+
+
+def test_multihost_falls_back_to_slurm():
+  words = printed_command(run_script("multihost_gpu.sh", NUM_PROCESSES="", PROCESS_ID="",
+                                     SLURM_NTASKS="4", SLURM_PROCID="3"))
+  assert words[1:3] == ["JAX_NUM_PROCESSES=4", "JAX_PROCESS_ID=3"]
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"COORDINATOR_ADDRESS": ""}, "COORDINATOR_ADDRESS"),
+    ({"COORDINATOR_ADDRESS": "host0"}, "COORDINATOR_ADDRESS"),
+    ({"NUM_PROCESSES": "0"}, "NUM_PROCESSES"),
+    ({"PROCESS_ID": "2"}, "PROCESS_ID"),
+    ({"PROCESS_ID": "-1"}, "PROCESS_ID"),
+])
+def test_multihost_rejects_bad_settings(env, variable):
+  result = run_script("multihost_gpu.sh", **env)
+  assert result.returncode != 0
+  assert variable in result.stderr and "+ " not in result.stdout
+
+
+def test_runs_the_printed_command(tmp_path):
+  """Without the dry run the script execs the command: a fake python records argv and env."""
+  record = tmp_path / "record.txt"
+  fake_python = tmp_path / "python"
+  fake_python.write_text("#!/usr/bin/env bash\n"
+                         f"printf '%s\\n' \"XLA_FLAGS=$XLA_FLAGS\" \"$@\" > {record}\n")
+  fake_python.chmod(0o755)
+  result = run_script("cpu.sh", "--config.total_steps=3", "two words", dry_run=False,
+                      PYTHON=str(fake_python), DEVICES="2")
+  assert result.returncode == 0, result.stderr
+  assert record.read_text().splitlines() == [
+      "XLA_FLAGS=--xla_force_host_platform_device_count=2", "-m", "lvm_jax.main",
+      "--config=configs/s_contrastive.py", "--workdir=runs/s_contrastive", "--backend=cpu",
+      "--config.total_steps=3", "two words"
+  ]
+
+
+def test_metal_refuses_other_platforms():
+  if os.uname().sysname == "Darwin" and os.uname().machine == "arm64":
+    pytest.skip("this is an Apple-silicon Mac")
+  result = run_script("metal.sh", dry_run=False, PYTHON="false")
+  assert result.returncode != 0 and "Apple silicon" in result.stderr
