@@ -1,0 +1,25 @@
+"""mamba_gr (10 x Mamba block -> GRU gate) in the contrastive regime.
+
+Run:
+  python -m lvm_jax.main --config=configs/gr_contrastive.py --workdir=runs/gr_contrastive
+  python -m lvm_jax.main --config=configs/gr_contrastive.py:tiny --workdir=runs/gr_tiny
+"""
+
+from lvm_jax.config_base import base_config, shrink_to_tiny
+
+
+def get_config(arg=None):
+  config = base_config()
+  config.model.name = "mamba_gr"
+  config.model.n_layers = 10
+  config.model.d_model = 288
+  config.model.d_state = 144
+  config.model.dropout = 0.05
+  config.model.gru_hidden = 256
+  config.model.gru_state_handoff = False
+  if arg in ("tiny", "runlocal"):
+    shrink_to_tiny(config)
+    config.model.gru_hidden = 16
+  elif arg:
+    raise ValueError(f"configs/gr_contrastive.py: unknown argument {arg!r}; use 'tiny' or none.")
+  return config

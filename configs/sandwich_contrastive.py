@@ -1,0 +1,25 @@
+"""mamba_sandwich (2 attention, 8 Mamba, 2 attention blocks) in the contrastive regime.
+
+Run:
+  python -m lvm_jax.main --config=configs/sandwich_contrastive.py --workdir=runs/sandwich
+  python -m lvm_jax.main --config=configs/sandwich_contrastive.py:tiny --workdir=runs/sandwich_tiny
+"""
+
+from lvm_jax.config_base import base_config, shrink_to_tiny
+
+
+def get_config(arg=None):
+  config = base_config()
+  config.model.name = "mamba_sandwich"
+  config.model.n_layers = 8
+  config.model.d_model = 320
+  config.model.d_state = 160
+  config.model.dropout = 0.05
+  config.model.window = 8
+  config.model.num_heads = 4
+  if arg in ("tiny", "runlocal"):
+    shrink_to_tiny(config)
+    config.model.n_layers = 1
+  elif arg:
+    raise ValueError(f"configs/sandwich_contrastive.py: unknown argument {arg!r}; use 'tiny' or none.")
+  return config

@@ -1,0 +1,96 @@
+"""The reference training regime as one ConfigDict; configs/*.py start from it.
+
+Every default lives here once; an experiment file changes only what differs.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+NEGATIVES = ("micro", "accum", "global")
+POSITIONS = ("last", "all")
+PARALLEL = ("auto", "pmap", "vmap")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.backend = "auto"  # auto | cpu | gpu | metal (the --backend flag wins)
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  # Empty paths: generate the synthetic corpus into <workdir>/data (the embedded default).
+  config.data.train_path = ""
+  config.data.val_path = ""
+  config.data.payload_path = ""  # needed by the compact (row-index) form of the sets
+  config.data.context_length = 5
+  config.data.vector_dim = 0  # 0: take it from the data; otherwise the data must match
+  config.data.normalize = False  # re-normalise non-unit vectors (logged) instead of failing
+  config.data.prefetch = 2  # batches staged on device ahead of the step; 0 turns it off
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.num_articles = 600
+  config.data.synthetic.dim = 768
+  config.data.synthetic.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "mamba_s"
+  config.model.d_model = 768
+  config.model.n_layers = 8
+  config.model.d_state = 128
+  config.model.d_conv = 4
+  config.model.expand = 2
+  config.model.dropout = 0.1
+  config.model.scan_mode = "auto"
+  config.model.dtype = "float32"
+  config.model.alignment_head = False
+
+  config.head = ml_collections.ConfigDict()
+  config.head.hidden_dim = 512
+  config.head.out_dim = 256
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.contrastive_weight = 0.7
+  config.loss.ar_weight = 0.3
+  config.loss.temperature = 0.07
+  config.loss.negatives = "accum"  # micro | accum | global
+  config.loss.positions = "last"  # last | all
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.article_dropout = 0.2
+  config.augment.span_corruption = 0.1
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 256  # micro-batch per device
+  config.train.accum_steps = 4
+  config.train.num_epochs = 20
+  config.train.learning_rate = 1e-3
+  config.train.weight_decay = 0.02
+  config.train.warmup_steps = 1000
+  config.train.final_lr_fraction = 0.01
+  config.train.clip_norm = 1.0
+  config.train.early_stopping_patience = 3
+  config.train.smoke_gate_epoch = 2
+  config.train.smoke_gate_val_cosine = 0.50
+  config.train.parallel = "auto"  # auto (pmap; vmap on Metal) | pmap | vmap
+  config.train.log_every_steps = 50
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 1024
+  return config
+
+
+def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Model and data small enough for a run of about a minute on 2 CPU cores."""
+  config.data.synthetic.num_articles = 240
+  config.data.synthetic.dim = 64
+  config.model.d_model = 32
+  config.model.n_layers = 2
+  config.model.d_state = 8
+  config.head.hidden_dim = 64
+  config.head.out_dim = 32
+  config.train.batch_size = 32
+  config.train.accum_steps = 2
+  config.train.num_epochs = 3
+  config.train.warmup_steps = 20
+  config.train.log_every_steps = 10
+  config.eval.batch_size = 256
+  return config

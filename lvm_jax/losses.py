@@ -1,0 +1,53 @@
+"""Training losses as pure functions of arrays: AR cosine, InfoNCE, their combination."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lvm_jax.models.model import l2_normalize
+
+# A masked logit: finite, so logsumexp and its gradient stay finite.
+MASKED_LOGIT = -1e9
+
+
+def cosine_similarity(predictions, targets):
+  """Row-wise cosine [...] of [..., dim] arrays, in float32, finite at zero vectors."""
+  return jnp.sum(l2_normalize(predictions) * l2_normalize(targets), axis=-1)
+
+
+def ar_cosine_loss(predictions, targets):
+  """1 - cosine per row: the reference's autoregressive loss before the mean."""
+  return 1.0 - cosine_similarity(predictions, targets)
+
+
+def info_nce(queries, keys, positive_index, query_ids, key_ids, temperature):
+  """InfoNCE of each query against all keys, one of which is its positive.
+
+  Args:
+    queries: [n, k] projections of predictions (gradient flows here).
+    keys: [m, k] projections of targets (the caller stops their gradient).
+    positive_index: [n] int, the row of `keys` that is query i's positive.
+    query_ids: [n] ids of each query's true target chunk.
+    key_ids: [m] ids of each key's chunk. A key with the same id as the
+      query's positive, other than the positive itself, is the same chunk seen
+      twice in the batch: it is masked instead of counted as a negative.
+    temperature: softmax temperature (0.07 in the reference).
+
+  Returns:
+    per-query loss [n] (float32, log-sum-exp form) and per-query count of
+    masked duplicate keys [n].
+  """
+  logits = jnp.einsum("nk,mk->nm", queries.astype(jnp.float32),
+                      keys.astype(jnp.float32)) / temperature
+  is_positive = jnp.arange(keys.shape[0])[None, :] == positive_index[:, None]
+  duplicate = (key_ids[None, :] == query_ids[:, None]) & ~is_positive
+  logits = jnp.where(duplicate, MASKED_LOGIT, logits)
+  positive_logit = jnp.take_along_axis(logits, positive_index[:, None], axis=1)[:, 0]
+  loss = jax.nn.logsumexp(logits, axis=1) - positive_logit
+  return loss, jnp.sum(duplicate, axis=1)
+
+
+def combined_loss(infonce, ar, contrastive_weight, ar_weight):
+  """λ_con · InfoNCE + λ_ar · AR (0.7 / 0.3 in the reference)."""
+  return contrastive_weight * infonce + ar_weight * ar

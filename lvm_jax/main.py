@@ -1,0 +1,38 @@
+"""The main job: `python -m lvm_jax.main --config=configs/s_contrastive.py --workdir=runs/s`.
+
+Parses flags, picks the backend before JAX starts, and calls
+`train.train_and_evaluate(config, workdir)`. Running it again on the same
+workdir resumes from the latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lvm_jax import backend
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/s_contrastive.py[:tiny].",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, history.json, TensorBoard.")
+flags.DEFINE_enum("backend", None, list(backend.PLATFORMS),
+                  "Overrides config.backend: auto, cpu, gpu or metal.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = FLAGS.config
+  if FLAGS.backend:
+    with config.unlocked():
+      config.backend = FLAGS.backend
+  backend.initialize(config.backend)
+  from lvm_jax import train  # pylint: disable=g-import-not-at-top  (after the backend is set)
+  summary = train.train_and_evaluate(config, FLAGS.workdir)
+  logging.info("Done: best val_cosine %.4f after %d epochs; workdir %s",
+               summary["best_val_cosine"], len(summary["history"]), FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

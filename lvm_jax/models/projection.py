@@ -1,0 +1,22 @@
+"""The contrastive projection head: vector_dim -> hidden -> out, unit norm."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lvm_jax.models.model import l2_normalize
+
+
+class ProjectionHead(nn.Module):
+  """Linear+bias, GELU, LayerNorm, Linear without bias, L2-normalise: [..., dim] -> [..., out]."""
+  hidden_dim: int = 512
+  out_dim: int = 256
+
+  @nn.compact
+  def __call__(self, vectors):
+    x = nn.Dense(self.hidden_dim, param_dtype=jnp.float32, name="hidden")(vectors.astype(jnp.float32))
+    x = nn.gelu(x)
+    x = nn.LayerNorm(name="norm")(x)
+    x = nn.Dense(self.out_dim, use_bias=False, param_dtype=jnp.float32, name="out")(x)
+    return l2_normalize(x)

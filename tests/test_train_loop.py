@@ -1,0 +1,106 @@
+"""train_and_evaluate on the tiny config: outputs, resume equality, NaN stop, errors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lvm_jax import checkpoint, train
+from lvm_jax.config_base import base_config, shrink_to_tiny
+
+
+def tiny_config(num_epochs=2):
+  config = shrink_to_tiny(base_config())
+  config.data.synthetic.num_articles = 80
+  config.data.synthetic.dim = 32
+  config.model.d_model, config.model.n_layers, config.model.d_state = 16, 1, 4
+  config.head.hidden_dim, config.head.out_dim = 32, 16
+  config.train.batch_size, config.train.accum_steps = 16, 2
+  config.train.num_epochs = num_epochs
+  config.train.early_stopping_patience = 10
+  config.data.prefetch = 0
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return workdir, train.train_and_evaluate(tiny_config(), workdir)
+
+
+def test_writes_history_config_checkpoints_and_tensorboard(finished_run):
+  workdir, summary = finished_run
+  with open(os.path.join(workdir, "history.json")) as f:
+    history = json.load(f)
+  assert [h["epoch"] for h in history] == [1, 2]
+  for key in ("epoch", "train_loss", "train_infonce", "train_ar_cosine", "val_loss", "val_cosine",
+              "val_infonce", "val_ar", "val_r1", "val_r5", "lr", "time", "sequences_per_s"):
+    assert key in history[0] and np.isfinite(history[0][key]), key
+  assert history[1]["step"] == 2 * history[0]["step"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["d_model"] == 16
+  assert os.listdir(os.path.join(workdir, "checkpoints", "latest")) == [str(history[-1]["step"])]
+  assert any(name.startswith("events.out.tfevents")
+             for name in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert summary["best_val_cosine"] == max(h["val_cosine"] for h in history)
+
+
+def test_loader_returns_the_best_parameters(finished_run):
+  workdir, summary = finished_run
+  loaded = checkpoint.load(workdir)
+  best_step = max(summary["history"], key=lambda h: h["val_cosine"])["step"]
+  assert loaded.step == best_step
+  contexts = np.zeros((2, 5, 32), np.float32)
+  contexts[:, :, 0] = 1.0
+  out = loaded.model.apply({"params": loaded.params}, contexts, train=False)
+  assert out.shape == (2, 5, 32)
+  if best_step == summary["history"][-1]["step"]:
+    final = summary["final_state"].params["model"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params, final)
+
+
+def test_killed_after_first_epoch_then_rerun_equals_uninterrupted(finished_run, tmp_path,
+                                                                  monkeypatch):
+  _, uninterrupted = finished_run
+  workdir = str(tmp_path / "resumed")
+  real_evaluate = train.evaluate
+  calls = []
+
+  def evaluate_then_die(*args, **kwargs):
+    if len(calls) == 1:  # the second epoch's evaluation: the run is "killed"
+      raise KeyboardInterrupt
+    calls.append(1)
+    return real_evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(train, "evaluate", evaluate_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(tiny_config(), workdir)
+  monkeypatch.setattr(train, "evaluate", real_evaluate)
+  resumed = train.train_and_evaluate(tiny_config(), workdir)
+  assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["final_state"].params,
+                         uninterrupted["final_state"].params)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(finished_run, tmp_path):
+  workdir = str(tmp_path / "nan")
+  config = tiny_config(num_epochs=1)
+  train.train_and_evaluate(config, workdir)
+  saved = checkpoint.load(workdir)
+  config = tiny_config(num_epochs=2)
+  config.train.learning_rate = float("nan")
+  with pytest.raises(train.NonFiniteLossError, match=r"at step \d+; stopped"):
+    train.train_and_evaluate(config, workdir)
+  again = checkpoint.load(workdir)
+  assert again.step == saved.step
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again.params, saved.params)
+
+
+def test_bad_config_values_fail_before_training(tmp_path):
+  config = tiny_config()
+  config.loss.negatives = "everything"
+  with pytest.raises(ValueError, match=r"loss.negatives='everything' is not one of \('micro', "
+                                       r"'accum', 'global'\)"):
+    train.train_and_evaluate(config, str(tmp_path))
