@@ -50,8 +50,10 @@ def initialize(name: str) -> str:
         process_id=int(os.environ["JAX_PROCESS_ID"]))
   try:
     platform = jax.default_backend().lower()
-  except RuntimeError as error:
-    raise BackendError(f"backend {name!r} was asked for but JAX could not start it: {error}. "
+  except (RuntimeError, AssertionError, ValueError) as error:
+    # JAX raises RuntimeError, or a bare AssertionError when no plugin for the platform exists.
+    reason = f"{type(error).__name__}: {error}" if str(error) else "no plugin for it is installed"
+    raise BackendError(f"backend {name!r} was asked for but JAX could not start it ({reason}). "
                        f"To fix: {_INSTALL_HINT.get(name, 'use --backend=auto')}.") from error
   if name != "auto" and platform != _REPORTED[name]:
     raise BackendError(f"backend {name!r} was asked for but JAX runs on {platform!r} "

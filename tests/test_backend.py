@@ -1,0 +1,49 @@
+"""The backend toggle, each case in a fresh process (JAX picks its backend once)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lvm_jax import backend
+
+
+def run_python(code):
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                        timeout=300)
+
+
+def test_cpu_backend_is_applied_and_devices_logged():
+  result = run_python(
+      "from absl import logging; logging.set_verbosity('info'); logging.use_absl_handler()\n"
+      "from lvm_jax import backend\nprint('PLATFORM', backend.initialize('cpu'))\n"
+      "import os; print('ENV', os.environ['JAX_PLATFORMS'])")
+  assert result.returncode == 0, result.stderr
+  assert "PLATFORM cpu" in result.stdout and "ENV cpu" in result.stdout
+  assert "local device(s)" in result.stderr and "CpuDevice" in result.stderr
+
+
+def test_missing_gpu_fails_with_a_clear_message():
+  result = run_python("from lvm_jax import backend\nbackend.initialize('gpu')")
+  assert result.returncode != 0
+  assert "BackendError: backend 'gpu' was asked for but JAX" in result.stderr
+  assert 'pip install -U "jax[cuda12]"' in result.stderr
+
+
+def test_missing_metal_fails_with_a_clear_message():
+  result = run_python("from lvm_jax import backend\nbackend.initialize('metal')")
+  assert result.returncode != 0
+  assert "BackendError: backend 'metal' was asked for but JAX" in result.stderr
+  assert 'pip install -e ".[metal]"' in result.stderr
+
+
+def test_unknown_backend_names_the_choices():
+  with pytest.raises(backend.BackendError,
+                     match=r"backend 'tpu9' is not one of \('auto', 'cpu', 'gpu', 'metal'\)"):
+    backend.configure("tpu9")
+
+
+def test_metal_detection():
+  assert backend.is_metal("METAL") and not backend.is_metal("cpu")
