@@ -94,9 +94,19 @@ def test_reference_gradients_match_finite_differences():
     assert abs(numeric - grads[name][flat_index]) < 1e-6 * max(1.0, abs(numeric)), name
 
 
+@pytest.fixture(params=["untiled", "tile2"])
+def batch_tiling(request, monkeypatch):
+  """Runs a test with the whole batch at once (accelerators) and in tiles of 2 (CPU rule)."""
+  if request.param == "untiled":
+    monkeypatch.setattr(scan_lib, "batch_tile", lambda batch, *_: batch)
+  else:
+    monkeypatch.setattr(scan_lib, "batch_tile", lambda batch, *_: 2)
+  return request.param
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}_L{}_D{}_N{}_c{}".format(*s))
 @pytest.mark.parametrize("mode", CONCRETE_MODES + ("auto",))
-def test_forward_and_gradients_match_float64_reference(mode, shape):
+def test_forward_and_gradients_match_float64_reference(mode, shape, batch_tiling):
   batch, length, channels, state, chunk = shape
   inputs = make_inputs(batch, length, channels, state, seed=sum(shape))
   g = np.random.default_rng(1).normal(size=(batch, length, channels))
@@ -132,7 +142,7 @@ def test_bfloat16_inputs_accumulate_in_float32(mode):
 
 
 @pytest.mark.parametrize("mode", CONCRETE_MODES)
-def test_final_state_continues_the_sequence_exactly(mode):
+def test_final_state_continues_the_sequence_exactly(mode, batch_tiling):
   inputs = make_inputs(2, 12, 5, 4, seed=11)
   args = {k: jnp.asarray(v, jnp.float32) for k, v in inputs.items()}
   split = 7
@@ -173,6 +183,12 @@ def test_unknown_mode_and_bad_shapes_raise_clear_errors():
                    mode="chunked", chunk_size=0)
 
 
+def test_cpu_batch_tile_keeps_the_state_cache_sized():
+  assert scan_lib.batch_tile(256, 1536, 128, "cpu") == 2
+  assert scan_lib.batch_tile(256, 1536, 128, "gpu") == 256
+  assert scan_lib.batch_tile(3, 4, 2, "cpu") == 3
+
+
 def test_auto_rule():
   assert scan_lib.auto_mode(5, "gpu") == "unrolled"
   assert scan_lib.auto_mode(5, "metal") == "unrolled"
@@ -181,16 +197,17 @@ def test_auto_rule():
   assert scan_lib.auto_mode(1024, "gpu") == "chunked"
 
 
-def test_chunked_backward_does_not_store_every_state():
-  """The chunked mode's gradient keeps O(L/chunk) states, not O(L) of them."""
+def test_chunked_and_sequential_backward_do_not_store_every_state():
+  """Their gradient keeps O(L/chunk) states, not O(L) of them."""
   batch, length, channels, state = 1, 512, 8, 16
   inputs = make_inputs(batch, length, channels, state)
   args = [jnp.asarray(inputs[k], jnp.float32) for k in ("u", "delta", "A", "B", "C")]
 
-  def temp_bytes(mode):
+  def temp_bytes(mode):  # batch 1: one tile, so the measure is the mode's own
     fn = jax.jit(jax.grad(lambda u: jnp.sum(selective_scan(u, *args[1:], mode=mode, chunk_size=32))))
     return fn.lower(args[0]).compile().memory_analysis().temp_size_in_bytes
 
   all_states_bytes = batch * length * channels * state * 4
   assert temp_bytes("chunked") < all_states_bytes / 2
+  assert temp_bytes("sequential") < all_states_bytes / 2  # recomputes states chunk by chunk
   assert temp_bytes("associative") >= all_states_bytes

@@ -84,8 +84,8 @@ class MambaBlock(nn.Module):
 
     A_log = self.param("A_log", a_log_init, (d_inner, self.d_state), jnp.float32)
     D = self.param("D", nn.initializers.ones, (d_inner,), jnp.float32)
-    y = selective_scan(inner, delta, -jnp.exp(A_log), B, C, D,
-                       mode=self.scan_mode, chunk_size=self.scan_chunk_size)
+    y = selective_scan(inner, delta, -jnp.exp(A_log), B, C, D, mode=self.scan_mode,
+                       chunk_size=self.scan_chunk_size)
     y = y * nn.silu(gate)
     out = dense(self.d_model, "out_proj")(y)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=not train)
