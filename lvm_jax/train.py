@@ -26,7 +26,7 @@ from jax import lax
 
 from lvm_jax import backend, checkpoint, losses
 from lvm_jax.config_base import NEGATIVES, PARALLEL, POSITIONS
-from lvm_jax.data import augment, datasets
+from lvm_jax.data import augment, formats, synthetic
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.models import ProjectionHead, weight_decay_mask
 from lvm_jax.progress import ProgressBar
@@ -241,7 +241,45 @@ def evaluate(params, dataset, *, model, head, config) -> Dict[str, float]:
           "val_r1": float(np.mean(ranks < 1)), "val_r5": float(np.mean(ranks < 5))}
 
 
-def check_config(config: ml_collections.ConfigDict, model) -> None:
+def load_training_sets(config: ml_collections.ConfigDict, workdir: str):
+  """Train and val sets from config.data, or the synthetic corpus generated into <workdir>/data.
+
+  Everything is read and validated here, before any compilation, so a missing
+  or mismatched file is reported at once.
+  """
+  data = config.data
+  if not data.train_path:
+    if data.val_path or data.payload_path:
+      raise ValueError("config.data: val_path/payload_path are set but train_path is empty; set "
+                       "train_path too, or clear all three to use the synthetic corpus.")
+    paths = synthetic.ensure_synthetic_corpus(os.path.join(workdir, "data"),
+                                              **data.synthetic.to_dict())
+    train_path, val_path, payload_path = paths["train"], paths["val"], paths["payload"]
+  else:
+    if not data.val_path:
+      raise ValueError(f"config.data.val_path is empty while train_path={data.train_path!r}; "
+                       "give the validation set built with the training set "
+                       "(python -m lvm_jax.data.build writes both).")
+    train_path, val_path, payload_path = data.train_path, data.val_path, data.payload_path
+  expected_dim = data.vector_dim or None
+  payload = None
+  if payload_path:
+    payload = formats.read_payload(payload_path, expected_dim=expected_dim,
+                                   normalize=data.normalize, load_texts=False)
+  read = functools.partial(formats.read_sequence_set, payload=payload, expected_dim=expected_dim,
+                           expected_context_length=data.context_length, normalize=data.normalize)
+  train_set = read(train_path)
+  val_set = read(val_path, expected_dim=train_set.vector_dim)
+  overlap = np.intersect1d(train_set.article_ids(), val_set.article_ids())
+  if overlap.size:
+    logging.warning("%d article(s) appear in both %s and %s (e.g. %s): val_cosine then measures "
+                    "seen articles; build splits by article (python -m lvm_jax.data.build).",
+                    overlap.size, train_path, val_path, overlap[:5].tolist())
+  return train_set, val_set, {"train": train_path, "val": val_path, "payload": payload_path,
+                              "article_overlap": int(overlap.size)}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises early, before data or compilation, on values the step cannot honour."""
   choices = {"loss.negatives": (config.loss.negatives, NEGATIVES),
              "loss.positions": (config.loss.positions, POSITIONS),
@@ -249,19 +287,25 @@ def check_config(config: ml_collections.ConfigDict, model) -> None:
   for field, (value, valid) in choices.items():
     if value not in valid:
       raise ValueError(f"config field {field}={value!r} is not one of {valid}.")
-  if config.loss.positions == "all" and not model.is_causal:
-    raise ValueError("config field loss.positions='all' needs a causal model, but "
-                     f"{config.model.name} with gru_state_handoff sees the whole window at every "
-                     "position; set loss.positions='last' or model.gru_state_handoff=False.")
   for field in ("batch_size", "accum_steps", "num_epochs"):
     if config.train[field] < 1:
       raise ValueError(f"config field train.{field} must be >= 1, got {config.train[field]}.")
 
 
+def check_model(config: ml_collections.ConfigDict, model) -> None:
+  if config.loss.positions == "all" and not model.is_causal:
+    raise ValueError("config field loss.positions='all' needs a causal model, but "
+                     f"{config.model.name} with gru_state_handoff sees the whole window at every "
+                     "position; set loss.positions='last' or model.gru_state_handoff=False.")
+
+
 def replicate(tree, num_devices: int):
   """A leading device axis of size num_devices (host copies; the step places them)."""
-  return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + x.shape),
-                                tree)
+  def stack(x):
+    x = np.asarray(x)
+    return np.broadcast_to(x, (num_devices,) + x.shape)
+
+  return jax.tree_util.tree_map(stack, tree)
 
 
 def unreplicate(tree):
@@ -295,13 +339,14 @@ def _check_finite(metrics: Dict[str, float], step: int, workdir: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary."""
+  check_config(config)
   os.makedirs(workdir, exist_ok=True)
   platform = backend.current_platform()
   use_pmap = {"auto": not backend.is_metal(platform), "pmap": True,
               "vmap": False}[config.train.parallel]
   num_devices = jax.local_device_count() if use_pmap else 1
 
-  train_set, val_set, data_info = datasets.load_training_sets(config, workdir)
+  train_set, val_set, data_info = load_training_sets(config, workdir)
   vector_dim = train_set.vector_dim
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim
@@ -309,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if backend.is_metal(platform) and model.scan_mode in ("auto", "associative", "chunked"):
     model = model.clone(scan_mode="unrolled" if config.data.context_length <= 16 else "sequential")
   head = ProjectionHead(config.head.hidden_dim, config.head.out_dim)
-  check_config(config, model)
+  check_model(config, model)
   checkpoint.write_config(workdir, config)
 
   pipeline = TrainingPipeline(
