@@ -5,7 +5,7 @@ Run:
   python -m lvm_jax.main --config=configs/gr_contrastive.py:tiny --workdir=runs/gr_tiny
 """
 
-from lvm_jax.config_base import base_config, shrink_to_tiny
+from lvm_jax.config_base import apply_argument, base_config
 
 
 def get_config(arg=None):
@@ -17,9 +17,4 @@ def get_config(arg=None):
   config.model.dropout = 0.05
   config.model.gru_hidden = 256
   config.model.gru_state_handoff = False
-  if arg in ("tiny", "runlocal"):
-    shrink_to_tiny(config)
-    config.model.gru_hidden = 16
-  elif arg:
-    raise ValueError(f"configs/gr_contrastive.py: unknown argument {arg!r}; use 'tiny' or none.")
-  return config
+  return apply_argument(config, arg, __file__, gru_hidden=16)

@@ -5,7 +5,7 @@ Run:
   python -m lvm_jax.main --config=configs/sandwich_contrastive.py:tiny --workdir=runs/sandwich_tiny
 """
 
-from lvm_jax.config_base import base_config, shrink_to_tiny
+from lvm_jax.config_base import apply_argument, base_config
 
 
 def get_config(arg=None):
@@ -17,9 +17,4 @@ def get_config(arg=None):
   config.model.dropout = 0.05
   config.model.window = 8
   config.model.num_heads = 4
-  if arg in ("tiny", "runlocal"):
-    shrink_to_tiny(config)
-    config.model.n_layers = 1
-  elif arg:
-    raise ValueError(f"configs/sandwich_contrastive.py: unknown argument {arg!r}; use 'tiny' or none.")
-  return config
+  return apply_argument(config, arg, __file__, n_layers=1)

@@ -5,7 +5,7 @@ Run:
   python -m lvm_jax.main --config=configs/xl_contrastive.py:tiny --workdir=runs/xl_tiny
 """
 
-from lvm_jax.config_base import base_config, shrink_to_tiny
+from lvm_jax.config_base import apply_argument, base_config
 
 
 def get_config(arg=None):
@@ -15,8 +15,4 @@ def get_config(arg=None):
   config.model.d_model = 384
   config.model.d_state = 192
   config.model.dropout = 0.05
-  if arg in ("tiny", "runlocal"):
-    shrink_to_tiny(config)
-  elif arg:
-    raise ValueError(f"configs/xl_contrastive.py: unknown argument {arg!r}; use 'tiny' or none.")
-  return config
+  return apply_argument(config, arg, __file__)

@@ -78,6 +78,24 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+VARIANT_ARGUMENTS = ("tiny", "runlocal")
+
+
+def apply_argument(config: ml_collections.ConfigDict, arg, config_file: str,
+                   **tiny_model: object) -> ml_collections.ConfigDict:
+  """Applies a config file's argument (`--config=FILE:tiny`): "tiny"/"runlocal" or none.
+
+  tiny_model: extra config.model values for the shrunken variant of this file.
+  """
+  if arg in VARIANT_ARGUMENTS:
+    shrink_to_tiny(config)
+    config.model.update(tiny_model)
+  elif arg:
+    raise ValueError(f"{config_file}: unknown config argument {arg!r}; use one of "
+                     f"{VARIANT_ARGUMENTS} or none.")
+  return config
+
+
 def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Model and data small enough for a run of about a minute on 2 CPU cores."""
   config.data.synthetic.num_articles = 240

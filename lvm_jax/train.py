@@ -252,9 +252,11 @@ def load_training_sets(config: ml_collections.ConfigDict, workdir: str):
     if data.val_path or data.payload_path:
       raise ValueError("config.data: val_path/payload_path are set but train_path is empty; set "
                        "train_path too, or clear all three to use the synthetic corpus.")
-    paths = synthetic.ensure_synthetic_corpus(os.path.join(workdir, "data"),
-                                              **data.synthetic.to_dict())
-    train_path, val_path, payload_path = paths["train"], paths["val"], paths["payload"]
+    # Compact sets (payload rows) + the payload: the memory-lean form; reused when present.
+    paths = synthetic.generate_synthetic_corpus(
+        os.path.join(workdir, "data"), context_length=data.context_length, forms=("compact",),
+        **data.synthetic.to_dict())
+    train_path, val_path, payload_path = paths["train_rows"], paths["val_rows"], paths["payload"]
   else:
     if not data.val_path:
       raise ValueError(f"config.data.val_path is empty while train_path={data.train_path!r}; "
