@@ -41,7 +41,7 @@ from lvm_jax.data.errors import DataFormatError, data_error
 
 __all__ = [
     "DataFormatError", "Payload", "SequenceSet", "EvalSet", "pack_keys", "payload_rows_for_keys",
-    "payload_fingerprint", "sort_payload", "read_payload", "write_payload",
+    "payload_fingerprint", "window_target_ids", "sort_payload", "read_payload", "write_payload",
     "read_reference_payload", "convert_reference_payload", "read_sequence_set",
     "write_sequence_set", "read_eval_set", "write_eval_set", "make_provenance",
 ]
@@ -75,6 +75,27 @@ def pack_keys(article_index: np.ndarray, chunk_index: np.ndarray) -> np.ndarray:
   """(article, chunk) -> one int64 per key, ordered like (article, chunk); consecutive chunks of
   an article get consecutive values, which the loss relies on for its position offsets."""
   return np.asarray(article_index, np.int64) * KEY_STRIDE + np.asarray(chunk_index, np.int64)
+
+
+def window_target_ids(truth_keys: np.ndarray, context_length: int) -> np.ndarray:
+  """truth_keys [N, 2] -> ids [N] int64 numbered as if the windows' chunks were payload rows.
+
+  Each article gets a contiguous block covering its windows' chunks (first
+  context to last target), so ids grow by one per chunk, different chunks never
+  share an id, and the values stay below N * (L + 1): they survive JAX's
+  default int32 on device, which packed keys (pack_keys) would overflow.
+  """
+  keys = np.asarray(truth_keys, np.int64)
+  if keys.shape[0] == 0:
+    return np.zeros(0, np.int64)
+  articles, inverse = np.unique(keys[:, 0], return_inverse=True)
+  inverse = inverse.reshape(-1)
+  first = np.full(articles.shape[0], np.iinfo(np.int64).max)
+  last = np.full(articles.shape[0], np.iinfo(np.int64).min)
+  np.minimum.at(first, inverse, keys[:, 1] - context_length)
+  np.maximum.at(last, inverse, keys[:, 1])
+  starts = np.concatenate([[0], np.cumsum(last - first + 1)[:-1]])
+  return starts[inverse] + keys[:, 1] - first[inverse]
 
 
 # ----------------------------------------------------------------------------- payload
@@ -356,9 +377,10 @@ class SequenceSet:
   Compact form: payload_rows [N, L+1] int32 (last column = target) + payload;
   vectors are gathered per batch, so memory is the payload plus 4(L+1) bytes a
   sequence. truth_keys [N, 2] int64 (article, chunk of the target) in both.
-  target_ids: payload rows of the targets when a payload is attached, packed
-  (article, chunk) keys (pack_keys) otherwise; in both, consecutive chunks of
-  an article have consecutive ids.
+  target_ids [N] int64: payload rows of the targets when a payload is attached,
+  window_target_ids otherwise; in both, consecutive chunks of an article have
+  consecutive ids (the loss derives context positions' ids from them) and the
+  values fit int32.
   """
   truth_keys: np.ndarray
   provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -381,7 +403,7 @@ class SequenceSet:
       elif self.payload is not None:
         self.target_ids = payload_rows_for_keys(self.payload, self.truth_keys, source=self.source)
       else:
-        self.target_ids = pack_keys(self.truth_keys[:, 0], self.truth_keys[:, 1])
+        self.target_ids = window_target_ids(self.truth_keys, self.context_length)
 
   @property
   def is_compact(self) -> bool:

@@ -1,0 +1,194 @@
+"""Training batches from a SequenceSet: shuffled per (seed, epoch), sharded per host, prefetched.
+
+Every step consumes `process_count * sequences_per_step` sequences of one
+global permutation drawn from (seed, epoch); host p takes its contiguous slice
+of each step, so all hosts agree on the order without talking, each gathers
+only its own rows, and a run restarted at (epoch, step) sees exactly the
+batches it would have seen. The tail that does not fill a whole step is
+dropped (counted and logged) so every step has the same static shape.
+
+Batches are dicts of
+  contexts   [local_devices, accum_steps, micro_batch, L, dim] float32
+  targets    [local_devices, accum_steps, micro_batch, dim] float32
+  target_ids [local_devices, accum_steps, micro_batch] int64
+as numpy arrays (prefetch=0) or as device arrays sharded over the leading
+axis, staged by a background thread `prefetch` batches ahead.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Dict, Iterator, Optional, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+
+from lvm_jax.data.errors import data_error
+from lvm_jax.data.formats import SequenceSet
+
+BATCH_FIELDS = ("contexts", "targets", "target_ids")
+
+
+def epoch_permutation(num_sequences: int, seed: int, epoch: int) -> np.ndarray:
+  """[num_sequences] int64: the same for every host and every restart of (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_sequences)
+
+
+def leading_axis_sharding(devices: Sequence[jax.Device], ndim: int):
+  """Places axis 0 of an array across `devices`, in the layout pmap reads without copying."""
+  if hasattr(jax.sharding, "PmapSharding") and len(devices) > 1:
+    return lambda shape: jax.sharding.PmapSharding.default(shape, 0, devices)
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
+  spec = jax.sharding.PartitionSpec("devices", *([None] * (ndim - 1)))
+  named = jax.sharding.NamedSharding(mesh, spec)
+  return lambda shape: named
+
+
+def put_on_devices(batch: Dict[str, np.ndarray], devices: Sequence[jax.Device]):
+  """numpy batch [devices, ...] -> device arrays split over the leading axis."""
+  return {name: jax.device_put(array, leading_axis_sharding(devices, array.ndim)(array.shape))
+          for name, array in batch.items()}
+
+
+class TrainingPipeline:
+  """One epoch = `iterate(epoch)`; `iterate(epoch, start_step)` resumes inside an epoch.
+
+  Args:
+    sequence_set: full or compact SequenceSet (anything with num_sequences,
+      context_length, vector_dim and batch(indices)).
+    micro_batch: sequences per device per micro-batch.
+    accum_steps: micro-batches per device per optimiser step.
+    num_devices: local devices fed per step (default: all local devices).
+    seed: shuffling seed; the epoch number is folded in.
+    process_index, process_count: this host and the number of hosts.
+    prefetch: batches staged on device ahead of the consumer; 0 returns numpy
+      batches from the calling thread.
+    devices: the devices to place batches on (default: the first num_devices local ones).
+  """
+
+  def __init__(self, sequence_set: SequenceSet, *, micro_batch: int, accum_steps: int = 1,
+               num_devices: Optional[int] = None, seed: int = 0, process_index: int = 0,
+               process_count: int = 1, prefetch: int = 2,
+               devices: Optional[Sequence[jax.Device]] = None):
+    if devices is None:
+      local = jax.local_devices()
+      devices = local[:num_devices] if num_devices else local
+    self.devices = list(devices)
+    self.num_devices = len(self.devices) if num_devices is None else int(num_devices)
+    if self.num_devices != len(self.devices):
+      raise ValueError(f"TrainingPipeline: num_devices={num_devices} but {len(self.devices)} "
+                       "devices are available; lower num_devices or pass devices=.")
+    if micro_batch < 1 or accum_steps < 1:
+      raise ValueError(f"TrainingPipeline: micro_batch={micro_batch} and "
+                       f"accum_steps={accum_steps} must be >= 1 (config.train.batch_size, "
+                       "config.train.accum_steps).")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"TrainingPipeline: process_index={process_index} is not in "
+                       f"[0, process_count={process_count}).")
+    self.sequence_set = sequence_set
+    self.micro_batch = int(micro_batch)
+    self.accum_steps = int(accum_steps)
+    self.seed = int(seed)
+    self.process_index = int(process_index)
+    self.process_count = int(process_count)
+    self.prefetch = int(prefetch)
+    self.sequences_per_step = self.num_devices * self.accum_steps * self.micro_batch  # this host
+    self.global_sequences_per_step = self.sequences_per_step * self.process_count
+    self.num_sequences = sequence_set.num_sequences
+    self.steps_per_epoch = self.num_sequences // self.global_sequences_per_step
+    self.dropped_per_epoch = self.num_sequences - self.steps_per_epoch * \
+        self.global_sequences_per_step
+    if self.steps_per_epoch == 0:
+      raise data_error(getattr(sequence_set, "source", "<train set>"), "num_sequences",
+                       f"holds {self.num_sequences} sequences but one step needs "
+                       f"{self.global_sequences_per_step} ({self.process_count} hosts x "
+                       f"{self.num_devices} devices x {self.accum_steps} accumulation steps x "
+                       f"{self.micro_batch} micro-batch)", "lower config.train.batch_size or "
+                       "config.train.accum_steps, or use more data")
+    logging.info("Input pipeline: %d sequences, %d steps per epoch of %d sequences (%d per "
+                 "host); %d dropped per epoch (the remainder that does not fill a step).",
+                 self.num_sequences, self.steps_per_epoch, self.global_sequences_per_step,
+                 self.sequences_per_step, self.dropped_per_epoch)
+
+  def step_indices(self, epoch: int, step: int, permutation: Optional[np.ndarray] = None
+                   ) -> np.ndarray:
+    """This host's sequence indices for (epoch, step): [num_devices, accum_steps, micro_batch]."""
+    if not 0 <= step < self.steps_per_epoch:
+      raise IndexError(f"step {step} is outside [0, {self.steps_per_epoch}) for this epoch")
+    if permutation is None:
+      permutation = epoch_permutation(self.num_sequences, self.seed, epoch)
+    start = step * self.global_sequences_per_step + self.process_index * self.sequences_per_step
+    indices = permutation[start:start + self.sequences_per_step]
+    return indices.reshape(self.num_devices, self.accum_steps, self.micro_batch)
+
+  def host_batch(self, indices: np.ndarray) -> Dict[str, np.ndarray]:
+    """Gathers a numpy batch for indices [num_devices, accum_steps, micro_batch]."""
+    contexts, targets, target_ids = self.sequence_set.batch(indices.reshape(-1))
+    lead = indices.shape
+    return {"contexts": np.asarray(contexts, np.float32).reshape(lead + contexts.shape[1:]),
+            "targets": np.asarray(targets, np.float32).reshape(lead + targets.shape[1:]),
+            "target_ids": np.asarray(target_ids, np.int64).reshape(lead)}
+
+  def host_batches(self, epoch: int, start_step: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+    """Numpy batches of `epoch` from `start_step`, in the calling thread."""
+    if not 0 <= start_step <= self.steps_per_epoch:
+      raise IndexError(f"start_step {start_step} is outside [0, {self.steps_per_epoch}]")
+    permutation = epoch_permutation(self.num_sequences, self.seed, epoch)
+    for step in range(start_step, self.steps_per_epoch):
+      yield self.host_batch(self.step_indices(epoch, step, permutation))
+
+  def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Dict]:
+    """Batches of `epoch` from `start_step`; prefetched to device when prefetch > 0."""
+    batches = self.host_batches(epoch, start_step)
+    if self.prefetch <= 0:
+      return batches
+    return _prefetch_to_devices(batches, self.devices, self.prefetch)
+
+
+def _prefetch_to_devices(batches: Iterator[Dict[str, np.ndarray]], devices, depth: int):
+  """Runs gather + device_put in a daemon thread `depth` batches ahead of the consumer.
+
+  Errors in the thread are re-raised in the consumer; closing the generator
+  (break, exception) stops the thread.
+  """
+  staged: "queue.Queue" = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+  finished = object()
+
+  def offer(item) -> bool:
+    while not stop.is_set():
+      try:
+        staged.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def produce():
+    try:
+      for batch in batches:
+        if not offer(put_on_devices(batch, devices)):
+          return
+      offer(finished)
+    except BaseException as error:  # handed to the consumer, which re-raises it
+      offer(error)
+
+  thread = threading.Thread(target=produce, name="lvm-prefetch", daemon=True)
+  thread.start()
+
+  def consume():
+    try:
+      while True:
+        item = staged.get()
+        if item is finished:
+          return
+        if isinstance(item, BaseException):
+          raise item
+        yield item
+    finally:
+      stop.set()
+      thread.join(timeout=10)
+
+  return consume()
