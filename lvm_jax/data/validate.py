@@ -8,7 +8,7 @@ logged warning. Checks over [M, dim] arrays run in row blocks so that a 500k x
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 from absl import logging
@@ -228,7 +228,3 @@ def check_targets_match(targets: np.ndarray, payload_vectors: np.ndarray, rows: 
 def split_article_overlap(train_articles: np.ndarray, other_articles: np.ndarray) -> np.ndarray:
   """Articles present in both sets (sorted); empty when the split is article-disjoint."""
   return np.intersect1d(np.unique(train_articles), np.unique(other_articles))
-
-
-def shape_tuple(array: np.ndarray) -> Tuple[int, ...]:
-  return tuple(int(s) for s in array.shape)
