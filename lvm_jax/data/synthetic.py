@@ -37,7 +37,8 @@ from lvm_jax.data.formats import Payload
 
 STATE_FILE = "synthetic_state.npz"  # latents and topics, for the noise-free predictor
 PAYLOAD_DIR = "payload"
-BLOCK_ROWS = 1 << 15  # payload rows generated per block (bounds the temporaries)
+NOISE_BLOCK_ROWS = 1 << 15  # rows per noise draw; bounds temporaries. Part of the corpus's
+# definition: changing it changes every vector (the same seed then gives another corpus).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +149,8 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
   num_rows = article_index.shape[0]
 
   vectors = np.empty((num_rows, knobs.dim), np.float32)
-  for block_number, start in enumerate(range(0, num_rows, BLOCK_ROWS)):
-    block = slice(start, min(start + BLOCK_ROWS, num_rows))
+  for block_number, start in enumerate(range(0, num_rows, NOISE_BLOCK_ROWS)):
+    block = slice(start, min(start + NOISE_BLOCK_ROWS, num_rows))
     noise_rng = np.random.default_rng([knobs.seed, 2, block_number])
     noise = noise_rng.standard_normal((block.stop - block.start, knobs.dim), np.float32)
     clean = latents[block] @ process.projection.T.astype(np.float32)
@@ -284,7 +285,9 @@ def main(argv) -> None:
   print(json.dumps(paths, indent=1))
   if args.report_baselines:
     from lvm_jax.data import baselines  # pylint: disable=g-import-not-at-top
-    print(json.dumps(baselines.synthetic_report(args.out), indent=1))
+    report = baselines.synthetic_report(args.out)
+    print(json.dumps(report, indent=1))
+    print(baselines.format_report(report))
 
 
 if __name__ == "__main__":

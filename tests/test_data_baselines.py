@@ -1,0 +1,72 @@
+"""baselines: exact retrieval ranks, exclusions, and a least-squares fit that recovers a planted map."""
+
+import numpy as np
+
+from lvm_jax.data import baselines
+from lvm_jax.data.formats import Payload
+
+
+def unit_rows(rng, count, dim):
+  vectors = rng.normal(size=(count, dim)).astype(np.float32)
+  return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_retrieval_ranks_match_a_brute_force_sort():
+  rng = np.random.default_rng(0)
+  payload = unit_rows(rng, 300, 16)
+  predictions = unit_rows(rng, 1100, 16)  # more than one scoring block
+  targets = rng.integers(0, 300, 1100)
+  ranks = baselines.retrieval_ranks(predictions, targets, payload)
+  scores = predictions @ payload.T
+  expected = np.array([np.sum(s > s[t]) for s, t in zip(scores, targets)])
+  np.testing.assert_array_equal(ranks, expected)
+
+
+def test_excluded_rows_do_not_compete():
+  payload = np.eye(4, dtype=np.float32)
+  prediction = np.array([[1.0, 0.9, 0.8, 0.0]], np.float32)
+  assert baselines.retrieval_ranks(prediction, np.array([2]), payload)[0] == 2
+  assert baselines.retrieval_ranks(prediction, np.array([2]), payload,
+                                   exclude_rows=np.array([[0, 1]]))[0] == 0
+
+
+def test_simple_predictors():
+  contexts = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+  np.testing.assert_array_equal(baselines.copy_last(contexts), contexts[:, -1])
+  np.testing.assert_array_equal(baselines.mean_of_context(contexts), contexts[:, 1])
+
+
+def test_linear_predictor_recovers_a_planted_low_rank_map():
+  rng = np.random.default_rng(1)
+  basis, _ = np.linalg.qr(rng.normal(size=(32, 4)))
+  latents = rng.normal(size=(2000, 3, 4))
+  mixing = rng.normal(size=(3 * 4, 4)) / 3
+  contexts = latents @ basis.T
+  targets = (latents.reshape(2000, -1) @ mixing) @ basis.T
+  predictor = baselines.fit_linear_predictor(contexts, targets, rank=4, ridge=1e-9)
+  np.testing.assert_allclose(predictor.predict(contexts[:50]), targets[:50], atol=1e-5)
+
+
+def test_nearest_train_neighbour_returns_the_memorised_target():
+  rng = np.random.default_rng(2)
+  train_contexts = rng.normal(size=(20, 3, 8)).astype(np.float32)
+  train_targets = rng.normal(size=(20, 8)).astype(np.float32)
+  out = baselines.nearest_train_neighbour(train_contexts, train_targets, train_contexts[[4, 9]])
+  np.testing.assert_array_equal(out, train_targets[[4, 9]])
+
+
+def test_report_scores_a_perfect_predictor_and_formats_a_table():
+  rng = np.random.default_rng(3)
+  vectors = unit_rows(rng, 60, 8)
+  payload = Payload(vectors, np.repeat([0, 1], 30), np.tile(np.arange(30), 2), np.arange(60))
+  windows = np.arange(6)[None, :] + np.array([0, 5, 30, 40])[:, None]
+  scores = baselines.score_predictions(vectors[windows[:, -1]], windows, vectors)
+  assert scores == {"cosine": scores["cosine"], "r1": 1.0, "r5": 1.0, "r1_excl": 1.0,
+                    "r5_excl": 1.0}
+  np.testing.assert_allclose(scores["cosine"], 1.0, atol=1e-6)
+  report = baselines.baseline_report(payload, windows[:3], windows[3:])
+  assert set(report) == {"copy_last", "mean_of_context", "linear", "nearest_train",
+                         "linear_on_train", "_sizes"}
+  table = baselines.format_report(report)
+  assert table.splitlines()[0] == "| predictor | cosine | r1 | r5 | r1_excl | r5_excl |"
+  assert "| copy_last |" in table and "_sizes" not in table
