@@ -15,7 +15,7 @@ from absl import logging
 
 from lvm_jax.data.errors import data_error
 
-BLOCK_ROWS = 1 << 16  # rows per block for checks over large arrays
+BLOCK_ROWS = 1 << 13  # rows per block for checks over large arrays (~50 MB of float64 at 768-d)
 UNIT_NORM_TOLERANCE = 1e-3  # |norm - 1| above this counts as not unit-norm
 TARGET_MIN_COSINE = 0.999  # a target must match its payload vector at least this well
 MAX_CHUNK_INDEX = 1 << 20  # chunk_index must stay below this (packed ids, see formats.pack_keys)
