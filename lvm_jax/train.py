@@ -174,7 +174,7 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
   metrics = {k: v / queries_per_device for k, v in sums.items() if k != "masked_negatives"}
   metrics = lax.pmean(metrics, AXIS)
   metrics["masked_negatives"] = lax.psum(sums["masked_negatives"], AXIS)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
   return state.apply_gradients(grads=grads), metrics
 
 

@@ -13,18 +13,23 @@ from lvm_jax.models.gru import GRUGate
 from lvm_jax.models.mamba import MambaBlock
 
 BLOCK_KINDS = ("mamba", "attention", "gru")
-NORM_EPSILON = 1e-12
+NORM_EPSILON = 1e-6
 
 
 def l2_normalize(x, axis=-1, epsilon=NORM_EPSILON):
-  """x / max(|x|, eps) in float32: finite (zero) at zero vectors, unlike x / |x|.
+  """x / |x| in float32; vectors shorter than epsilon map to zero, with zero gradient.
 
-  The gradient of sqrt is infinite at 0, so the norm is taken as
-  sqrt(max(|x|^2, eps^2)), whose gradient at x = 0 is zero, not NaN.
+  Article dropout zeroes the last context positions, and a zero input gives an
+  exactly zero prediction while the input projection's bias is still zero
+  (Mamba gates each position by its own input). x / max(|x|, eps) would pass a
+  gradient of 1/eps there, which compounds through the projection head to
+  overflow; below epsilon the direction is undefined, so no gradient flows.
   """
   x = x.astype(jnp.float32)
   squared = jnp.sum(x * x, axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(squared, epsilon * epsilon))
+  long_enough = squared > epsilon * epsilon
+  safe_squared = jnp.where(long_enough, squared, 1.0)  # keeps rsqrt and its gradient finite
+  return jnp.where(long_enough, x * jax.lax.rsqrt(safe_squared), 0.0)
 
 
 class LatentVectorModel(nn.Module):
