@@ -126,6 +126,7 @@ def test_eval_set_round_trip(tmp_path, payload_dir):
   np.testing.assert_array_equal(read.truth_keys, keys)
   assert read.provenance["split"] == "eval"
   assert (read.num_sequences, read.context_length, read.vector_dim) == (2, 5, DIM)
+  np.testing.assert_array_equal(read.target_rows(payload), rows[:, -1])
 
 
 def test_reads_reference_shaped_npz_with_only_the_required_fields(tmp_path, payload_dir):

@@ -131,7 +131,9 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
     keys = np.stack([payload.article_index[target_rows], payload.chunk_index[target_rows]], 1)
     provenance = dict(payload.provenance, split=name, context_length=context_length,
                       payload_fingerprint=formats.payload_fingerprint(payload),
-                      payload_path=os.path.abspath(payload.source))
+                      payload_path=os.path.abspath(payload.source),
+                      payload_created_at=payload.provenance.get("created_at"))
+    provenance.pop("created_at", None)  # the writer stamps the set's own time
     sets[name] = SequenceSet(truth_keys=keys, provenance=provenance, payload_rows=split_rows,
                              payload=payload, source=f"<{name} split of {payload.source}>")
   logging.info("Windows of %d+1 over %s: %s; %d of %d articles give no window.", context_length,
@@ -203,6 +205,10 @@ def build_dataset(payload, out_dir: str, *, context_length: int = DEFAULT_CONTEX
   """
   if not isinstance(payload, Payload):
     payload = formats.read_payload(payload)
+  if not os.path.isdir(payload.source):
+    raise ValueError(f"build_dataset: the payload ({payload.source}) must be written first "
+                     "(formats.write_payload): the compact sets and the manifest refer to its "
+                     "directory.")
   os.makedirs(out_dir, exist_ok=True)
   sets, record = build_splits(payload, context_length=context_length,
                               min_article_chunks=min_article_chunks, split_ratios=split_ratios,

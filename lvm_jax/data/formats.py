@@ -133,8 +133,7 @@ class Payload:
     """[M] int64, ascending (rows are sorted); cached because lookups reuse it."""
     cached = getattr(self, "_packed_keys", None)
     if cached is None or cached.shape[0] != self.num_rows:
-      cached = pack_keys(self.article_index, self.chunk_index)
-      object.__setattr__(self, "_packed_keys", cached)
+      cached = self._packed_keys = pack_keys(self.article_index, self.chunk_index)
     return cached
 
   def rows_for_keys(self, truth_keys: np.ndarray, *, source: str = "<keys>",
@@ -272,11 +271,11 @@ def read_payload(path: str, *, expected_dim: Optional[int] = None, normalize: bo
   payload = Payload(vectors=arrays["vectors"], article_index=arrays["article_index"],
                     chunk_index=arrays["chunk_index"], ids=arrays["ids"], texts=texts,
                     provenance=provenance, source=path)
-  _check_payload_arrays(payload, path, normalize=normalize, expected_dim=expected_dim)
   if payload.vectors.dtype != np.float32:
     raise data_error(os.path.join(path, PAYLOAD_FILES["vectors"]), "vectors",
                      f"has dtype {payload.vectors.dtype}, expected float32",
                      "rewrite the payload with write_payload")
+  _check_payload_arrays(payload, path, normalize=normalize, expected_dim=expected_dim)
   payload.article_index = payload.article_index.astype(np.int64, copy=False)
   payload.chunk_index = payload.chunk_index.astype(np.int64, copy=False)
   payload.ids = payload.ids.astype(np.int64, copy=False)
@@ -562,6 +561,10 @@ class EvalSet:
   @property
   def vector_dim(self) -> int:
     return int(self.contexts.shape[2])
+
+  def target_rows(self, payload: Payload) -> np.ndarray:
+    """[N] payload rows (= FAISS ids) of the targets; raises if a key is absent."""
+    return payload_rows_for_keys(payload, self.truth_keys, source=self.source)
 
 
 def write_eval_set(path: str, eval_set: EvalSet) -> str:
