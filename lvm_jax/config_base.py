@@ -98,7 +98,6 @@ def apply_argument(config: ml_collections.ConfigDict, arg, config_file: str,
 
 def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Model and data small enough for a run of about a minute on 2 CPU cores."""
-  config.data.synthetic.num_articles = 240
   config.data.synthetic.dim = 64
   config.model.d_model = 32
   config.model.n_layers = 2
@@ -107,8 +106,9 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   config.head.out_dim = 32
   config.train.batch_size = 32
   config.train.accum_steps = 2
-  config.train.num_epochs = 3
-  config.train.warmup_steps = 20
+  config.train.num_epochs = 20
+  config.train.learning_rate = 3e-3  # a 2-block d_model-32 model learns faster at this rate
+  config.train.warmup_steps = 100
   config.train.log_every_steps = 10
   config.eval.batch_size = 256
   return config

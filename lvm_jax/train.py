@@ -26,7 +26,7 @@ from jax import lax
 
 from lvm_jax import backend, checkpoint, losses
 from lvm_jax.config_base import NEGATIVES, PARALLEL, POSITIONS
-from lvm_jax.data import augment, formats, synthetic
+from lvm_jax.data import augment, baselines, formats, synthetic
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.models import ProjectionHead, weight_decay_mask
 from lvm_jax.progress import ProgressBar
@@ -34,6 +34,7 @@ from lvm_jax.tensorboard import SummaryWriter
 
 AXIS = "batch"
 HISTORY_FILE = "history.json"
+BASELINES_FILE = "val_baselines.json"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -212,33 +213,56 @@ def _ranks_of_true_targets(predictions, own_targets, all_targets):
   return jnp.sum(scores > true_score[:, None], axis=-1)
 
 
+def retrieval_proxy(predictions: np.ndarray, targets: np.ndarray, block: int) -> Dict[str, float]:
+  """Mean cosine, and R@1 / R@5 of each prediction among all the set's targets."""
+  all_targets = jnp.asarray(targets)
+  ranks = np.concatenate([
+      np.asarray(_ranks_of_true_targets(predictions[s:s + block], targets[s:s + block],
+                                        all_targets)) for s in range(0, len(targets), block)])
+  cosine = np.asarray(losses.cosine_similarity(jnp.asarray(predictions), all_targets))
+  return {"cosine": float(np.mean(cosine)), "r1": float(np.mean(ranks < 1)),
+          "r5": float(np.mean(ranks < 5))}
+
+
+def _dataset_batches(dataset, batch_size: int):
+  for start in range(0, dataset.num_sequences, batch_size):
+    yield dataset.batch(np.arange(start, min(start + batch_size, dataset.num_sequences)))
+
+
 def evaluate(params, dataset, *, model, head, config) -> Dict[str, float]:
   """val_loss, val_infonce, val_ar, val_cosine, and R@1/R@5 of each prediction
   among all validation targets (a cheap retrieval proxy)."""
-  batch_size = config.eval.batch_size
-  count = dataset.num_sequences
-  sums = {"infonce": 0.0, "ar_loss": 0.0, "cosine": 0.0}
+  sums = {"infonce": 0.0, "ar_loss": 0.0}
   predictions, targets = [], []
-  for start in range(0, count, batch_size):
-    indices = np.arange(start, min(start + batch_size, count))
-    batch_contexts, batch_targets, batch_ids = dataset.batch(indices)
+  for batch_contexts, batch_targets, batch_ids in _dataset_batches(dataset, config.eval.batch_size):
     batch_predictions, batch_sums = eval_step(
         params, batch_contexts, batch_targets, batch_ids, model=model, head=head,
         temperature=config.loss.temperature)
-    for k, v in batch_sums.items():
-      sums[k] += float(v)
+    for k in sums:
+      sums[k] += float(batch_sums[k])
     predictions.append(np.asarray(batch_predictions))
     targets.append(np.asarray(batch_targets, np.float32))
-  predictions, targets = np.concatenate(predictions), np.concatenate(targets)
-  all_targets = jnp.asarray(targets)
-  ranks = np.concatenate([
-      np.asarray(_ranks_of_true_targets(predictions[s:s + batch_size], targets[s:s + batch_size],
-                                        all_targets)) for s in range(0, count, batch_size)])
-  infonce, ar = sums["infonce"] / count, sums["ar_loss"] / count
+  proxy = retrieval_proxy(np.concatenate(predictions), np.concatenate(targets),
+                          config.eval.batch_size)
+  infonce, ar = sums["infonce"] / dataset.num_sequences, sums["ar_loss"] / dataset.num_sequences
   return {"val_loss": losses.combined_loss(infonce, ar, config.loss.contrastive_weight,
                                            config.loss.ar_weight),
-          "val_infonce": infonce, "val_ar": ar, "val_cosine": sums["cosine"] / count,
-          "val_r1": float(np.mean(ranks < 1)), "val_r5": float(np.mean(ranks < 5))}
+          "val_infonce": infonce, "val_ar": ar, "val_cosine": proxy["cosine"],
+          "val_r1": proxy["r1"], "val_r5": proxy["r5"]}
+
+
+def baseline_metrics(dataset, batch_size: int) -> Dict[str, Dict[str, float]]:
+  """The same cosine and R@k for copy-last-context and mean-of-context predictors."""
+  predictors = {"copy_last": baselines.copy_last, "mean_of_context": baselines.mean_of_context}
+  predictions = {name: [] for name in predictors}
+  targets = []
+  for batch_contexts, batch_targets, _ in _dataset_batches(dataset, batch_size):
+    for name, predict in predictors.items():
+      predictions[name].append(np.asarray(predict(batch_contexts), np.float32))
+    targets.append(np.asarray(batch_targets, np.float32))
+  targets = np.concatenate(targets)
+  return {name: retrieval_proxy(np.concatenate(p), targets, batch_size)
+          for name, p in predictions.items()}
 
 
 def load_training_sets(config: ml_collections.ConfigDict, workdir: str):
@@ -382,6 +406,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                pipeline.sequences_per_step, num_devices, config.train.accum_steps,
                config.train.batch_size, pipeline.dropped_per_epoch)
 
+  reference = baseline_metrics(val_set, config.eval.batch_size)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, BASELINES_FILE), "w") as f:
+      json.dump(reference, f, indent=2)
+  baseline_note = ", ".join(f"{name} {m['cosine']:.4f} / R@5 {m['r5']:.4f}"
+                            for name, m in reference.items())
+  logging.info("Validation baselines (cosine / R@5): %s", baseline_note)
+
   p_train_step = make_parallel_train_step(config, model, head, use_pmap)
   state = replicate(state, num_devices)  # pmap/vmap place the leading axis per device
   writer = SummaryWriter(os.path.join(workdir, "tensorboard"), enabled=jax.process_index() == 0)
@@ -427,6 +459,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       history.append(entry)
       logging.info("epoch %d: %s", epoch + 1,
                    " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
+      logging.info("epoch %d: val_cosine %.4f R@5 %.4f beside baselines (cosine / R@5): %s",
+                   epoch + 1, val["val_cosine"], val["val_r5"], baseline_note)
       writer.scalars({f"val/{k}": v for k, v in val.items()}, step)
       writer.flush()
       checkpointer.save(host_state, val)
@@ -444,7 +478,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     checkpointer.wait_until_finished()
     checkpointer.close()
     writer.close()
-  summary.update(history=history, best_val_cosine=best, data=data_info,
+  summary.update(history=history, best_val_cosine=best, data=data_info, baselines=reference,
                  final_state=jax.device_get(unreplicate(state)))
   return summary
 
