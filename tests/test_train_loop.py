@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lvm_jax import checkpoint, train
+from lvm_jax.data import formats
 from lvm_jax.config_base import base_config, shrink_to_tiny
 
 
@@ -104,3 +105,21 @@ def test_bad_config_values_fail_before_training(tmp_path):
   with pytest.raises(ValueError, match=r"loss.negatives='everything' is not one of \('micro', "
                                        r"'accum', 'global'\)"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_missing_or_mismatched_data_is_reported_before_compiling(finished_run, tmp_path,
+                                                                  monkeypatch):
+  workdir, _ = finished_run
+  compiled = []
+  monkeypatch.setattr(train, "make_parallel_train_step", lambda *a, **k: compiled.append(1))
+  config = tiny_config()
+  config.data.train_path = str(tmp_path / "missing.npz")
+  config.data.val_path = os.path.join(workdir, "data", "val_rows.npz")
+  config.data.payload_path = os.path.join(workdir, "data", "payload")
+  with pytest.raises(formats.DataFormatError, match=r"missing\.npz: field .*does not exist"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  config.data.train_path = os.path.join(workdir, "data", "train_rows.npz")
+  config.data.vector_dim = 48  # the files hold 32-d vectors
+  with pytest.raises(formats.DataFormatError, match="48"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not compiled
