@@ -1,0 +1,113 @@
+"""FAISS indexes over a payload: build, write, read with checks. Ids are payload rows.
+
+Vectors are unit norm, so inner product is cosine. Kinds:
+  flat      exact search; the ground truth, and the choice for small payloads;
+  ivf_flat  inverted lists over k-means cells (nlist), nprobe cells scanned per
+            query: the reference's index, fast on 584k x 768;
+  hnsw      a graph index (M links a node), no training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import faiss
+import numpy as np
+from absl import logging
+
+from lvm_jax.data.errors import data_error
+
+INDEX_KINDS = ("flat", "ivf_flat", "hnsw")
+DEFAULT_NPROBE = 64
+TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
+HNSW_LINKS = 32
+CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mapping
+
+
+def default_nlist(num_vectors: int) -> int:
+  """≈ 4·√M cells, at least 1 and never more than M / 39 (FAISS's minimum points a cell)."""
+  return int(max(1, min(round(4 * math.sqrt(num_vectors)), num_vectors // 39)))
+
+
+def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int] = None,
+                train_sample: Optional[int] = None, seed: int = 0) -> faiss.Index:
+  """An inner-product index over `vectors` [M, dim] in row order (FAISS id = row).
+
+  nlist: IVF cells (default default_nlist(M)); train_sample: k-means training
+  points (default TRAIN_POINTS_PER_CELL per cell), drawn without replacement.
+  """
+  if kind not in INDEX_KINDS:
+    raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS}.")
+  vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+  num_vectors, dim = vectors.shape
+  if kind == "flat":
+    index = faiss.IndexFlatIP(dim)
+  elif kind == "hnsw":
+    index = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+  else:
+    nlist = default_nlist(num_vectors) if nlist is None else int(nlist)
+    if not 1 <= nlist <= num_vectors:
+      raise ValueError(f"nlist={nlist} must be in [1, {num_vectors}] (the payload's rows).")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    sample_size = min(num_vectors, train_sample or nlist * TRAIN_POINTS_PER_CELL)
+    sample = np.random.default_rng(seed).choice(num_vectors, sample_size, replace=False)
+    logging.info("Training IVF (nlist=%d) on %d of %d vectors", nlist, sample_size, num_vectors)
+    index.train(vectors[np.sort(sample)])
+    index.nprobe = min(DEFAULT_NPROBE, nlist)
+  index.add(vectors)
+  return index
+
+
+def set_nprobe(index: faiss.Index, nprobe: int) -> None:
+  """Cells scanned a query (IVF only; other kinds ignore it)."""
+  ivf = faiss.try_extract_index_ivf(index)
+  if ivf is not None:
+    ivf.nprobe = int(min(nprobe, ivf.nlist))
+
+
+def index_kind(index: faiss.Index) -> str:
+  if faiss.try_extract_index_ivf(index) is not None:
+    return "ivf_flat"
+  if isinstance(index, faiss.IndexHNSW):
+    return "hnsw"
+  return "flat"
+
+
+def write_index(index: faiss.Index, path: str) -> None:
+  """Written beside, then renamed: a crash never leaves half an index."""
+  faiss.write_index(index, path + ".tmp")
+  os.replace(path + ".tmp", path)
+
+
+def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CHECK_SAMPLE,
+               seed: int = 0) -> faiss.Index:
+  """Reads an index and checks it belongs to the payload: same size, and a sample of
+  payload rows finds itself (its own row id among the exact top hits)."""
+  if not os.path.exists(path):
+    raise data_error(path, "(file)", "does not exist", "build it with python -m "
+                     "lvm_jax.eval.build_index --payload PAYLOAD --out " + path)
+  index = faiss.read_index(path)
+  num_rows, dim = payload_vectors.shape
+  if index.ntotal != num_rows or index.d != dim:
+    raise data_error(path, "ntotal", f"holds {index.ntotal} vectors of dim {index.d} but the "
+                     f"payload has {num_rows} of dim {dim}", "rebuild the index from this payload")
+  rows = np.random.default_rng(seed).choice(num_rows, min(check_sample, num_rows), replace=False)
+  queries = np.ascontiguousarray(payload_vectors[rows], np.float32)
+  ivf = faiss.try_extract_index_ivf(index)
+  saved_nprobe = ivf.nprobe if ivf is not None else None
+  if ivf is not None:
+    ivf.nprobe = ivf.nlist  # exhaustive for the check: a miss then means a wrong id
+  _, ids = index.search(queries, 10)
+  if ivf is not None:
+    ivf.nprobe = saved_nprobe
+  # A row may have exact duplicates in the payload; accept any id holding the same vector.
+  found = [row in hits or any(np.array_equal(payload_vectors[h], payload_vectors[row])
+                              for h in hits if h >= 0) for row, hits in zip(rows, ids)]
+  missing = rows[~np.asarray(found)]
+  if missing.size:
+    raise data_error(path, "ids", f"payload rows {missing[:5].tolist()} do not find themselves "
+                     "in the index: its ids are not this payload's row numbers",
+                     "rebuild the index from this payload (rows in payload order)")
+  return index

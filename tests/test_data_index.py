@@ -1,0 +1,44 @@
+"""FAISS indexes: ids are payload rows, and read_index rejects an index of another payload."""
+
+import numpy as np
+import pytest
+
+from lvm_jax.data import index as index_lib
+from lvm_jax.data.errors import DataFormatError
+
+
+def unit_vectors(count, dim=16, seed=0):
+  x = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", index_lib.INDEX_KINDS)
+def test_every_row_finds_itself_first(kind, tmp_path):
+  vectors = unit_vectors(2000)
+  built = index_lib.build_index(vectors, kind=kind, nlist=16)
+  index_lib.set_nprobe(built, 16)
+  path = str(tmp_path / "payload.faiss")
+  index_lib.write_index(built, path)
+  index = index_lib.read_index(path, vectors)
+  _, ids = index.search(vectors[:200], 1)
+  np.testing.assert_array_equal(ids[:, 0], np.arange(200))
+  assert index_lib.index_kind(index) == kind
+
+
+def test_default_nlist_rule():
+  assert index_lib.default_nlist(584_000) == round(4 * np.sqrt(584_000))
+  assert index_lib.default_nlist(100) == 2
+  assert index_lib.default_nlist(10) == 1
+
+
+def test_read_index_rejects_another_payload(tmp_path):
+  vectors = unit_vectors(500)
+  path = str(tmp_path / "payload.faiss")
+  index_lib.write_index(index_lib.build_index(vectors, kind="flat"), path)
+  with pytest.raises(DataFormatError, match=r"holds 500 vectors of dim 16 but the payload has 400"):
+    index_lib.read_index(path, vectors[:400])
+  shuffled = vectors[np.random.default_rng(1).permutation(500)]
+  with pytest.raises(DataFormatError, match="its ids are not this payload's row numbers"):
+    index_lib.read_index(path, shuffled)
+  with pytest.raises(DataFormatError, match="does not exist"):
+    index_lib.read_index(str(tmp_path / "absent.faiss"), vectors)
