@@ -38,6 +38,7 @@ from absl import logging
 
 from lvm_jax.data import validate
 from lvm_jax.data.errors import DataFormatError, data_error
+from lvm_jax.progress import ProgressBar
 
 __all__ = [
     "DataFormatError", "Payload", "SequenceSet", "EvalSet", "pack_keys", "payload_rows_for_keys",
@@ -317,7 +318,12 @@ def read_reference_payload(path: str, *, trust_pickle: bool = False,
   chunk_index = np.empty(num_rows, np.int64)
   ids = np.empty(num_rows, np.int64)
   texts = []
+  progress_every = 10_000
+  bar = ProgressBar(num_rows, f"reading {os.path.basename(path)}", unit="rows") \
+      if num_rows > 10 * progress_every else None
   for row, (payload_id, entry) in enumerate(loaded.items()):
+    if bar and (row + 1) % progress_every == 0:
+      bar.update(progress_every)
     text, meta, vec = _reference_entry(path, payload_id, entry)
     if vec.shape != (dim,):
       raise data_error(path, f"[{payload_id!r}].vec", f"has shape {vec.shape}, but the first "
@@ -327,6 +333,8 @@ def read_reference_payload(path: str, *, trust_pickle: bool = False,
     chunk_index[row] = meta["chunk_index"]
     ids[row] = payload_id
     texts.append(text)
+  if bar:
+    bar.close()
   with open(path, "rb") as f:
     source_hash = _sha256_of_stream(f)
   payload = Payload(vectors, article_index, chunk_index, ids, texts,

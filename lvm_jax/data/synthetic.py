@@ -34,6 +34,7 @@ from absl import app, flags, logging
 
 from lvm_jax.data import build, formats
 from lvm_jax.data.formats import Payload
+from lvm_jax.progress import ProgressBar
 
 STATE_FILE = "synthetic_state.npz"  # latents and topics, for the noise-free predictor
 PAYLOAD_DIR = "payload"
@@ -149,6 +150,8 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
   num_rows = article_index.shape[0]
 
   vectors = np.empty((num_rows, knobs.dim), np.float32)
+  num_blocks = -(-num_rows // NOISE_BLOCK_ROWS)
+  bar = ProgressBar(num_blocks, "synthetic vectors", unit="block") if num_blocks > 4 else None
   for block_number, start in enumerate(range(0, num_rows, NOISE_BLOCK_ROWS)):
     block = slice(start, min(start + NOISE_BLOCK_ROWS, num_rows))
     noise_rng = np.random.default_rng([knobs.seed, 2, block_number])
@@ -157,6 +160,10 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
     clean += knobs.topic_scale * topics[article_index[block]]
     clean += (knobs.noise_scale / np.sqrt(knobs.dim)) * noise
     vectors[block] = _unit_rows(clean)
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
   texts = None
   if knobs.with_texts:
     texts = [f"synthetic article {a} chunk {c}" for a, c in zip(article_index, chunk_index)]
