@@ -270,6 +270,22 @@ def test_dimension_mismatch_with_config(tmp_path, payload_dir):
                  "Fix: set config.data.vector_dim")
 
 
+def test_dimension_mismatch_between_train_and_val_files(tmp_path, payload_dir):
+  other = make_payload()
+  other.vectors = unit_rows(np.random.default_rng(3), other.num_rows, 6)
+  val_path = save_npz(tmp_path / "val.npz", **full_set_arrays(other))
+  with pytest.raises(DataFormatError) as error:
+    formats.read_sequence_set(val_path, expected_dim=8, expected_context_length=5,
+                              expected_source="the train set /data/train.npz")
+  assert_message(error, val_path, "'context_sequences'", "dimension 6",
+                 "but the train set /data/train.npz has 8",
+                 "Fix: use sets built from one payload and embedder")
+  with pytest.raises(DataFormatError) as error:
+    formats.read_sequence_set(val_path, expected_context_length=4,
+                              expected_source="the train set /data/train.npz")
+  assert_message(error, val_path, "context length 5 but the train set /data/train.npz asks for 4")
+
+
 def test_dimension_mismatch_with_payload(tmp_path, payload_dir):
   payload = formats.read_payload(payload_dir)
   other = make_payload()

@@ -61,6 +61,7 @@ TARGET_FIELDS = ("target_vectors", "targets")
 EVAL_CONTEXT_FIELDS = ("contexts",)
 EVAL_TARGET_FIELDS = ("targets",)
 COMPACT_FIELD = "payload_rows"
+CONFIG_SOURCE = "config"  # expectations passed to the readers come from config.data by default
 
 
 def make_provenance(**fields: Any) -> Dict[str, Any]:
@@ -478,30 +479,32 @@ def write_sequence_set(path: str, sequence_set: SequenceSet) -> str:
 def read_sequence_set(path: str, *, payload: Optional[Payload] = None,
                       expected_dim: Optional[int] = None,
                       expected_context_length: Optional[int] = None,
+                      expected_source: str = CONFIG_SOURCE,
                       normalize: bool = False, check_targets: bool = True) -> SequenceSet:
   """Reads and validates a train/val NPZ in either form.
 
   payload: required for the compact form; for the full form, when given, the
   truth keys must exist in it and every target must match its payload vector.
-  expected_dim / expected_context_length: from the config (None or 0: any).
+  expected_dim / expected_context_length: None or 0 accept any value.
+  expected_source: where those expectations come from, for the messages: the
+  config (default), or e.g. "the train set /data/train.npz" when checking val.
   normalize: re-normalise non-unit vectors once (logged) instead of raising.
   """
   path = str(path)
+  expected = _Expected(expected_dim, expected_context_length, expected_source)
   with _open_npz(path) as npz:
     if COMPACT_FIELD in npz.files:
-      return _read_compact(path, npz, payload, expected_dim, expected_context_length)
+      return _read_compact(path, npz, payload, expected)
     contexts_field = _first_present(npz, CONTEXT_FIELDS, path)
     targets_field = _first_present(npz, TARGET_FIELDS, path)
     windows = _read_windows(path, npz, contexts_field, targets_field, payload=payload,
-                            expected_dim=expected_dim,
-                            expected_context_length=expected_context_length,
-                            normalize=normalize, check_targets=check_targets)
+                            expected=expected, normalize=normalize, check_targets=check_targets)
   contexts, targets, keys, provenance, target_ids = windows
   return SequenceSet(truth_keys=keys, provenance=provenance, context_sequences=contexts,
                      target_vectors=targets, payload=payload, target_ids=target_ids, source=path)
 
 
-def _read_compact(path, npz, payload, expected_dim, expected_context_length) -> SequenceSet:
+def _read_compact(path, npz, payload, expected: "_Expected") -> SequenceSet:
   if payload is None:
     raise data_error(path, COMPACT_FIELD, "is the compact form (payload row indices) and needs "
                      "the payload it indexes", "pass the payload (config.data.payload_path, "
@@ -528,11 +531,7 @@ def _read_compact(path, npz, payload, expected_dim, expected_context_length) -> 
                      f"payload ({BUILD_HINT})")
   context_length = rows.shape[1] - 1
   _check_scalars(npz, path, count, context_length, payload.vector_dim)
-  validate.check_context_length(context_length, expected_context_length, path=path,
-                                field=COMPACT_FIELD, expected_from="config.data.context_length")
-  validate.check_dim(payload.vector_dim, expected_dim, path=path, field="vector_dim",
-                     expected_from="config.data.vector_dim",
-                     fix="set config.data.vector_dim to 0 or to the payload's dimension")
+  expected.check(path, COMPACT_FIELD, context_length, payload.vector_dim)
   validate.check_rows_in_range(rows, payload.num_rows, path=path, field=COMPACT_FIELD,
                                payload_path=payload.source)
   validate.check_windows_consecutive(rows, payload.article_index, payload.chunk_index, path=path,
@@ -590,16 +589,16 @@ def write_eval_set(path: str, eval_set: EvalSet) -> str:
 def read_eval_set(path: str, *, payload: Optional[Payload] = None,
                   expected_dim: Optional[int] = None,
                   expected_context_length: Optional[int] = None,
-                  normalize: bool = False) -> EvalSet:
+                  expected_source: str = CONFIG_SOURCE, normalize: bool = False) -> EvalSet:
   """Reads and validates an eval NPZ; with a payload, keys must exist and targets match."""
   path = str(path)
+  expected = _Expected(expected_dim, expected_context_length, expected_source)
   with _open_npz(path) as npz:
     contexts_field = _first_present(npz, EVAL_CONTEXT_FIELDS, path)
     targets_field = _first_present(npz, EVAL_TARGET_FIELDS, path)
     contexts, targets, keys, provenance, _ = _read_windows(
-        path, npz, contexts_field, targets_field, payload=payload, expected_dim=expected_dim,
-        expected_context_length=expected_context_length, normalize=normalize,
-        check_targets=True)
+        path, npz, contexts_field, targets_field, payload=payload, expected=expected,
+        normalize=normalize, check_targets=True)
   return EvalSet(contexts=contexts, targets=targets, truth_keys=keys, provenance=provenance,
                  source=path)
 
@@ -607,8 +606,28 @@ def read_eval_set(path: str, *, payload: Optional[Payload] = None,
 # ----------------------------------------------------------------------------- shared readers
 
 
-def _read_windows(path, npz, contexts_field, targets_field, *, payload, expected_dim,
-                  expected_context_length, normalize, check_targets):
+@dataclasses.dataclass(frozen=True)
+class _Expected:
+  """What the caller expects of a set's shape, and where that expectation comes from."""
+  dim: Optional[int]
+  context_length: Optional[int]
+  source: str
+
+  def check(self, path, field: str, context_length: int, dim: int) -> None:
+    from_config = self.source == CONFIG_SOURCE
+    validate.check_context_length(
+        context_length, self.context_length, path=path, field=field,
+        expected_from="config.data.context_length" if from_config else self.source)
+    validate.check_dim(
+        dim, self.dim, path=path, field=field,
+        expected_from="config.data.vector_dim" if from_config else self.source,
+        fix=("set config.data.vector_dim to 0 (take it from the data) or to the file's "
+             "dimension, or use files from the expected embedder") if from_config else
+        f"use sets built from one payload and embedder ({BUILD_HINT} writes them together)")
+
+
+def _read_windows(path, npz, contexts_field, targets_field, *, payload, expected: _Expected,
+                  normalize, check_targets):
   """Validated (contexts, targets, truth_keys, provenance, target_ids-or-None) of a full NPZ."""
   contexts = _load_field(npz, contexts_field, path)
   targets = _load_field(npz, targets_field, path)
@@ -633,12 +652,7 @@ def _read_windows(path, npz, contexts_field, targets_field, *, payload, expected
     raise data_error(path, targets_field, f"has vector dimension {targets.shape[1]} but "
                      f"{contexts_field} has {dim}", f"rebuild the file ({BUILD_HINT})")
   _check_scalars(npz, path, count, contexts.shape[1], dim)
-  validate.check_context_length(contexts.shape[1], expected_context_length, path=path,
-                                field=contexts_field, expected_from="config.data.context_length")
-  validate.check_dim(dim, expected_dim, path=path, field=contexts_field,
-                     expected_from="config.data.vector_dim",
-                     fix="set config.data.vector_dim to 0 (take it from the data) or to the "
-                     "file's dimension, or use files from the expected embedder")
+  expected.check(path, contexts_field, contexts.shape[1], dim)
   target_ids = None
   if payload is not None:
     validate.check_dim(dim, payload.vector_dim, path=path, field=contexts_field,
