@@ -295,7 +295,8 @@ def load_training_sets(config: ml_collections.ConfigDict, workdir: str):
   read = functools.partial(formats.read_sequence_set, payload=payload, expected_dim=expected_dim,
                            expected_context_length=data.context_length, normalize=data.normalize)
   train_set = read(train_path)
-  val_set = read(val_path, expected_dim=train_set.vector_dim)
+  val_set = read(val_path, expected_dim=train_set.vector_dim,
+                 expected_source=f"the train set {train_path}")
   overlap = np.intersect1d(train_set.article_ids(), val_set.article_ids())
   if overlap.size:
     logging.warning("%d article(s) appear in both %s and %s (e.g. %s): val_cosine then measures "

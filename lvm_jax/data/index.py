@@ -87,7 +87,7 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
   payload rows finds itself (its own row id among the exact top hits)."""
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build it with python -m "
-                     "lvm_jax.eval.build_index --payload PAYLOAD --out " + path)
+                     "lvm_jax.data.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
   index = faiss.read_index(path)
   num_rows, dim = payload_vectors.shape
   if index.ntotal != num_rows or index.d != dim:
