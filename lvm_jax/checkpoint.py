@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as python_logging
 import os
 from typing import Any, Dict, Optional
 
@@ -24,6 +25,18 @@ from lvm_jax.models import create_model
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
 BEST_METRIC = "val_cosine"
+
+
+class _QuietOrbax(python_logging.Filter):
+  def filter(self, record):
+    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  """Drops Orbax's INFO chatter (dozens of lines a checkpoint); its warnings still show."""
+  for handler in (logging.get_absl_handler(), *python_logging.getLogger().handlers):
+    handler.addFilter(_QuietOrbax())
+  python_logging.getLogger("absl").addFilter(_QuietOrbax())
 
 
 class CheckpointError(RuntimeError):

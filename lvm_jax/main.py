@@ -5,12 +5,10 @@ Parses flags, picks the backend before JAX starts, and calls
 workdir resumes from the latest checkpoint.
 """
 
-import logging as python_logging
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lvm_jax import backend
+from lvm_jax import backend, checkpoint
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -22,17 +20,10 @@ flags.DEFINE_enum("backend", None, list(backend.PLATFORMS),
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(python_logging.Filter):
-  """Drops INFO chatter of Orbax's save threads (dozens of lines per checkpoint)."""
-
-  def filter(self, record):
-    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  checkpoint.quiet_orbax_logs()
   config = FLAGS.config
   if FLAGS.backend:
     with config.unlocked():
