@@ -1,0 +1,142 @@
+"""Evaluation speed: IVF per-query and batched latency and recall@50 against Flat, per nprobe.
+
+  python benchmarks/eval_bench.py                     # 584k x 768, the reference's corpus size
+  python benchmarks/eval_bench.py --rows 20000 --queries 200 --nprobes 8,64   # quick
+
+The payload is the synthetic corpus's generator (shared dynamic + clustered
+topics + noise) at the requested size; the queries are the mean of each eval
+window's context, which, like a model's prediction, lies near but not on the
+corpus. Writes benchmarks/results/<machine>/eval_bench.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import faiss
+import numpy as np
+
+from lvm_jax.data import index as index_lib
+from lvm_jax.data import synthetic
+from lvm_jax.eval import search
+
+MEAN_ARTICLE_CHUNKS = 23  # (min_length 6 + max_length 40) / 2 of the synthetic generator
+
+
+def machine_name() -> str:
+  return f"{platform.machine()}-{os.cpu_count()}cpu"
+
+
+def results_dir(root: str) -> str:
+  path = os.path.join(root, machine_name())
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
+def make_payload_and_queries(rows: int, dim: int, queries: int, seed: int):
+  knobs = synthetic.SyntheticKnobs(num_articles=max(2, rows // MEAN_ARTICLE_CHUNKS), dim=dim,
+                                   seed=seed, with_texts=False)
+  payload, _, _ = synthetic.sample_corpus(knobs)
+  rng = np.random.default_rng(seed)
+  # Windows of 5 consecutive chunks of one article: mean of the context as the query.
+  starts = rng.choice(payload.num_rows - 6, size=queries * 3, replace=False)
+  same_article = payload.article_index[starts] == payload.article_index[starts + 5]
+  starts = starts[same_article][:queries]
+  contexts = payload.vectors[starts[:, None] + np.arange(5)[None, :]]
+  query_vectors = contexts.mean(axis=1)
+  query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+  return payload, np.ascontiguousarray(query_vectors, np.float32)
+
+
+def run(args) -> dict:
+  start = time.perf_counter()
+  payload, queries = make_payload_and_queries(args.rows, args.dim, args.queries, args.seed)
+  generate_s = time.perf_counter() - start
+  print(f"payload {payload.num_rows} x {payload.vector_dim} generated in {generate_s:.1f} s; "
+        f"{len(queries)} queries", flush=True)
+  start = time.perf_counter()
+  exact = faiss.IndexFlatIP(payload.vector_dim)
+  exact.add(payload.vectors)
+  _, exact_rows, _ = search.search(exact, queries, args.k)
+  exact_s = time.perf_counter() - start
+  start = time.perf_counter()
+  ivf = index_lib.build_index(payload.vectors, kind="ivf_flat", nlist=args.nlist)
+  build_s = time.perf_counter() - start
+  nlist = faiss.extract_index_ivf(ivf).nlist
+  print(f"IVF-Flat nlist={nlist} built in {build_s:.1f} s (exact top-{args.k} in {exact_s:.1f} s)",
+        flush=True)
+  rows = []
+  for nprobe in args.nprobes:
+    index_lib.set_nprobe(ivf, nprobe)
+    _, approximate_rows, qps = search.search(ivf, queries, args.k)
+    latency = search.latency_summary(search.per_query_latency_ms(ivf, queries, args.k))
+    row = {"nprobe": nprobe, f"recall@{args.k}_vs_flat": search.index_recall(approximate_rows,
+                                                                           exact_rows),
+           "batched_qps": qps, **latency}
+    rows.append(row)
+    print(f"nprobe {nprobe:4d}: recall@{args.k} {row[f'recall@{args.k}_vs_flat']:.4f}  "
+          f"P50 {latency['latency_p50_ms']:.3f} ms  P95 {latency['latency_p95_ms']:.3f} ms  "
+          f"P99 {latency['latency_p99_ms']:.3f} ms  batched {qps:,.0f} q/s", flush=True)
+  return {"machine": machine_name(), "rows_in_payload": payload.num_rows,
+          "dim": payload.vector_dim, "queries": len(queries), "k": args.k, "nlist": nlist,
+          "faiss_version": faiss.__version__, "omp_threads": faiss.omp_get_max_threads(),
+          "generate_seconds": generate_s, "build_seconds": build_s,
+          "exact_search_seconds": exact_s, "results": rows,
+          "targets": {"latency_p95_ms_at_nprobe_64": 1.45, "recall_at_50": 0.95}}
+
+
+def plot(report: dict, path: str) -> bool:
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("matplotlib not installed (pip install -e '.[bench]'): no plot")
+    return False
+  rows = report["results"]
+  k = report["k"]
+  fig, axis = plt.subplots(figsize=(6, 4))
+  axis.plot([r[f"recall@{k}_vs_flat"] for r in rows], [r["latency_p95_ms"] for r in rows], "o-")
+  for r in rows:
+    axis.annotate(f"nprobe {r['nprobe']}", (r[f"recall@{k}_vs_flat"], r["latency_p95_ms"]))
+  axis.axhline(1.45, color="red", linestyle="--", label="P95 gate 1.45 ms")
+  axis.axvline(0.95, color="gray", linestyle=":", label="recall 0.95")
+  axis.set_xlabel(f"recall@{k} vs Flat")
+  axis.set_ylabel("per-query P95 (ms, 1 thread)")
+  axis.set_title(f"IVF-Flat nlist={report['nlist']}, {report['rows_in_payload']:,} x "
+                 f"{report['dim']} ({report['machine']})")
+  axis.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  return True
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--rows", type=int, default=584_000)
+  p.add_argument("--dim", type=int, default=768)
+  p.add_argument("--queries", type=int, default=1000)
+  p.add_argument("--k", type=int, default=50)
+  p.add_argument("--nlist", type=int, help="default: ≈ 4·√rows")
+  p.add_argument("--nprobes", default="8,16,32,64,128")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+  args = p.parse_args(argv)
+  args.nprobes = [int(n) for n in args.nprobes.split(",")]
+  report = run(args)
+  directory = results_dir(args.out_dir)
+  json_path = os.path.join(directory, "eval_bench.json")
+  with open(json_path, "w") as f:
+    json.dump(report, f, indent=2)
+  png = os.path.join(directory, "eval_bench.png")
+  print(f"wrote {json_path}" + (f" and {png}" if plot(report, png) else ""))
+  return report
+
+
+if __name__ == "__main__":
+  main()
