@@ -1,7 +1,7 @@
 """Evaluation speed: IVF per-query and batched latency and recall@50 against Flat, per nprobe.
 
-  python benchmarks/eval_bench.py                     # 584k x 768, the reference's corpus size
-  python benchmarks/eval_bench.py --rows 20000 --queries 200 --nprobes 8,64   # quick
+  python -m benchmarks.eval_bench                     # 584k x 768, the reference's corpus size
+  python -m benchmarks.eval_bench --rows 20000 --queries 200 --nprobes 8,64   # quick
 
 The payload is the synthetic corpus's generator (shared dynamic + clustered
 topics + noise) at the requested size; the queries are the mean of each eval
@@ -12,33 +12,23 @@ corpus. Writes benchmarks/results/<machine>/eval_bench.json and .png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 
 import faiss
 import numpy as np
 
+from benchmarks import common
 from lvm_jax.data import index as index_lib
 from lvm_jax.data import synthetic
 from lvm_jax.eval import search
 
-MEAN_ARTICLE_CHUNKS = 23  # (min_length 6 + max_length 40) / 2 of the synthetic generator
-
-
-def machine_name() -> str:
-  return f"{platform.machine()}-{os.cpu_count()}cpu"
-
-
-def results_dir(root: str) -> str:
-  path = os.path.join(root, machine_name())
-  os.makedirs(path, exist_ok=True)
-  return path
+# Articles are 6..40 chunks (mean 23) and a few chunks fall to gaps: 22.5 lands on `rows`.
+CHUNKS_PER_ARTICLE = 22.5
 
 
 def make_payload_and_queries(rows: int, dim: int, queries: int, seed: int):
-  knobs = synthetic.SyntheticKnobs(num_articles=max(2, rows // MEAN_ARTICLE_CHUNKS), dim=dim,
+  knobs = synthetic.SyntheticKnobs(num_articles=max(2, round(rows / CHUNKS_PER_ARTICLE)), dim=dim,
                                    seed=seed, with_texts=False)
   payload, _, _ = synthetic.sample_corpus(knobs)
   rng = np.random.default_rng(seed)
@@ -81,7 +71,7 @@ def run(args) -> dict:
     print(f"nprobe {nprobe:4d}: recall@{args.k} {row[f'recall@{args.k}_vs_flat']:.4f}  "
           f"P50 {latency['latency_p50_ms']:.3f} ms  P95 {latency['latency_p95_ms']:.3f} ms  "
           f"P99 {latency['latency_p99_ms']:.3f} ms  batched {qps:,.0f} q/s", flush=True)
-  return {"machine": machine_name(), "rows_in_payload": payload.num_rows,
+  return {"rows_in_payload": payload.num_rows,
           "dim": payload.vector_dim, "queries": len(queries), "k": args.k, "nlist": nlist,
           "faiss_version": faiss.__version__, "omp_threads": faiss.omp_get_max_threads(),
           "generate_seconds": generate_s, "build_seconds": build_s,
@@ -90,12 +80,8 @@ def run(args) -> dict:
 
 
 def plot(report: dict, path: str) -> bool:
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib not installed (pip install -e '.[bench]'): no plot")
+  plt = common.pyplot()
+  if plt is None:
     return False
   rows = report["results"]
   k = report["k"]
@@ -108,7 +94,7 @@ def plot(report: dict, path: str) -> bool:
   axis.set_xlabel(f"recall@{k} vs Flat")
   axis.set_ylabel("per-query P95 (ms, 1 thread)")
   axis.set_title(f"IVF-Flat nlist={report['nlist']}, {report['rows_in_payload']:,} x "
-                 f"{report['dim']} ({report['machine']})")
+                 f"{report['dim']} ({common.machine_name()})")
   axis.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -125,15 +111,12 @@ def main(argv=None) -> dict:
   p.add_argument("--nlist", type=int, help="default: ≈ 4·√rows")
   p.add_argument("--nprobes", default="8,16,32,64,128")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+  p.add_argument("--out-dir", default=common.RESULTS_ROOT)
   args = p.parse_args(argv)
   args.nprobes = [int(n) for n in args.nprobes.split(",")]
   report = run(args)
-  directory = results_dir(args.out_dir)
-  json_path = os.path.join(directory, "eval_bench.json")
-  with open(json_path, "w") as f:
-    json.dump(report, f, indent=2)
-  png = os.path.join(directory, "eval_bench.png")
+  json_path = common.write_json("eval_bench", report, args.out_dir)
+  png = os.path.join(common.results_dir(args.out_dir), "eval_bench.png")
   print(f"wrote {json_path}" + (f" and {png}" if plot(report, png) else ""))
   return report
 

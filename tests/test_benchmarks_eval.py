@@ -2,13 +2,13 @@
 
 import json
 
-from benchmarks import eval_bench
+from benchmarks import common, eval_bench
 
 
 def test_eval_bench_writes_json(tmp_path):
   eval_bench.main(["--rows", "3000", "--dim", "32", "--queries", "40", "--nprobes", "2,8",
                    "--out-dir", str(tmp_path)])
-  path = tmp_path / eval_bench.machine_name() / "eval_bench.json"
+  path = tmp_path / common.machine_name() / "eval_bench.json"
   report = json.loads(path.read_text())
   assert [r["nprobe"] for r in report["results"]] == [2, 8]
   for row in report["results"]:
