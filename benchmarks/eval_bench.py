@@ -59,18 +59,30 @@ def run(args) -> dict:
   nlist = faiss.extract_index_ivf(ivf).nlist
   print(f"IVF-Flat nlist={nlist} built in {build_s:.1f} s (exact top-{args.k} in {exact_s:.1f} s)",
         flush=True)
+  indexes = {"ivf_flat": ivf}
+  if "ivf_sq8" in args.kinds:
+    # The same k-means cells (cloned quantizer: no second clustering), 8-bit codes in the lists.
+    start = time.perf_counter()
+    sq8 = index_lib.ivf_index(faiss.clone_index(faiss.extract_index_ivf(ivf).quantizer),
+                              "ivf_sq8", nlist)
+    sq8.train(payload.vectors[::max(1, payload.num_rows // 100_000)])
+    sq8.add(payload.vectors)
+    indexes["ivf_sq8"] = sq8
+    print(f"IVF-SQ8 on the same cells built in {time.perf_counter() - start:.1f} s", flush=True)
   rows = []
-  for nprobe in args.nprobes:
-    index_lib.set_nprobe(ivf, nprobe)
-    _, approximate_rows, qps = search.search(ivf, queries, args.k)
-    latency = search.latency_summary(search.per_query_latency_ms(ivf, queries, args.k))
-    row = {"nprobe": nprobe, f"recall@{args.k}_vs_flat": search.index_recall(approximate_rows,
-                                                                           exact_rows),
-           "batched_qps": qps, **latency}
-    rows.append(row)
-    print(f"nprobe {nprobe:4d}: recall@{args.k} {row[f'recall@{args.k}_vs_flat']:.4f}  "
-          f"P50 {latency['latency_p50_ms']:.3f} ms  P95 {latency['latency_p95_ms']:.3f} ms  "
-          f"P99 {latency['latency_p99_ms']:.3f} ms  batched {qps:,.0f} q/s", flush=True)
+  for kind in args.kinds:
+    for nprobe in args.nprobes:
+      index = indexes[kind]
+      index_lib.set_nprobe(index, nprobe)
+      _, approximate_rows, qps = search.search(index, queries, args.k)
+      latency = search.latency_summary(search.per_query_latency_ms(index, queries, args.k))
+      row = {"kind": kind, "nprobe": nprobe,
+             f"recall@{args.k}_vs_flat": search.index_recall(approximate_rows, exact_rows),
+             "batched_qps": qps, **latency}
+      rows.append(row)
+      print(f"{kind:8s} nprobe {nprobe:4d}: recall@{args.k} {row[f'recall@{args.k}_vs_flat']:.4f}"
+            f"  P50 {latency['latency_p50_ms']:.3f} ms  P95 {latency['latency_p95_ms']:.3f} ms  "
+            f"P99 {latency['latency_p99_ms']:.3f} ms  batched {qps:,.0f} q/s", flush=True)
   return {"rows_in_payload": payload.num_rows,
           "dim": payload.vector_dim, "queries": len(queries), "k": args.k, "nlist": nlist,
           "faiss_version": faiss.__version__, "omp_threads": faiss.omp_get_max_threads(),
@@ -83,17 +95,19 @@ def plot(report: dict, path: str) -> bool:
   plt = common.pyplot()
   if plt is None:
     return False
-  rows = report["results"]
   k = report["k"]
   fig, axis = plt.subplots(figsize=(6, 4))
-  axis.plot([r[f"recall@{k}_vs_flat"] for r in rows], [r["latency_p95_ms"] for r in rows], "o-")
-  for r in rows:
-    axis.annotate(f"nprobe {r['nprobe']}", (r[f"recall@{k}_vs_flat"], r["latency_p95_ms"]))
+  for kind in sorted({r["kind"] for r in report["results"]}):
+    rows = [r for r in report["results"] if r["kind"] == kind]
+    axis.plot([r[f"recall@{k}_vs_flat"] for r in rows], [r["latency_p95_ms"] for r in rows], "o-",
+              label=kind)
+    for r in rows:
+      axis.annotate(str(r["nprobe"]), (r[f"recall@{k}_vs_flat"], r["latency_p95_ms"]), fontsize=7)
   axis.axhline(1.45, color="red", linestyle="--", label="P95 gate 1.45 ms")
   axis.axvline(0.95, color="gray", linestyle=":", label="recall 0.95")
   axis.set_xlabel(f"recall@{k} vs Flat")
   axis.set_ylabel("per-query P95 (ms, 1 thread)")
-  axis.set_title(f"IVF-Flat nlist={report['nlist']}, {report['rows_in_payload']:,} x "
+  axis.set_title(f"IVF nlist={report['nlist']} (labels: nprobe), {report['rows_in_payload']:,} x "
                  f"{report['dim']} ({common.machine_name()})")
   axis.legend()
   fig.tight_layout()
@@ -111,9 +125,11 @@ def main(argv=None) -> dict:
   p.add_argument("--nlist", type=int, help="default: ≈ 4·√rows")
   p.add_argument("--nprobes", default="8,16,32,64,128")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--kinds", default="ivf_flat,ivf_sq8", help="ivf_flat and/or ivf_sq8")
   p.add_argument("--out-dir", default=common.RESULTS_ROOT)
   args = p.parse_args(argv)
   args.nprobes = [int(n) for n in args.nprobes.split(",")]
+  args.kinds = args.kinds.split(",")
   report = run(args)
   json_path = common.write_json("eval_bench", report, args.out_dir)
   png = os.path.join(common.results_dir(args.out_dir), "eval_bench.png")

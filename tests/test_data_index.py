@@ -21,7 +21,9 @@ def test_every_row_finds_itself_first(kind, tmp_path):
   index_lib.write_index(built, path)
   index = index_lib.read_index(path, vectors)
   _, ids = index.search(vectors[:200], 1)
-  np.testing.assert_array_equal(ids[:, 0], np.arange(200))
+  found = ids[:, 0] == np.arange(200)
+  # 8-bit codes can swap a row with a near-equal neighbour; exact kinds never do.
+  assert found.mean() >= (0.98 if kind == "ivf_sq8" else 1.0)
   assert index_lib.index_kind(index) == kind
 
 

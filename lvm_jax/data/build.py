@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from lvm_jax.data import formats
+from lvm_jax.data import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.formats import EvalSet, Payload, SequenceSet
 
@@ -32,7 +33,7 @@ DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)  # train, val, eval
 FORMS = ("full", "compact")
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "payload.faiss"
-INDEX_KINDS = ("auto", "flat", "ivf_flat", "hnsw", "none")
+INDEX_KINDS = ("auto",) + index_lib.INDEX_KINDS + ("none",)
 SMALL_PAYLOAD_ROWS = 50_000  # "auto" builds an exact Flat index below this many rows
 
 
@@ -156,10 +157,9 @@ def resolve_index_kind(kind: str, num_rows: int) -> str:
 def build_index_file(payload: Payload, path: str, *, kind: str = "auto",
                      nlist: Optional[int] = None) -> Dict:
   """FAISS index over the payload in row order (FAISS id = row) written to `path`."""
-  from lvm_jax.data import index as faiss_index  # pylint: disable=g-import-not-at-top
   kind = resolve_index_kind(kind, payload.num_rows)
-  built = faiss_index.build_index(payload.vectors, kind=kind, nlist=nlist)
-  faiss_index.write_index(built, path)
+  built = index_lib.build_index(payload.vectors, kind=kind, nlist=nlist)
+  index_lib.write_index(built, path)
   logging.info("FAISS %s index over %d payload rows -> %s", kind, payload.num_rows, path)
   return {"path": os.path.basename(path), "kind": kind, "nlist": nlist,
           "num_vectors": payload.num_rows}

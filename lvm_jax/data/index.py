@@ -3,7 +3,9 @@
 Vectors are unit norm, so inner product is cosine. Kinds:
   flat      exact search; the ground truth, and the choice for small payloads;
   ivf_flat  inverted lists over k-means cells (nlist), nprobe cells scanned per
-            query: the reference's index, fast on 584k x 768;
+            query: the reference's index;
+  ivf_sq8   the same lists with 8-bit scalar-quantised vectors: a quarter of the
+            bytes scanned a query (search is memory-bound), at a small recall cost;
   hnsw      a graph index (M links a node), no training.
 """
 
@@ -19,7 +21,8 @@ from absl import logging
 
 from lvm_jax.data.errors import data_error
 
-INDEX_KINDS = ("flat", "ivf_flat", "hnsw")
+INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "hnsw")
+IVF_KINDS = ("ivf_flat", "ivf_sq8")
 DEFAULT_NPROBE = 64
 TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
 HNSW_LINKS = 32
@@ -50,7 +53,7 @@ def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int
     nlist = default_nlist(num_vectors) if nlist is None else int(nlist)
     if not 1 <= nlist <= num_vectors:
       raise ValueError(f"nlist={nlist} must be in [1, {num_vectors}] (the payload's rows).")
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index = ivf_index(faiss.IndexFlatIP(dim), kind, nlist)
     sample_size = min(num_vectors, train_sample or nlist * TRAIN_POINTS_PER_CELL)
     sample = np.random.default_rng(seed).choice(num_vectors, sample_size, replace=False)
     logging.info("Training IVF (nlist=%d) on %d of %d vectors", nlist, sample_size, num_vectors)
@@ -58,6 +61,15 @@ def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int
     index.nprobe = min(DEFAULT_NPROBE, nlist)
   index.add(vectors)
   return index
+
+
+def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
+  """An untrained IVF index of `kind` over the cells of `quantizer` (inner product)."""
+  dim = quantizer.d
+  if kind == "ivf_sq8":
+    return faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                         faiss.METRIC_INNER_PRODUCT)
+  return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
@@ -68,8 +80,10 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
 
 
 def index_kind(index: faiss.Index) -> str:
-  if faiss.try_extract_index_ivf(index) is not None:
-    return "ivf_flat"
+  ivf = faiss.try_extract_index_ivf(index)
+  if ivf is not None:
+    is_sq8 = isinstance(faiss.downcast_index(ivf), faiss.IndexIVFScalarQuantizer)
+    return "ivf_sq8" if is_sq8 else "ivf_flat"
   if isinstance(index, faiss.IndexHNSW):
     return "hnsw"
   return "flat"

@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from lvm_jax import backend
+from lvm_jax.data import index as index_lib
 from lvm_jax.eval.evaluator import EvalOptions, Gates
 
 BATCH_SIZE = 1024
@@ -29,7 +30,7 @@ def parse_args(argv=None):
   p.add_argument("--eval-npz", help="eval NPZ (contexts, targets, truth_keys, provenance)")
   p.add_argument("--payload", help="payload directory (the corpus searched)")
   p.add_argument("--faiss", help="FAISS index of the payload; built from it when absent")
-  p.add_argument("--index-kind", default="ivf_flat", choices=("ivf_flat", "flat", "hnsw"),
+  p.add_argument("--index-kind", default="ivf_flat", choices=index_lib.INDEX_KINDS,
                  help="kind built when --faiss is absent")
   p.add_argument("--nlist", type=int, help="IVF cells when building (default ≈ 4·√M)")
   p.add_argument("--limit", type=int, help="evaluate only the first N sequences")
@@ -94,7 +95,6 @@ def main(argv=None) -> int:
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
   from lvm_jax.data import formats  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import index as index_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval.evaluator import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
