@@ -378,8 +378,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim
   model = checkpoint.model_from_config(config, vector_dim)
-  if backend.is_metal(platform) and model.scan_mode in ("auto", "associative", "chunked"):
-    model = model.clone(scan_mode="unrolled" if config.data.context_length <= 16 else "sequential")
+  if backend.is_metal(platform) and model.scan_mode in ("associative", "chunked"):
+    logging.warning("scan_mode %r needs lax.associative_scan, which jax-metal cannot compile; "
+                    "using 'auto' (unrolled or sequential) on Metal.", model.scan_mode)
+    model = model.clone(scan_mode="auto")
   head = ProjectionHead(config.head.hidden_dim, config.head.out_dim)
   check_model(config, model)
   checkpoint.write_config(workdir, config)

@@ -190,11 +190,12 @@ def test_cpu_batch_tile_keeps_the_state_cache_sized():
 
 
 def test_auto_rule():
-  assert scan_lib.auto_mode(5, "gpu") == "unrolled"
-  assert scan_lib.auto_mode(5, "metal") == "unrolled"
-  assert scan_lib.auto_mode(1024, "metal") == "sequential"
+  assert scan_lib.auto_mode(5, "cpu") == "sequential"
   assert scan_lib.auto_mode(1024, "cpu") == "sequential"
+  assert scan_lib.auto_mode(5, "gpu") == "unrolled"
   assert scan_lib.auto_mode(1024, "gpu") == "chunked"
+  assert scan_lib.auto_mode(16, "metal") == "unrolled"
+  assert scan_lib.auto_mode(1024, "metal") == "sequential"
 
 
 def test_chunked_and_sequential_backward_do_not_store_every_state():

@@ -50,27 +50,35 @@ from jax import lax
 
 MODES = ("auto", "sequential", "associative", "chunked", "unrolled")
 
-# Contexts up to this length are unrolled by "auto": straight-line code for a
-# handful of steps beats any loop or tree (the reference trains at L=5).
-AUTO_UNROLL_MAX_LENGTH = 16
+# Measured on 2 CPU cores (benchmarks/results/x86_64-2cpu/scan_bench.json; D 1536,
+# N 128). Forward+backward at the reference shape (batch 256, L 5): sequential
+# 764 ms, unrolled 946, chunked 2701, associative 3615. On the grid (1024 tokens):
+# sequential 608 ms vs unrolled 2343 at L 16 and 715 vs 14340 at L 64 (the unrolled
+# backward keeps all L states live), and the fastest of all modes from L 16 to 4096
+# (2356 ms at L 4096, where associative does not fit in 24 GB).
+# Straight-line code is kept for accelerators at short L, where a loop's per-step
+# launch dominates (no GPU was available to measure it), and for jax-metal, which is
+# reported to crash in long while loops and cannot compile associative_scan.
+ACCELERATOR_UNROLL_MAX_LENGTH = 8
+METAL_UNROLL_MAX_LENGTH = 16
 DEFAULT_CHUNK_SIZE = 64
 
 
 def auto_mode(length: int, backend: Optional[str] = None) -> str:
   """The mode that "auto" uses for a sequence of `length` on `backend`.
 
-  Rule (see benchmarks/scan_bench.py for the measurements behind it):
-  - L <= AUTO_UNROLL_MAX_LENGTH: "unrolled" on every backend.
-  - Apple GPUs (jax-metal): "sequential" beyond that (no associative_scan).
-  - CPU: "sequential" (no parallel hardware to feed; no [B, L, D, N] tensor).
-  - GPU/TPU: "chunked" (parallel inside a chunk, bounded memory across).
+  - CPU: "sequential" at every L (measured, see above: 4.7x associative's
+    forward+backward speed at the reference shape).
+  - Metal: "unrolled" up to L 16, then "sequential".
+  - GPU/TPU: "unrolled" up to L 8, then "chunked" (parallel inside a chunk,
+    bounded memory across chunks); not yet measured on a GPU.
   """
   backend = (backend or jax.default_backend()).lower()
-  if length <= AUTO_UNROLL_MAX_LENGTH:
-    return "unrolled"
-  if backend in ("metal", "cpu"):
+  if backend == "cpu":
     return "sequential"
-  return "chunked"
+  if backend == "metal":
+    return "unrolled" if length <= METAL_UNROLL_MAX_LENGTH else "sequential"
+  return "unrolled" if length <= ACCELERATOR_UNROLL_MAX_LENGTH else "chunked"
 
 
 def _check_shapes(u, delta, A, B, C, D, h0):
