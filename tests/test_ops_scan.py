@@ -190,7 +190,8 @@ def test_cpu_batch_tile_keeps_the_state_cache_sized():
 
 
 def test_auto_rule():
-  assert scan_lib.auto_mode(5, "cpu") == "sequential"
+  assert scan_lib.auto_mode(5, "cpu") == "unrolled"
+  assert scan_lib.auto_mode(16, "cpu") == "sequential"
   assert scan_lib.auto_mode(1024, "cpu") == "sequential"
   assert scan_lib.auto_mode(5, "gpu") == "unrolled"
   assert scan_lib.auto_mode(1024, "gpu") == "chunked"

@@ -50,16 +50,17 @@ from jax import lax
 
 MODES = ("auto", "sequential", "associative", "chunked", "unrolled")
 
-# Measured on 2 CPU cores (benchmarks/results/x86_64-2cpu/scan_bench.json; D 1536,
-# N 128). Forward+backward at the reference shape (batch 256, L 5): sequential
-# 764 ms, unrolled 946, chunked 2701, associative 3615. On the grid (1024 tokens):
-# sequential 608 ms vs unrolled 2343 at L 16 and 715 vs 14340 at L 64 (the unrolled
-# backward keeps all L states live), and the fastest of all modes from L 16 to 4096
-# (2356 ms at L 4096, where associative does not fit in 24 GB).
-# Straight-line code is kept for accelerators at short L, where a loop's per-step
-# launch dominates (no GPU was available to measure it), and for jax-metal, which is
-# reported to crash in long while loops and cannot compile associative_scan.
-ACCELERATOR_UNROLL_MAX_LENGTH = 8
+# Measured on 2 CPU cores (benchmarks/results/x86_64-2cpu/). In the full training
+# step (mamba_s at d_model 768, micro-batch 256 x 4, L 5) "unrolled" took 29.3 s a
+# step and "sequential" 51.7 s (train_bench.json, train_bench_sequential.json),
+# although the scan alone at that shape was close (fwd+bwd unrolled 946 ms,
+# sequential 764 ms; chunked 2701, associative 3615: scan_bench.json). Beyond a
+# few steps the unrolled backward keeps all L states live and loses badly
+# (1024 tokens, N 128: 2343 vs 608 ms at L 16, 14340 vs 715 ms at L 64), while
+# sequential was the fastest mode at every L from 16 to 4096 (2356 ms at 4096,
+# where associative does not fit in 24 GB).
+UNROLL_MAX_LENGTH = 8
+# jax-metal is reported to crash in long while loops: unroll further there.
 METAL_UNROLL_MAX_LENGTH = 16
 DEFAULT_CHUNK_SIZE = 64
 
@@ -67,18 +68,18 @@ DEFAULT_CHUNK_SIZE = 64
 def auto_mode(length: int, backend: Optional[str] = None) -> str:
   """The mode that "auto" uses for a sequence of `length` on `backend`.
 
-  - CPU: "sequential" at every L (measured, see above: 4.7x associative's
-    forward+backward speed at the reference shape).
-  - Metal: "unrolled" up to L 16, then "sequential".
-  - GPU/TPU: "unrolled" up to L 8, then "chunked" (parallel inside a chunk,
-    bounded memory across chunks); not yet measured on a GPU.
+  - L <= 8 (16 on Metal): "unrolled" (the reference trains at L 5).
+  - CPU and Metal beyond that: "sequential" (Metal cannot compile associative_scan).
+  - GPU/TPU beyond that: "chunked", parallel inside a chunk and bounded memory
+    across chunks; not yet measured on a GPU (none was available).
   """
   backend = (backend or jax.default_backend()).lower()
-  if backend == "cpu":
+  unroll_max = METAL_UNROLL_MAX_LENGTH if backend == "metal" else UNROLL_MAX_LENGTH
+  if length <= unroll_max:
+    return "unrolled"
+  if backend in ("cpu", "metal"):
     return "sequential"
-  if backend == "metal":
-    return "unrolled" if length <= METAL_UNROLL_MAX_LENGTH else "sequential"
-  return "unrolled" if length <= ACCELERATOR_UNROLL_MAX_LENGTH else "chunked"
+  return "chunked"
 
 
 def _check_shapes(u, delta, A, B, C, D, h0):
