@@ -53,3 +53,12 @@ def test_model_flops_count_kernels_and_scan():
   d_inner = 2 * config.model.d_model
   scan_only = 3 * 5 * 8 * d_inner * config.model.d_state * config.model.n_layers
   assert flops > scan_only
+
+
+def test_scan_share_writes_the_ablation(tmp_path):
+  from benchmarks import scan_share  # pylint: disable=g-import-not-at-top
+  scan_share.main(["--batch", "2", "--vector-dim", "16", "--d-model", "8", "--n-layers", "1",
+                   "--d-state", "4", "--repeats", "1", "--out-dir", str(tmp_path)])
+  report = read(tmp_path, "scan_share")
+  assert report["with_scan_s"] > 0 and report["scan_replaced_by_skip_s"] > 0
+  assert report["shape"]["batch"] == 2
