@@ -80,13 +80,14 @@ def measure(workdir: str) -> dict:
   """Runs in a fresh process: read + one epoch; returns the figures."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import formats  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.pipeline import TrainingPipeline  # pylint: disable=g-import-not-at-top
   jax.devices()  # start the backend before the baseline reading
   rss_after_imports = current_rss_bytes()
   start = time.perf_counter()
-  payload = formats.read_payload(os.path.join(workdir, "payload"), load_texts=False)
-  train_set = formats.read_sequence_set(os.path.join(workdir, "train_rows.npz"), payload=payload,
+  payload = read_payload(os.path.join(workdir, "payload"), load_texts=False)
+  train_set = read_sequence_set(os.path.join(workdir, "train_rows.npz"), payload=payload,
                                         expected_context_length=5)
   read_seconds = time.perf_counter() - start
   rss_after_read = current_rss_bytes()

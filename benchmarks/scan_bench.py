@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
-from lvm_jax.ops.scan import MODES, auto_mode, batch_tile, selective_scan
+from lvm_jax.ops.scan import CONCRETE_MODES, batch_tile, resolve_scan_type, selective_scan
 
-CONCRETE_MODES = tuple(m for m in MODES if m != "auto")
+
 UNROLLED_MAX_LENGTH = 64  # beyond this the unrolled program takes minutes to compile
 # "associative" materialises [tile, L, D, N] several times over; beyond this it would not fit
 # in this machine's 24 GB, so it is skipped (and reported as skipped).
@@ -95,7 +95,8 @@ def run(args):
             for mode in args.modes + ["auto"] for p in ("fwd", "fwd+bwd")}
   long_memory = [r for r in rows if r["pass"] == "fwd+bwd" and r["L"] >= 1024]
   return {"reference": args.reference, "matmul_peak_flop_per_s": matmul_peak, "copy_peak_bytes_per_s": copy_peak,
-          "auto_mode_at_reference": auto_mode(5), "auto_mode_at_1024": auto_mode(1024),
+          "auto_mode_at_reference": resolve_scan_type("auto", 5).value,
+          "auto_mode_at_1024": resolve_scan_type("auto", 1024).value,
           "grid": rows, "skipped": skipped, "reference_shape": reference, "ratios_at_reference": ratios,
           "long_sequence_fwd_bwd_memory": [
               {k: r[k] for k in ("mode", "L", "batch", "N", "temp_bytes",

@@ -1,8 +1,10 @@
-"""Orbax checkpoints: the latest (for resume) and the best by val_cosine, plus `load`.
+"""Orbax checkpoints of the training state, and `load` for evaluation and tools.
 
-Layout under <workdir>/checkpoints: `latest/<step>` keeps one, `best/<step>`
-keeps the one with the highest val_cosine. The evaluation module imports only
-`load` from training.
+One CheckpointManager under <workdir>/checkpoints/<step> keeps the newest
+`keep_latest` steps (resume) and the best step by `best_metric` (evaluation),
+through Orbax preservation policies. Restoring walks back from the newest
+step past any that cannot be read (a truncated or deleted file, a missing
+manifest), says which and why, and uses the newest good one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import json
 import logging as python_logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import flax
 import jax
@@ -19,12 +21,13 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from orbax.checkpoint import checkpoint_managers
 
-from lvm_jax.models import create_model
+from lvm_jax import atomic
+from lvm_jax.models import LatentVectorPredictor, ProjectionHead, create_model
+from lvm_jax.workdir import Workdir
 
-CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.json"
-BEST_METRIC = "val_cosine"
+DEFAULT_BEST_METRIC = "val_cosine"
 
 
 class _QuietOrbax(python_logging.Filter):
@@ -43,59 +46,86 @@ class CheckpointError(RuntimeError):
   """A checkpoint or its workdir is missing or unreadable."""
 
 
-class Checkpointer:
-  """Saves the training state asynchronously into <workdir>/checkpoints/{latest,best}."""
+def _manager(directory: str, *, keep_latest: int, best_metric: str, best_mode: str,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  reverse = best_mode == "min"
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=keep_latest),
+      checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[best_metric],
+                                reverse=reverse, n=1, keep_checkpoints_without_metrics=False)])
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=None if read_only else policy, create=not read_only,
+      best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode, read_only=read_only)
+  return ocp.CheckpointManager(directory, options=options)
 
-  def __init__(self, workdir: str):
-    root = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-    self.latest = ocp.CheckpointManager(
-        os.path.join(root, "latest"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
-    self.best = ocp.CheckpointManager(
-        os.path.join(root, "best"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda metrics: metrics[BEST_METRIC],
-            best_mode="max"))
+
+def _restore_first_good(manager: ocp.CheckpointManager, steps: Iterable[int], directory: str,
+                        restore_args) -> tuple:
+  """(step, restored tree) of the first step in `steps` that restores; logs every bad one."""
+  failures = []
+  for step in steps:
+    try:
+      return step, manager.restore(step, args=restore_args)
+    except Exception as error:  # Orbax raises many types for damaged steps
+      reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+      failures.append(f"step {step} ({reason})")
+      logging.warning("Checkpoint step %d in %s cannot be restored (%s); trying an earlier one.",
+                      step, directory, reason)
+  raise CheckpointError(
+      f"{directory}: no checkpoint step can be restored: {'; '.join(failures) or 'none saved'}. "
+      "Fix: move that directory aside to start afresh, or restore it from a backup.")
+
+
+class Checkpointer:
+  """Saves the training state asynchronously into one Orbax manager; restores with fallback."""
+
+  def __init__(self, directory: str, *, keep_latest: int = 2,
+               best_metric: str = DEFAULT_BEST_METRIC, best_mode: str = "max"):
+    self.directory = os.path.abspath(directory)
+    self.best_metric = best_metric
+    self.manager = _manager(self.directory, keep_latest=keep_latest, best_metric=best_metric,
+                            best_mode=best_mode)
 
   def save(self, state, metrics: Dict[str, float]) -> None:
-    """`state` unreplicated; saves it as latest, and as best when it beats the best."""
-    step = int(state.step)
+    """`state` unreplicated. Epochs without the best metric are kept as latest only."""
     tree = flax.serialization.to_state_dict(state)
-    self.latest.save(step, args=ocp.args.StandardSave(tree))
-    self.best.save(step, args=ocp.args.StandardSave(tree),
-                   metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+    best = {self.best_metric: float(metrics[self.best_metric])} \
+        if self.best_metric in metrics else None
+    self.manager.save(int(state.step), args=ocp.args.StandardSave(tree), metrics=best)
 
   def latest_step(self) -> Optional[int]:
-    return self.latest.latest_step()
+    return self.manager.latest_step()
 
   def restore_latest(self, state_template):
-    """Restores the latest checkpoint into the structure of `state_template`."""
+    """The newest restorable step into the structure of `state_template`; None if none saved."""
     self.wait_until_finished()
-    step = self.latest.latest_step()
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      return None
     target = flax.serialization.to_state_dict(state_template)
-    restored = self.latest.restore(step, args=ocp.args.StandardRestore(target))
+    step, restored = _restore_first_good(self.manager, steps, self.directory,
+                                         ocp.args.StandardRestore(target))
+    if step != steps[0]:
+      logging.warning("Resuming from step %d instead of the newest step %d, which is damaged.",
+                      step, steps[0])
     return flax.serialization.from_state_dict(state_template, restored)
 
   def wait_until_finished(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    self.manager.close()
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json(indent=2))
+def write_config(workdir: Workdir, config: ml_collections.ConfigDict) -> None:
+  atomic.write_text(workdir.config, config.to_json(indent=2))
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{path}: no {CONFIG_FILE} beside the checkpoints; pass the training "
-                          "workdir (the directory given to --workdir).")
-  with open(path) as f:
+def read_config(workdir: Workdir) -> ml_collections.ConfigDict:
+  if not os.path.exists(workdir.config):
+    raise CheckpointError(f"{workdir.config}: no config.json beside the checkpoints; pass the "
+                          "training workdir (the directory given to --workdir).")
+  with open(workdir.config) as f:
     return ml_collections.ConfigDict(json.load(f))
 
 
@@ -103,6 +133,13 @@ def model_from_config(config: ml_collections.ConfigDict, vector_dim: int):
   """The model that `config.model` describes, for vectors of `vector_dim`."""
   overrides = {k: v for k, v in config.model.to_dict().items() if k != "name"}
   return create_model(config.model.name, vector_dim=vector_dim, **overrides)
+
+
+def predictor_from_config(config: ml_collections.ConfigDict,
+                          vector_dim: int) -> LatentVectorPredictor:
+  """The model and projection head that `config` describes, as one module."""
+  return LatentVectorPredictor(model=model_from_config(config, vector_dim),
+                               head=ProjectionHead(config.head.hidden_dim, config.head.out_dim))
 
 
 @dataclasses.dataclass
@@ -116,38 +153,41 @@ class LoadedModel:
 
 
 def _locate(path: str):
-  """(workdir, manager directory, step or None) for a workdir, checkpoints dir or step dir."""
+  """(workdir, checkpoints directory, step or None) for a workdir, checkpoints dir or step dir."""
   path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
-    root = os.path.join(path, CHECKPOINT_DIR)
-    for kind in ("best", "latest"):
-      directory = os.path.join(root, kind)
-      if os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory)):
-        return path, directory, None
-    raise CheckpointError(f"{root}: no checkpoint has been written yet; train first.")
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: does not exist. Fix: pass the directory given to --workdir "
+                          "of a training run (or one of its checkpoint step directories).")
+  workdir = Workdir(path)
+  if os.path.isdir(workdir.checkpoints):
+    return workdir, workdir.checkpoints, None
   parent, leaf = os.path.split(path)
   if leaf.isdigit():
-    return os.path.dirname(os.path.dirname(parent)), parent, int(leaf)
-  if leaf in ("best", "latest"):
-    return os.path.dirname(parent), path, None
-  if leaf == CHECKPOINT_DIR:
-    return _locate(parent)
-  raise CheckpointError(f"{path}: not a training workdir, checkpoints directory or checkpoint "
-                        "step directory; pass the directory given to --workdir.")
+    return Workdir(os.path.dirname(parent)), parent, int(leaf)
+  raise CheckpointError(f"{path}: not a training workdir (no checkpoints/ in it) nor a checkpoint "
+                        "step directory. Fix: pass the directory given to --workdir.")
 
 
 def load(path: str) -> LoadedModel:
-  """Model, parameters and config from a workdir (its best checkpoint) or a checkpoint dir."""
+  """Model, parameters and config from a workdir (its best step, else the newest good one)."""
   workdir, directory, step = _locate(path)
   config = read_config(workdir)
-  manager = ocp.CheckpointManager(directory)
-  step = manager.latest_step() if step is None else step
+  best_metric = config.get("train", {}).get("best_metric", DEFAULT_BEST_METRIC)
+  manager = _manager(directory, keep_latest=1, best_metric=best_metric,
+                     best_mode=config.get("train", {}).get("best_mode", "max"), read_only=True)
   if step is None:
-    raise CheckpointError(f"{directory}: holds no checkpoint step.")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise CheckpointError(f"{directory}: no checkpoint has been written yet. Fix: train first.")
+    best = manager.best_step()
+    steps = ([best] if best is not None else []) + [s for s in steps if s != best]
+  else:
+    steps = [step]
+  step, restored = _restore_first_good(manager, steps, directory, ocp.args.StandardRestore())
   params = jax.tree_util.tree_map(np.asarray, restored["params"])
-  vector_dim = int(np.asarray(params["model"]["output_head"]["kernel"]).shape[-1])
+  vector_dim = int(config.get("data", {}).get("vector_dim", 0)) or \
+      int(np.asarray(params["model"]["output_head"]["kernel"]).shape[-1])
   model = model_from_config(config, vector_dim)
   logging.info("Loaded %s step %d (%s)", directory, step, config.model.name)
   return LoadedModel(model=model, params=params["model"], config=config, step=int(step),
-                     path=os.path.join(directory, str(step)), workdir=workdir)
+                     path=os.path.join(directory, str(step)), workdir=workdir.root)

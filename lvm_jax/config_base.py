@@ -10,6 +10,7 @@ import ml_collections
 NEGATIVES = ("micro", "accum", "global")
 POSITIONS = ("last", "all")
 PARALLEL = ("auto", "pmap", "vmap")
+BEST_MODES = ("max", "min")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -71,7 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.smoke_gate_epoch = 2
   config.train.smoke_gate_val_cosine = 0.50
   config.train.parallel = "auto"  # auto (pmap; vmap on Metal) | pmap | vmap
-  config.train.log_every_steps = 50
+  config.train.log_every_steps = 50  # metrics leave the device (and are checked) this often
+  config.train.keep_checkpoints = 2  # newest steps kept for resume, besides the best one
+  config.train.best_metric = "val_cosine"  # history field that picks the best checkpoint
+  config.train.best_mode = "max"  # max | min
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 1024

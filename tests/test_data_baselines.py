@@ -3,7 +3,7 @@
 import numpy as np
 
 from lvm_jax.data import baselines
-from lvm_jax.data.formats import Payload
+from lvm_jax.data.payload import Payload
 
 
 def unit_rows(rng, count, dim):

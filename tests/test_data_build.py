@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import build, formats
+from lvm_jax.data import build
 from lvm_jax.data.errors import DataFormatError
-from lvm_jax.data.formats import Payload
+from lvm_jax.data.eval_sets import read_eval_set
+from lvm_jax.data.payload import Payload, read_payload, write_payload
+from lvm_jax.data.sequences import read_sequence_set
 
 DIM = 6
 
@@ -76,7 +78,7 @@ def test_split_articles_errors():
 def built(tmp_path_factory):
   root = tmp_path_factory.mktemp("build")
   lengths = np.random.default_rng(0).integers(6, 30, 60)
-  payload_dir = formats.write_payload(str(root / "payload"), payload_with(lengths,
+  payload_dir = write_payload(str(root / "payload"), payload_with(lengths,
                                                                           gaps=[(3, 4), (7, 10)]))
   paths = build.build_dataset(payload_dir, str(root / "data"), seed=5)
   return payload_dir, paths
@@ -86,16 +88,16 @@ def test_build_writes_both_forms_index_and_manifest(built):
   payload_dir, paths = built
   for key in ("train", "train_rows", "val", "val_rows", "eval", "eval_rows", "manifest", "index"):
     assert os.path.exists(paths[key]), key
-  payload = formats.read_payload(payload_dir)
+  payload = read_payload(payload_dir)
   manifest = build.read_manifest(os.path.dirname(paths["manifest"]))
   assert manifest["context_length"] == 5 and manifest["min_article_chunks"] == 10
   assert manifest["seed"] == 5 and manifest["payload"]["path"] == os.path.abspath(payload_dir)
   assert manifest["index"]["kind"] == "flat" and manifest["index"]["num_vectors"] == \
       payload.num_rows
   for name in build.SPLITS:
-    full = (formats.read_eval_set(paths[name], payload=payload) if name == "eval" else
-            formats.read_sequence_set(paths[name], payload=payload))
-    compact = formats.read_sequence_set(paths[f"{name}_rows"], payload=payload)
+    full = (read_eval_set(paths[name], payload=payload) if name == "eval" else
+            read_sequence_set(paths[name], payload=payload))
+    compact = read_sequence_set(paths[f"{name}_rows"], payload=payload)
     np.testing.assert_array_equal(full.truth_keys, compact.truth_keys)
     assert manifest["splits"][name]["num_sequences"] == compact.num_sequences
     assert set(manifest["splits"][name]["articles"]) == set(compact.article_ids().tolist())
@@ -106,8 +108,8 @@ def test_build_writes_both_forms_index_and_manifest(built):
 
 def test_no_article_sits_in_two_splits(built):
   payload_dir, paths = built
-  payload = formats.read_payload(payload_dir)
-  articles = {name: set(formats.read_sequence_set(paths[f"{name}_rows"], payload=payload)
+  payload = read_payload(payload_dir)
+  articles = {name: set(read_sequence_set(paths[f"{name}_rows"], payload=payload)
                         .article_ids().tolist()) for name in build.SPLITS}
   assert not articles["train"] & articles["val"]
   assert not articles["train"] & articles["eval"]
@@ -120,7 +122,7 @@ def test_no_article_sits_in_two_splits(built):
 def test_index_holds_the_payload_in_row_order(built):
   from lvm_jax.data import index as faiss_index  # pylint: disable=g-import-not-at-top
   payload_dir, paths = built
-  payload = formats.read_payload(payload_dir)
+  payload = read_payload(payload_dir)
   index = faiss_index.read_index(paths["index"], payload.vectors)
   assert index.ntotal == payload.num_rows
   _, ids = index.search(payload.vectors[[0, 17, 40]], 1)
@@ -129,7 +131,7 @@ def test_index_holds_the_payload_in_row_order(built):
 
 def test_compact_only_still_writes_the_eval_set_in_full(tmp_path):
   payload = payload_with([20] * 12)
-  payload.source = formats.write_payload(str(tmp_path / "p"), payload)
+  payload.source = write_payload(str(tmp_path / "p"), payload)
   paths = build.build_dataset(payload, str(tmp_path / "d"), forms=("compact",),
                               index_kind="none")
   assert sorted(k for k in paths if k not in ("manifest", "payload")) == \
@@ -166,5 +168,5 @@ def test_cli_builds_from_the_reference_pickled_payload_only_with_trust_pickle(tm
   manifest = build.read_manifest(paths["manifest"])
   assert manifest["split_ratios"] == {"train": 0.6, "val": 0.2, "eval": 0.2}
   assert [manifest["splits"][n]["num_articles"] for n in build.SPLITS] == [6, 2, 2]
-  converted = formats.read_payload(paths["payload"])
+  converted = read_payload(paths["payload"])
   np.testing.assert_array_equal(converted.vectors, payload.vectors)

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from lvm_jax.data import formats
+from lvm_jax.data.payload import read_payload
 
 
 def test_cli_converts_only_with_trust_pickle(tmp_path):
@@ -22,7 +22,7 @@ def test_cli_converts_only_with_trust_pickle(tmp_path):
   assert f"{src}: field '(file)'" in refused.stderr and "trust_pickle" in refused.stderr
   done = subprocess.run(command + ["--trust_pickle"], capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
-  payload = formats.read_payload(dst)
+  payload = read_payload(dst)
   np.testing.assert_array_equal(payload.article_index, [1, 1, 2, 2])
   np.testing.assert_array_equal(payload.chunk_index, [0, 1, 0, 1])
   np.testing.assert_array_equal(payload.ids, [12, 13, 10, 11])

@@ -12,7 +12,8 @@ import pytest
 
 from lvm_jax.data import pipeline as pipeline_lib
 from lvm_jax.data.errors import DataFormatError
-from lvm_jax.data.formats import Payload, SequenceSet
+from lvm_jax.data.payload import Payload
+from lvm_jax.data.sequences import SequenceSet
 from lvm_jax.data.pipeline import TrainingPipeline
 
 LENGTH, DIM = 5, 4

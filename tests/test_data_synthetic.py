@@ -10,7 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import baselines, build, formats, synthetic
+from lvm_jax.data import baselines, build, synthetic
+from lvm_jax.data.eval_sets import read_eval_set
+from lvm_jax.data.payload import read_payload
+from lvm_jax.data.sequences import read_sequence_set
 
 METRICS = ("cosine", "r1", "r5", "r1_excl", "r5_excl")
 
@@ -50,7 +53,7 @@ def test_memorising_training_articles_does_not_help_on_unseen_ones(report):
 
 
 def test_payload_is_unit_norm_with_varying_lengths_and_gaps(corpus_dir):
-  payload = formats.read_payload(os.path.join(corpus_dir, synthetic.PAYLOAD_DIR))
+  payload = read_payload(os.path.join(corpus_dir, synthetic.PAYLOAD_DIR))
   assert payload.vector_dim == 128
   np.testing.assert_allclose(np.linalg.norm(payload.vectors, axis=1), 1.0, atol=1e-5)
   _, lengths = np.unique(payload.article_index, return_counts=True)
@@ -64,15 +67,15 @@ def test_payload_is_unit_norm_with_varying_lengths_and_gaps(corpus_dir):
 
 def test_writes_every_set_in_both_forms_readable_by_the_readers(corpus_dir):
   manifest = build.read_manifest(corpus_dir)
-  payload = formats.read_payload(os.path.join(corpus_dir, synthetic.PAYLOAD_DIR))
+  payload = read_payload(os.path.join(corpus_dir, synthetic.PAYLOAD_DIR))
   for name in ("train", "val"):
-    full = formats.read_sequence_set(os.path.join(corpus_dir, f"{name}.npz"), payload=payload,
+    full = read_sequence_set(os.path.join(corpus_dir, f"{name}.npz"), payload=payload,
                                      expected_context_length=5, expected_dim=128)
-    compact = formats.read_sequence_set(os.path.join(corpus_dir, f"{name}_rows.npz"),
+    compact = read_sequence_set(os.path.join(corpus_dir, f"{name}_rows.npz"),
                                         payload=payload)
     np.testing.assert_array_equal(full.target_ids, compact.target_ids)
     assert manifest["splits"][name]["num_sequences"] == full.num_sequences > 0
-  assert formats.read_eval_set(os.path.join(corpus_dir, "eval.npz"), payload=payload
+  assert read_eval_set(os.path.join(corpus_dir, "eval.npz"), payload=payload
                                ).num_sequences == manifest["splits"]["eval"]["num_sequences"]
   assert os.path.exists(os.path.join(corpus_dir, build.INDEX_FILE))
   assert manifest["synthetic"]["knobs"]["num_articles"] == 300
@@ -103,8 +106,8 @@ def test_reuses_an_identical_corpus_and_regenerates_a_different_one(tmp_path):
 
 
 def test_noise_free_predictions_use_the_chunk_before_each_target(corpus_dir):
-  payload = formats.read_payload(os.path.join(corpus_dir, synthetic.PAYLOAD_DIR))
-  eval_rows = formats.read_sequence_set(os.path.join(corpus_dir, "eval_rows.npz"),
+  payload = read_payload(os.path.join(corpus_dir, synthetic.PAYLOAD_DIR))
+  eval_rows = read_sequence_set(os.path.join(corpus_dir, "eval_rows.npz"),
                                         payload=payload).payload_rows
   predictions = synthetic.noise_free_predictions(corpus_dir, eval_rows[:, -1])
   cosine = np.sum(predictions * payload.vectors[eval_rows[:, -1]], axis=1)

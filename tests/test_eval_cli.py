@@ -10,7 +10,9 @@ import pytest
 
 from lvm_jax import checkpoint, train
 from lvm_jax.config_base import base_config
-from lvm_jax.data import formats, synthetic
+from lvm_jax.data import synthetic
+from lvm_jax.data.eval_sets import read_eval_set
+from lvm_jax.data.payload import read_payload
 from lvm_jax.data import index as index_lib
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.eval import __main__ as eval_cli
@@ -48,8 +50,8 @@ def workdir(tmp_path_factory):
 
 def corpus(workdir):
   data = os.path.join(workdir, "data")
-  payload = formats.read_payload(os.path.join(data, "payload"))
-  return payload, formats.read_eval_set(os.path.join(data, "eval.npz"))
+  payload = read_payload(os.path.join(data, "payload"))
+  return payload, read_eval_set(os.path.join(data, "eval.npz"))
 
 
 def test_oracle_finds_every_target_and_the_baselines_are_rows(workdir):

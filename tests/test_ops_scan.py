@@ -8,7 +8,7 @@ import pytest
 from lvm_jax.ops import scan as scan_lib
 from lvm_jax.ops.scan import selective_scan
 
-CONCRETE_MODES = ("sequential", "associative", "chunked", "unrolled")
+CONCRETE_MODES = scan_lib.CONCRETE_MODES
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "h0")
 
 # (batch, L, D, N, chunk_size): L=1, L=5, L not a multiple of the chunk, N=1, batch=1.
@@ -190,13 +190,13 @@ def test_cpu_batch_tile_keeps_the_state_cache_sized():
 
 
 def test_auto_rule():
-  assert scan_lib.auto_mode(5, "cpu") == "unrolled"
-  assert scan_lib.auto_mode(16, "cpu") == "sequential"
-  assert scan_lib.auto_mode(1024, "cpu") == "sequential"
-  assert scan_lib.auto_mode(5, "gpu") == "unrolled"
-  assert scan_lib.auto_mode(1024, "gpu") == "chunked"
-  assert scan_lib.auto_mode(16, "metal") == "unrolled"
-  assert scan_lib.auto_mode(1024, "metal") == "sequential"
+  assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.unrolled
+  assert scan_lib.resolve_scan_type("auto", 16, "cpu") is scan_lib.ScanType.sequential
+  assert scan_lib.resolve_scan_type("auto", 1024, "cpu") is scan_lib.ScanType.sequential
+  assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.unrolled
+  assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.chunked
+  assert scan_lib.resolve_scan_type("auto", 16, "metal") is scan_lib.ScanType.unrolled
+  assert scan_lib.resolve_scan_type("auto", 1024, "metal") is scan_lib.ScanType.sequential
 
 
 def test_chunked_and_sequential_backward_do_not_store_every_state():

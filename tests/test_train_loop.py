@@ -4,11 +4,13 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lvm_jax import checkpoint, train
-from lvm_jax.data import formats
+from lvm_jax import checkpoint, losses, train
+from lvm_jax.train import evaluators, step as step_lib
+from lvm_jax.data.errors import DataFormatError
 from lvm_jax.config_base import base_config, shrink_to_tiny
 
 
@@ -37,12 +39,20 @@ def test_writes_history_config_checkpoints_and_tensorboard(finished_run):
     history = json.load(f)
   assert [h["epoch"] for h in history] == [1, 2]
   for key in ("epoch", "train_loss", "train_infonce", "train_ar_cosine", "val_loss", "val_cosine",
-              "val_infonce", "val_ar", "val_r1", "val_r5", "lr", "time", "sequences_per_s"):
+              "val_infonce", "val_ar", "val_r1", "val_r5", "val_r50", "val_r1_excl", "val_r5_excl",
+              "val_r50_excl", "lr", "time", "sequences_per_s"):
     assert key in history[0] and np.isfinite(history[0][key]), key
   assert history[1]["step"] == 2 * history[0]["step"]
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["d_model"] == 16
-  assert os.listdir(os.path.join(workdir, "checkpoints", "latest")) == [str(history[-1]["step"])]
+  steps = sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints"))
+                 if name.isdigit())
+  best_step = max(history, key=lambda h: h["val_cosine"])["step"]
+  assert steps == sorted({h["step"] for h in history[-2:]} | {best_step})
+  with open(os.path.join(workdir, "val_baselines.json")) as f:
+    baselines = json.load(f)
+  assert set(baselines) == {"copy_last", "mean_of_context"}
+  assert {"cosine", "r5", "r5_excl", "r50_excl"} <= set(baselines["copy_last"])
   assert any(name.startswith("events.out.tfevents")
              for name in os.listdir(os.path.join(workdir, "tensorboard")))
   assert summary["best_val_cosine"] == max(h["val_cosine"] for h in history)
@@ -66,32 +76,34 @@ def test_killed_after_first_epoch_then_rerun_equals_uninterrupted(finished_run, 
                                                                   monkeypatch):
   _, uninterrupted = finished_run
   workdir = str(tmp_path / "resumed")
-  real_evaluate = train.evaluate
+  real_run = evaluators.ValidationEvaluator.run
   calls = []
 
-  def evaluate_then_die(*args, **kwargs):
+  def run_then_die(self, params):
     if len(calls) == 1:  # the second epoch's evaluation: the run is "killed"
       raise KeyboardInterrupt
     calls.append(1)
-    return real_evaluate(*args, **kwargs)
+    return real_run(self, params)
 
-  monkeypatch.setattr(train, "evaluate", evaluate_then_die)
+  monkeypatch.setattr(evaluators.ValidationEvaluator, "run", run_then_die)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(tiny_config(), workdir)
-  monkeypatch.setattr(train, "evaluate", real_evaluate)
+  monkeypatch.setattr(evaluators.ValidationEvaluator, "run", real_run)
   resumed = train.train_and_evaluate(tiny_config(), workdir)
   assert [h["epoch"] for h in resumed["history"]] == [1, 2]
   jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["final_state"].params,
                          uninterrupted["final_state"].params)
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(finished_run, tmp_path):
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(finished_run, tmp_path,
+                                                                           monkeypatch):
   workdir = str(tmp_path / "nan")
   config = tiny_config(num_epochs=1)
   train.train_and_evaluate(config, workdir)
   saved = checkpoint.load(workdir)
   config = tiny_config(num_epochs=2)
-  config.train.learning_rate = float("nan")
+  real_loss = losses.combined_loss
+  monkeypatch.setattr(losses, "combined_loss", lambda *args: real_loss(*args) * jnp.nan)
   with pytest.raises(train.NonFiniteLossError, match=r"at step \d+; stopped"):
     train.train_and_evaluate(config, workdir)
   again = checkpoint.load(workdir)
@@ -111,15 +123,15 @@ def test_missing_or_mismatched_data_is_reported_before_compiling(finished_run, t
                                                                   monkeypatch):
   workdir, _ = finished_run
   compiled = []
-  monkeypatch.setattr(train, "make_parallel_train_step", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(step_lib, "make_parallel_train_step", lambda *a, **k: compiled.append(1))
   config = tiny_config()
   config.data.train_path = str(tmp_path / "missing.npz")
   config.data.val_path = os.path.join(workdir, "data", "val_rows.npz")
   config.data.payload_path = os.path.join(workdir, "data", "payload")
-  with pytest.raises(formats.DataFormatError, match=r"missing\.npz: field .*does not exist"):
+  with pytest.raises(DataFormatError, match=r"missing\.npz: field .*does not exist"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   config.data.train_path = os.path.join(workdir, "data", "train_rows.npz")
   config.data.vector_dim = 48  # the files hold 32-d vectors
-  with pytest.raises(formats.DataFormatError, match="48"):
+  with pytest.raises(DataFormatError, match="48"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not compiled

@@ -26,7 +26,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import app, flags
 
-from lvm_jax.data import build, formats
+from lvm_jax.data import build
+from lvm_jax.data.payload import Payload, read_payload
+from lvm_jax.data.sequences import read_sequence_set
 
 SCORE_BLOCK = 512  # predictions scored against the payload per block
 TRAIN_SAMPLE = 1000  # train windows scored for "linear_on_train"
@@ -126,7 +128,7 @@ def score_predictions(predictions: np.ndarray, window_rows: np.ndarray,
   return result
 
 
-def baseline_report(payload: formats.Payload, train_rows: np.ndarray, eval_rows: np.ndarray, *,
+def baseline_report(payload: Payload, train_rows: np.ndarray, eval_rows: np.ndarray, *,
                     noise_free: Optional[np.ndarray] = None, rank: int = 32
                     ) -> Dict[str, Dict[str, float]]:
   """Every baseline's cosine and R@1/R@5 on the eval windows; predictors fit on train windows."""
@@ -157,8 +159,8 @@ def baseline_report(payload: formats.Payload, train_rows: np.ndarray, eval_rows:
 def report_for_directory(data_dir: str, *, split: str = "eval") -> Dict[str, Dict[str, float]]:
   """baseline_report on a data directory's compact sets; adds noise_free for synthetic ones."""
   manifest = build.read_manifest(data_dir)
-  payload = formats.read_payload(build.payload_path_of(data_dir, manifest), load_texts=False)
-  sets = {name: formats.read_sequence_set(os.path.join(data_dir,
+  payload = read_payload(build.payload_path_of(data_dir, manifest), load_texts=False)
+  sets = {name: read_sequence_set(os.path.join(data_dir,
                                                        build.output_file(name, "compact")),
                                           payload=payload) for name in ("train", split)}
   noise_free = None

@@ -21,10 +21,14 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from absl import app, flags, logging
 
-from lvm_jax.data import formats
+from lvm_jax import atomic
 from lvm_jax.data import index as index_lib
 from lvm_jax.data.errors import data_error
-from lvm_jax.data.formats import EvalSet, Payload, SequenceSet
+from lvm_jax.data.eval_sets import EvalSet, write_eval_set
+from lvm_jax.data.file_io import FORMAT_VERSION
+from lvm_jax.data.legacy import convert_reference_payload
+from lvm_jax.data.payload import Payload, payload_fingerprint, read_payload, write_payload
+from lvm_jax.data.sequences import SequenceSet, write_sequence_set
 
 DEFAULT_CONTEXT_LENGTH = 5
 DEFAULT_MIN_ARTICLE_CHUNKS = 10
@@ -131,7 +135,7 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
     target_rows = split_rows[:, -1]
     keys = np.stack([payload.article_index[target_rows], payload.chunk_index[target_rows]], 1)
     provenance = dict(payload.provenance, split=name, context_length=context_length,
-                      payload_fingerprint=formats.payload_fingerprint(payload),
+                      payload_fingerprint=payload_fingerprint(payload),
                       payload_path=os.path.abspath(payload.source),
                       payload_created_at=payload.provenance.get("created_at"))
     provenance.pop("created_at", None)  # the writer stamps the set's own time
@@ -179,15 +183,15 @@ def write_sets(out_dir: str, sets: Mapping[str, SequenceSet],
   for name, sequence_set in sets.items():
     if "compact" in forms:
       path = os.path.join(out_dir, output_file(name, "compact"))
-      paths[f"{name}_rows"] = formats.write_sequence_set(path, sequence_set)
+      paths[f"{name}_rows"] = write_sequence_set(path, sequence_set)
     if "full" in forms or name == "eval":
       path = os.path.join(out_dir, output_file(name, "full"))
       full = sequence_set.materialized()
       if name == "eval":
-        formats.write_eval_set(path, EvalSet(full.context_sequences, full.target_vectors,
+        write_eval_set(path, EvalSet(full.context_sequences, full.target_vectors,
                                              full.truth_keys, full.provenance))
       else:
-        formats.write_sequence_set(path, full)
+        write_sequence_set(path, full)
       paths[name] = path
       del full
   return paths
@@ -204,21 +208,21 @@ def build_dataset(payload, out_dir: str, *, context_length: int = DEFAULT_CONTEX
   Returns {"train", "train_rows", "val", ..., "index", "manifest", "payload": path}.
   """
   if not isinstance(payload, Payload):
-    payload = formats.read_payload(payload)
+    payload = read_payload(payload)
   if not os.path.isdir(payload.source):
     raise ValueError(f"build_dataset: the payload ({payload.source}) must be written first "
-                     "(formats.write_payload): the compact sets and the manifest refer to its "
+                     "(write_payload): the compact sets and the manifest refer to its "
                      "directory.")
   os.makedirs(out_dir, exist_ok=True)
   sets, record = build_splits(payload, context_length=context_length,
                               min_article_chunks=min_article_chunks, split_ratios=split_ratios,
                               seed=seed)
   paths = write_sets(out_dir, sets, forms)
-  manifest = {"format_version": formats.FORMAT_VERSION,
+  manifest = {"format_version": FORMAT_VERSION,
               "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
                   timespec="seconds"),
               "payload": {"path": os.path.abspath(payload.source),
-                          "fingerprint": formats.payload_fingerprint(payload),
+                          "fingerprint": payload_fingerprint(payload),
                           "num_rows": payload.num_rows, "vector_dim": payload.vector_dim,
                           "provenance": payload.provenance},
               **record, "files": {key: os.path.basename(path) for key, path in paths.items()}}
@@ -228,9 +232,7 @@ def build_dataset(payload, out_dir: str, *, context_length: int = DEFAULT_CONTEX
     paths["index"] = index_path
   manifest.update(extra_manifest or {})
   manifest_path = os.path.join(out_dir, MANIFEST_FILE)
-  with open(manifest_path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(manifest_path + ".tmp", manifest_path)
+  atomic.write_json(manifest_path, manifest, indent=1)
   paths["manifest"] = manifest_path
   paths["payload"] = payload.source
   return paths
@@ -293,10 +295,10 @@ def main(argv) -> None:
   payload_path = args.payload
   if os.path.isfile(payload_path) and payload_path.endswith(".npy"):
     converted = os.path.join(args.out, "payload")
-    formats.convert_reference_payload(payload_path, converted, trust_pickle=args.trust_pickle,
+    convert_reference_payload(payload_path, converted, trust_pickle=args.trust_pickle,
                                       normalize=args.normalize)
     payload_path = converted
-  payload = formats.read_payload(payload_path, normalize=args.normalize)
+  payload = read_payload(payload_path, normalize=args.normalize)
   paths = build_dataset(payload, args.out, context_length=args.context_length,
                         min_article_chunks=args.min_article_chunks,
                         split_ratios=parse_ratios(args.split_ratios), seed=args.seed,

@@ -14,7 +14,7 @@ import json
 
 from absl import app, flags
 
-from lvm_jax.data import formats
+from lvm_jax.data.legacy import convert_reference_payload
 
 
 def define_flags() -> None:
@@ -29,7 +29,7 @@ def define_flags() -> None:
 def main(argv) -> None:
   del argv
   args = flags.FLAGS
-  payload = formats.convert_reference_payload(args.src, args.dst, trust_pickle=args.trust_pickle,
+  payload = convert_reference_payload(args.src, args.dst, trust_pickle=args.trust_pickle,
                                               embedder_id=args.embedder_id,
                                               normalize=args.normalize)
   print(json.dumps({"payload": args.dst, "rows": payload.num_rows, "dim": payload.vector_dim}))

@@ -2,7 +2,7 @@
 
 Every message reads "<file>: field '<field>': <what is wrong>. Fix: <what to do>"
 so a user can act on it without reading the code. It lives apart from
-formats.py so that validate.py and formats.py can both import it.
+the readers so that validate.py and every reader can import it.
 """
 
 from __future__ import annotations

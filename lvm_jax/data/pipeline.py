@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from lvm_jax.data.errors import data_error
-from lvm_jax.data.formats import SequenceSet
+from lvm_jax.data.sequences import SequenceSet
 
 BATCH_FIELDS = ("contexts", "targets", "target_ids")
 

@@ -31,10 +31,12 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import app, flags, logging
+from tqdm import tqdm
 
-from lvm_jax.data import build, formats
-from lvm_jax.data.formats import Payload
-from lvm_jax.progress import ProgressBar
+from lvm_jax import atomic
+from lvm_jax.data import build
+from lvm_jax.data.file_io import make_provenance
+from lvm_jax.data.payload import PAYLOAD_FILES, Payload, write_payload
 
 STATE_FILE = "synthetic_state.npz"  # latents and topics, for the noise-free predictor
 PAYLOAD_DIR = "payload"
@@ -151,8 +153,9 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
 
   vectors = np.empty((num_rows, knobs.dim), np.float32)
   num_blocks = -(-num_rows // NOISE_BLOCK_ROWS)
-  bar = ProgressBar(num_blocks, "synthetic vectors", unit="block") if num_blocks > 4 else None
-  for block_number, start in enumerate(range(0, num_rows, NOISE_BLOCK_ROWS)):
+  starts = tqdm(range(0, num_rows, NOISE_BLOCK_ROWS), desc="synthetic vectors", unit="block",
+                disable=num_blocks <= 4)
+  for block_number, start in enumerate(starts):
     block = slice(start, min(start + NOISE_BLOCK_ROWS, num_rows))
     noise_rng = np.random.default_rng([knobs.seed, 2, block_number])
     noise = noise_rng.standard_normal((block.stop - block.start, knobs.dim), np.float32)
@@ -160,14 +163,10 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
     clean += knobs.topic_scale * topics[article_index[block]]
     clean += (knobs.noise_scale / np.sqrt(knobs.dim)) * noise
     vectors[block] = _unit_rows(clean)
-    if bar:
-      bar.update(1)
-  if bar:
-    bar.close()
   texts = None
   if knobs.with_texts:
     texts = [f"synthetic article {a} chunk {c}" for a, c in zip(article_index, chunk_index)]
-  provenance = formats.make_provenance(
+  provenance = make_provenance(
       embedder_id=f"synthetic-v1(dim={knobs.dim}, seed={knobs.seed})",
       source="lvm_jax.data.synthetic", source_hash=f"synthetic:{_knobs_hash(knobs)}",
       synthetic_knobs=_knobs_record(knobs))
@@ -224,12 +223,10 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
   logging.info("Generating a synthetic corpus in %s: %s", out_dir, settings["knobs"])
   payload, latents, topics = sample_corpus(knobs)
   os.makedirs(out_dir, exist_ok=True)
-  payload_dir = formats.write_payload(os.path.join(out_dir, PAYLOAD_DIR), payload)
+  payload_dir = write_payload(os.path.join(out_dir, PAYLOAD_DIR), payload)
   payload.source = payload_dir
   state_path = os.path.join(out_dir, STATE_FILE)
-  with open(state_path + ".tmp", "wb") as f:
-    np.savez(f, latents=latents, topics=topics)
-  os.replace(state_path + ".tmp", state_path)
+  atomic.savez(state_path, latents=latents, topics=topics)
   paths = build.build_dataset(payload, out_dir, context_length=context_length,
                               min_article_chunks=min_article_chunks, split_ratios=split_ratios,
                               seed=settings["split_seed"], forms=forms, index_kind=index_kind,
@@ -251,7 +248,7 @@ def noise_free_predictions(data_dir: str, target_rows: np.ndarray) -> np.ndarray
                                                     ["rotation_range"])})
   process = make_process(knobs)
   payload_articles = np.load(os.path.join(data_dir, PAYLOAD_DIR,
-                                          formats.PAYLOAD_FILES["article_index"]))
+                                          PAYLOAD_FILES["article_index"]))
   with np.load(os.path.join(data_dir, STATE_FILE)) as state:
     latents, topics = state["latents"], state["topics"]
   previous = np.asarray(target_rows) - 1  # windows are consecutive rows

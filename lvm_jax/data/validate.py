@@ -18,7 +18,7 @@ from lvm_jax.data.errors import data_error
 BLOCK_ROWS = 1 << 13  # rows per block for checks over large arrays (~50 MB of float64 at 768-d)
 UNIT_NORM_TOLERANCE = 1e-3  # |norm - 1| above this counts as not unit-norm
 TARGET_MIN_COSINE = 0.999  # a target must match its payload vector at least this well
-MAX_CHUNK_INDEX = 1 << 20  # chunk_index must stay below this (packed ids, see formats.pack_keys)
+MAX_CHUNK_INDEX = 1 << 20  # chunk_index must stay below this (packed ids, see payload.pack_keys)
 
 
 def row_blocks(num_rows: int, block_rows: int = BLOCK_ROWS) -> Iterator[slice]:
@@ -169,7 +169,7 @@ def check_sorted_unique_keys(article_index: np.ndarray, chunk_index: np.ndarray,
                f"(article {int(article_index[row])}, chunk {int(chunk_index[row])}) comes after "
                f"(article {int(article_index[row - 1])}, chunk {int(chunk_index[row - 1])})")
     fix = ("remove duplicate chunks at the source" if duplicate else
-           "sort the payload with lvm_jax.data.formats.sort_payload before writing it")
+           "sort the payload with lvm_jax.data.payload.sort_payload before writing it")
     raise data_error(path, "article_index/chunk_index", problem, fix)
 
 

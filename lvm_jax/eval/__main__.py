@@ -94,7 +94,8 @@ def main(argv=None) -> int:
   backend.initialize(args.backend)
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
-  from lvm_jax.data import formats  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.eval_sets import read_eval_set  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval.evaluator import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
@@ -102,8 +103,8 @@ def main(argv=None) -> int:
   try:
     loaded = checkpoint.load(args.checkpoint)
     eval_npz, payload_path, faiss_path = default_paths(args, loaded.workdir)
-    payload = formats.read_payload(payload_path, load_texts=False)
-    eval_set = formats.read_eval_set(eval_npz, expected_dim=payload.vector_dim,
+    payload = read_payload(payload_path, load_texts=False)
+    eval_set = read_eval_set(eval_npz, expected_dim=payload.vector_dim,
                                      expected_source=f"the payload {payload_path}")
     if eval_set.vector_dim != loaded.model.vector_dim:
       raise DataFormatError(f"{eval_npz}: field 'contexts': vectors are {eval_set.vector_dim}-d "

@@ -11,7 +11,7 @@ import time
 
 from absl import logging
 
-from lvm_jax.data import formats
+from lvm_jax.data.payload import read_payload
 from lvm_jax.data import index as index_lib
 
 
@@ -26,7 +26,7 @@ def main(argv=None) -> None:
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
   logging.set_verbosity(logging.INFO)
-  payload = formats.read_payload(args.payload, load_texts=False)
+  payload = read_payload(args.payload, load_texts=False)
   start = time.perf_counter()
   index = index_lib.build_index(payload.vectors, kind=args.kind, nlist=args.nlist,
                                 train_sample=args.train_sample, seed=args.seed)

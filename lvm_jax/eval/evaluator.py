@@ -11,7 +11,8 @@ import numpy as np
 from absl import logging
 
 from lvm_jax.data import baselines as data_baselines
-from lvm_jax.data import formats
+from lvm_jax.data.eval_sets import EvalSet
+from lvm_jax.data.payload import Payload, payload_rows_for_keys
 from lvm_jax.data import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.eval import metrics as metrics_lib
@@ -52,7 +53,7 @@ class EvalOptions:
   gates: Gates = dataclasses.field(default_factory=Gates)
 
 
-def check_provenance(eval_set: formats.EvalSet, payload: formats.Payload, allow: bool) -> List[str]:
+def check_provenance(eval_set: EvalSet, payload: Payload, allow: bool) -> List[str]:
   """embedder_id / norm / metric must agree; returns the mismatches (raises unless allowed)."""
   mismatches = [f"{field}: eval set {eval_set.provenance.get(field)!r} vs payload "
                 f"{payload.provenance.get(field)!r}" for field in PROVENANCE_FIELDS
@@ -67,7 +68,7 @@ def check_provenance(eval_set: formats.EvalSet, payload: formats.Payload, allow:
   return mismatches
 
 
-def check_alignment(eval_set: formats.EvalSet, payload: formats.Payload,
+def check_alignment(eval_set: EvalSet, payload: Payload,
                     truth_rows: np.ndarray) -> Dict[str, float]:
   """Targets must be their payload vectors: mean cosine ≥ 0.98 and 5th percentile ≥ 0.95."""
   count = len(truth_rows)
@@ -95,7 +96,7 @@ def _context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
 class RetrievalEvaluator:
   """`run(predict_fn)` judges predictions of the eval set's next chunks against the payload."""
 
-  def __init__(self, eval_set: formats.EvalSet, payload: formats.Payload, index: faiss.Index,
+  def __init__(self, eval_set: EvalSet, payload: Payload, index: faiss.Index,
                options: EvalOptions):
     self.options = options
     self.provenance_mismatches = check_provenance(eval_set, payload,
@@ -107,7 +108,7 @@ class RetrievalEvaluator:
     self.contexts = eval_set.contexts[:count]
     self.targets = eval_set.targets[:count]
     self.truth_keys = eval_set.truth_keys[:count]
-    self.truth_rows = formats.payload_rows_for_keys(payload, self.truth_keys,
+    self.truth_rows = payload_rows_for_keys(payload, self.truth_keys,
                                                     source=eval_set.source)
     self.alignment = check_alignment(
         dataclasses.replace(eval_set, targets=self.targets), payload, self.truth_rows)

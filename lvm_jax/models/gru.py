@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Short sequences are unrolled: straight-line code, and no while loop for jax-metal.
-UNROLL_MAX_LENGTH = 16
+from lvm_jax.ops.scan import unroll_max_length
+
 
 
 def gru_sequence(input_gates, hidden_kernel, hidden_bias, initial_hidden):
@@ -34,7 +34,7 @@ def gru_sequence(input_gates, hidden_kernel, hidden_bias, initial_hidden):
     return hidden, hidden
 
   length = input_gates.shape[1]
-  unroll = length if length <= UNROLL_MAX_LENGTH else 1
+  unroll = length if length <= unroll_max_length() else 1  # no while loop for jax-metal
   final, outputs = lax.scan(step, initial_hidden, jnp.swapaxes(input_gates, 0, 1), unroll=unroll)
   return jnp.swapaxes(outputs, 0, 1), final
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -12,7 +13,16 @@ from lvm_jax.models.attention import LocalAttentionBlock
 from lvm_jax.models.gru import GRUGate
 from lvm_jax.models.mamba import MambaBlock
 
-BLOCK_KINDS = ("mamba", "attention", "gru")
+
+
+class BlockKind(str, enum.Enum):
+  """The blocks a variant stacks; each is causal over the window."""
+  MAMBA = "mamba"
+  ATTENTION = "attention"
+  GRU = "gru"
+
+
+BLOCK_KINDS = tuple(kind.value for kind in BlockKind)
 NORM_EPSILON = 1e-6
 
 
@@ -44,7 +54,7 @@ class LatentVectorModel(nn.Module):
 
   @property
   def is_causal(self) -> bool:
-    return not (self.gru_state_handoff and "gru" in self.blocks)
+    return not (self.gru_state_handoff and BlockKind.GRU in self.blocks)
   vector_dim: int
   d_model: int
   blocks: Sequence[str]
@@ -67,21 +77,20 @@ class LatentVectorModel(nn.Module):
     x = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=jnp.float32,
                  name="input_proj")(context_vectors.astype(self.dtype))
     gru_hidden = None
-    for index, kind in enumerate(self.blocks):
-      name = f"block_{index:02d}_{kind}"
-      if kind == "mamba":
+    for index, kind_name in enumerate(self.blocks):
+      kind = _block_kind(kind_name)
+      name = f"block_{index:02d}_{kind.value}"
+      if kind is BlockKind.MAMBA:
         x = MambaBlock(self.d_model, self.d_state, self.d_conv, self.expand, self.dropout_rate,
                        self.scan_mode, self.scan_chunk_size, self.dtype, name=name)(x, train=train)
-      elif kind == "attention":
+      elif kind is BlockKind.ATTENTION:
         x = LocalAttentionBlock(self.d_model, self.num_heads, self.window, self.dropout_rate,
                                 self.dtype, name=name)(x, train=train)
-      elif kind == "gru":
+      else:
         x, final_hidden = GRUGate(self.d_model, self.gru_hidden, self.dropout_rate, self.dtype,
                                   name=name)(x, gru_hidden, train=train)
         if self.gru_state_handoff:
           gru_hidden = final_hidden
-      else:
-        raise ValueError(f"LatentVectorModel: unknown block kind {kind!r}; choose from {BLOCK_KINDS}.")
     x = nn.RMSNorm(dtype=self.dtype, param_dtype=jnp.float32, name="final_norm")(x)
     out = nn.Dense(self.vector_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
                    name="output_head")(x)
@@ -90,6 +99,14 @@ class LatentVectorModel(nn.Module):
                          param_dtype=jnp.float32, name="alignment_head")(out)
       out = (1.0 - self.alignment_alpha) * out + self.alignment_alpha * aligned
     return l2_normalize(out)
+
+
+def _block_kind(name) -> BlockKind:
+  try:
+    return BlockKind(name)
+  except ValueError:
+    raise ValueError(f"LatentVectorModel: unknown block kind {name!r}; choose from "
+                     f"{BLOCK_KINDS}.") from None
 
 
 def weight_decay_mask(params):

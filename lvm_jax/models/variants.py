@@ -7,12 +7,15 @@ from typing import Any, Dict, Tuple
 
 import jax.numpy as jnp
 
-from lvm_jax.models.model import LatentVectorModel
+from lvm_jax.models.model import BlockKind, LatentVectorModel
 from lvm_jax.ops.scan import MODES
 
 
+MAMBA, ATTENTION, GRU = BlockKind.MAMBA.value, BlockKind.ATTENTION.value, BlockKind.GRU.value
+
+
 def _hybrid_blocks(n_layers: int, every: int = 4) -> Tuple[str, ...]:
-  return tuple("attention" if (i + 1) % every == 0 else "mamba" for i in range(n_layers))
+  return tuple(ATTENTION if (i + 1) % every == 0 else MAMBA for i in range(n_layers))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,23 +31,23 @@ _COMMON = dict(vector_dim=768, d_conv=4, expand=2, dropout=0.05, alignment_head=
 VARIANTS: Dict[str, Variant] = {
     "mamba_s": Variant(
         dict(_COMMON, n_layers=8, d_model=256, d_state=128),
-        lambda s: ("mamba",) * s["n_layers"]),
+        lambda s: (MAMBA,) * s["n_layers"]),
     "mamba_hybrid_local": Variant(
         dict(_COMMON, n_layers=12, d_model=320, d_state=128, window=8, num_heads=4,
              attention_every=4),
         lambda s: _hybrid_blocks(s["n_layers"], s["attention_every"])),
     "mamba_xl": Variant(
         dict(_COMMON, n_layers=16, d_model=384, d_state=192),
-        lambda s: ("mamba",) * s["n_layers"]),
+        lambda s: (MAMBA,) * s["n_layers"]),
     "mamba_sandwich": Variant(
         dict(_COMMON, n_attention_front=2, n_layers=8, n_attention_back=2, d_model=320,
              d_state=160, window=8, num_heads=4),
-        lambda s: (("attention",) * s["n_attention_front"] + ("mamba",) * s["n_layers"]
-                   + ("attention",) * s["n_attention_back"])),
+        lambda s: ((ATTENTION,) * s["n_attention_front"] + (MAMBA,) * s["n_layers"]
+                   + (ATTENTION,) * s["n_attention_back"])),
     "mamba_gr": Variant(
         dict(_COMMON, n_layers=10, d_model=288, d_state=144, gru_hidden=256,
              gru_state_handoff=False),
-        lambda s: ("mamba", "gru") * s["n_layers"]),
+        lambda s: (MAMBA, GRU) * s["n_layers"]),
 }
 ALIASES = {"mamba_h": "mamba_hybrid_local"}
 

@@ -30,7 +30,7 @@ speed and memory:
   all L states at once). For short contexts (the reference's L=5) it lets
   XLA fuse everything, and it is the safe choice on jax-metal, which cannot
   compile `associative_scan` and is reported to crash in long while loops.
-- "auto": `auto_mode(L, backend)` below.
+- "auto": `resolve_scan_type(mode, L, platform)` below.
 
 On CPU every mode walks the batch in cache-sized tiles (`batch_tile`).
 
@@ -41,45 +41,71 @@ it back rounded would break exact continuation).
 
 from __future__ import annotations
 
+import enum
 import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from jax import lax
 
-MODES = ("auto", "sequential", "associative", "chunked", "unrolled")
+class ScanType(str, enum.Enum):
+  """How the time recurrence is evaluated; the module docstring says when each wins."""
+  AUTO = "auto"
+  SEQUENTIAL = "sequential"
+  ASSOCIATIVE = "associative"
+  CHUNKED = "chunked"
+  UNROLLED = "unrolled"
 
-# Measured on 2 CPU cores (benchmarks/results/x86_64-2cpu/). In the full training
-# step (mamba_s at d_model 768, micro-batch 256 x 4, L 5) "unrolled" took 29.3 s a
-# step and "sequential" 51.7 s (train_bench.json, train_bench_sequential.json),
-# although the scan alone at that shape was close (fwd+bwd unrolled 946 ms,
-# sequential 764 ms; chunked 2701, associative 3615: scan_bench.json). Beyond a
-# few steps the unrolled backward keeps all L states live and loses badly
-# (1024 tokens, N 128: 2343 vs 608 ms at L 16, 14340 vs 715 ms at L 64), while
-# sequential was the fastest mode at every L from 16 to 4096 (2356 ms at 4096,
-# where associative does not fit in 24 GB).
+
+MODES = tuple(scan_type.value for scan_type in ScanType)
+CONCRETE_MODES = tuple(m for m in MODES if m != ScanType.AUTO.value)
+# Straight-line code up to this length; beyond it the unrolled backward keeps all
+# L states live and loses to "sequential" (benchmarks/results/x86_64-2cpu/scan_bench.json,
+# train_bench.json vs train_bench_sequential.json).
 UNROLL_MAX_LENGTH = 8
 # jax-metal is reported to crash in long while loops: unroll further there.
 METAL_UNROLL_MAX_LENGTH = 16
 DEFAULT_CHUNK_SIZE = 64
+# Modes that need lax.associative_scan, which jax-metal cannot compile.
+_NEEDS_ASSOCIATIVE = (ScanType.ASSOCIATIVE, ScanType.CHUNKED)
 
 
-def auto_mode(length: int, backend: Optional[str] = None) -> str:
-  """The mode that "auto" uses for a sequence of `length` on `backend`.
+def unroll_max_length(platform: Optional[str] = None) -> int:
+  """Longest sequence whose time loop is unrolled (the Mamba scan and the GRU share it)."""
+  return METAL_UNROLL_MAX_LENGTH if _platform(platform) == "metal" else UNROLL_MAX_LENGTH
 
-  - L <= 8 (16 on Metal): "unrolled" (the reference trains at L 5).
-  - CPU and Metal beyond that: "sequential" (Metal cannot compile associative_scan).
-  - GPU/TPU beyond that: "chunked", parallel inside a chunk and bounded memory
-    across chunks; not yet measured on a GPU (none was available).
+
+def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> ScanType:
+  """The one place that turns a requested mode, a length and a platform into the mode run.
+
+  - "auto", L <= 8 (16 on Metal): "unrolled" (the reference trains at L 5).
+  - "auto" beyond that: "sequential" on CPU and Metal, "chunked" on GPU/TPU
+    (parallel inside a chunk, bounded memory across chunks).
+  - On Metal, "associative" and "chunked" fall back to "auto" with a warning:
+    jax-metal cannot compile lax.associative_scan.
   """
-  backend = (backend or jax.default_backend()).lower()
-  unroll_max = METAL_UNROLL_MAX_LENGTH if backend == "metal" else UNROLL_MAX_LENGTH
-  if length <= unroll_max:
-    return "unrolled"
-  if backend in ("cpu", "metal"):
-    return "sequential"
-  return "chunked"
+  try:
+    scan_type = ScanType(mode)
+  except ValueError:
+    raise ValueError(f"selective_scan: unknown mode {mode!r}; choose one of {MODES}.") from None
+  platform = _platform(platform)
+  if platform == "metal" and scan_type in _NEEDS_ASSOCIATIVE:
+    logging.warning("scan mode %r needs lax.associative_scan, which jax-metal cannot compile; "
+                    "using 'auto' on Metal.", scan_type.value)
+    scan_type = ScanType.AUTO
+  if scan_type is not ScanType.AUTO:
+    return scan_type
+  if length <= unroll_max_length(platform):
+    return ScanType.UNROLLED
+  if platform in ("cpu", "metal"):
+    return ScanType.SEQUENTIAL
+  return ScanType.CHUNKED
+
+
+def _platform(platform: Optional[str]) -> str:
+  return (platform or jax.default_backend()).lower()
 
 
 def _check_shapes(u, delta, A, B, C, D, h0):
@@ -113,9 +139,8 @@ def _step(h, u_t, delta_t, B_t, C_t, A):
 
 
 # On CPU, the scan is bound by memory traffic of its [batch, D, N] state; walking
-# the batch in tiles whose state fits in cache was 3.6-4.8x faster forward+backward
-# at the reference shape (batch 256, L 5, D 1536, N 128) and cut the temporary
-# memory from 4.5 GB to 45 MB (tile 2; see benchmarks/scan_bench.py).
+# the batch in tiles whose state fits in cache is faster and much leaner
+# (benchmarks/results/x86_64-2cpu/scan_bench.json).
 CPU_TILE_STATE_BYTES = 2 * 1024 * 1024
 
 
@@ -325,15 +350,14 @@ def selective_scan(u, delta, A, B, C, D=None, *, h0=None, mode="auto",
     C: output projections [batch, L, N].
     D: optional skip connection [D].
     h0: optional initial state [batch, D, N]; zeros when None.
-    mode: one of MODES; see the module docstring for when each wins.
+    mode: a ScanType or its name (MODES); see the module docstring for when each wins.
     chunk_size: positions per chunk for mode="chunked" (default 64).
     return_state: also return the final state [batch, D, N] (float32).
 
   Returns:
     y [batch, L, D] in u's dtype, and the final state when return_state.
   """
-  if mode not in MODES:
-    raise ValueError(f"selective_scan: unknown mode {mode!r}; choose one of {MODES}.")
+  scan_type = resolve_scan_type(mode, u.shape[1])
   _check_shapes(u, delta, A, B, C, D, h0)
   out_dtype = u.dtype
   batch, length, channels = u.shape
@@ -345,15 +369,13 @@ def selective_scan(u, delta, A, B, C, D=None, *, h0=None, mode="auto",
   else:
     h = f32(h0)
 
-  if mode == "auto":
-    mode = auto_mode(length)
   chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
   if chunk_size < 1:
     raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}.")
-  if mode in ("sequential", "unrolled"):
-    recurrence = functools.partial(_fused_recurrence, unrolled=mode == "unrolled",
+  if scan_type in (ScanType.SEQUENTIAL, ScanType.UNROLLED):
+    recurrence = functools.partial(_fused_recurrence, unrolled=scan_type is ScanType.UNROLLED,
                                    chunk_size=chunk_size)
-  elif mode == "associative":
+  elif scan_type is ScanType.ASSOCIATIVE:
     recurrence = _scan_associative
   else:
     recurrence = functools.partial(_scan_chunked, chunk_size=min(chunk_size, length))

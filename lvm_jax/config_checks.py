@@ -1,0 +1,91 @@
+"""Checks every config value before anything is read, generated or compiled.
+
+Each failure is one ValueError line naming the field, the value and the allowed
+range, so a typo on the command line costs a second, not a compile.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Number
+
+import ml_collections
+
+from lvm_jax.config_base import BEST_MODES, NEGATIVES, PARALLEL, POSITIONS
+
+
+class ConfigError(ValueError):
+  """A config value is outside what the run can honour."""
+
+
+def _value(config, field: str):
+  node = config
+  for part in field.split("."):
+    node = node[part]
+  return node
+
+
+def _fail(field: str, value, allowed: str) -> ConfigError:
+  return ConfigError(f"config field {field}={value!r} is invalid: it must be {allowed}. "
+                     f"Fix: pass --config.{field}=<value in range>.")
+
+
+def _number(config, field: str, *, low=None, high=None, low_open=False, high_open=False,
+            integer=False) -> None:
+  value = _value(config, field)
+  kind = "an integer" if integer else "a number"
+  bounds = []
+  if low is not None:
+    bounds.append(f"{'>' if low_open else '>='} {low}")
+  if high is not None:
+    bounds.append(f"{'<' if high_open else '<='} {high}")
+  allowed = kind + (" " + " and ".join(bounds) if bounds else "")
+  if isinstance(value, bool) or not isinstance(value, Number):
+    raise _fail(field, value, allowed)
+  if integer and int(value) != value:
+    raise _fail(field, value, allowed)
+  if not math.isfinite(float(value)):
+    raise _fail(field, value, allowed)
+  if low is not None and (value <= low if low_open else value < low):
+    raise _fail(field, value, allowed)
+  if high is not None and (value >= high if high_open else value > high):
+    raise _fail(field, value, allowed)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on the first value the run cannot honour."""
+  choices = {"loss.negatives": NEGATIVES, "loss.positions": POSITIONS,
+             "train.parallel": PARALLEL, "train.best_mode": BEST_MODES}
+  for field, valid in choices.items():
+    value = _value(config, field)
+    if value not in valid:
+      raise ConfigError(f"config field {field}={value!r} is not one of {valid}.")
+  for field in ("train.batch_size", "train.accum_steps", "train.num_epochs", "eval.batch_size",
+                "head.hidden_dim", "head.out_dim", "data.context_length",
+                "train.keep_checkpoints", "train.log_every_steps"):
+    _number(config, field, low=1, integer=True)
+  for field in ("train.warmup_steps", "train.early_stopping_patience", "data.prefetch",
+                "data.vector_dim", "train.smoke_gate_epoch"):
+    _number(config, field, low=0, integer=True)
+  _number(config, "train.learning_rate", low=0, low_open=True, high=1)
+  _number(config, "train.weight_decay", low=0)
+  _number(config, "train.final_lr_fraction", low=0, high=1)
+  _number(config, "train.clip_norm", low=0, low_open=True)
+  _number(config, "loss.temperature", low=0, low_open=True)
+  _number(config, "loss.contrastive_weight", low=0)
+  _number(config, "loss.ar_weight", low=0)
+  if config.loss.contrastive_weight + config.loss.ar_weight <= 0:
+    raise ConfigError("config fields loss.contrastive_weight and loss.ar_weight are both 0: "
+                      "nothing would be trained. Fix: make at least one of them > 0.")
+  for field in ("augment.article_dropout", "augment.span_corruption", "model.dropout"):
+    _number(config, field, low=0, high=1, high_open=True)
+  if not config.train.best_metric:
+    raise ConfigError("config field train.best_metric is empty. Fix: name a validation metric, "
+                      "e.g. --config.train.best_metric=val_cosine.")
+
+
+def check_model(config: ml_collections.ConfigDict, model) -> None:
+  if config.loss.positions == "all" and not model.is_causal:
+    raise ConfigError("config field loss.positions='all' needs a causal model, but "
+                      f"{config.model.name} with gru_state_handoff sees the whole window at every "
+                      "position; set loss.positions='last' or model.gru_state_handoff=False.")

@@ -1,0 +1,106 @@
+"""The reference's pickled payload (`np.save`d dict {payload_id: (text, meta, vec)}).
+
+Read only behind trust_pickle=True, since loading it runs pickle; converted
+once into the safe payload directory (python -m lvm_jax.data.convert).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Tuple
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from lvm_jax.data import file_io
+from lvm_jax.data.errors import data_error
+from lvm_jax.data.payload import Payload, check_payload_arrays, sort_payload, write_payload
+
+LARGE_PAYLOAD_ROWS = 100_000  # a progress bar from this size on
+
+
+def read_reference_payload(path: str, *, trust_pickle: bool = False,
+                           normalize: bool = False) -> Payload:
+  """Reads the reference's `np.save`d dict {payload_id: (text, meta, vec)}.
+
+  Loading it runs pickle, which can execute code: refused unless trust_pickle=True.
+  meta must hold article_index and chunk_index; payload_id must be an integer.
+  Rows come back sorted by (article, chunk).
+  """
+  if not trust_pickle:
+    raise data_error(path, "(file)", "is a pickled object (the reference's payload format); "
+                     "loading it would run pickle, which can execute arbitrary code",
+                     "if you trust the file, pass trust_pickle=True (CLI: --trust_pickle) to "
+                     "convert it once into this project's safe format "
+                     "(python -m lvm_jax.data.convert)")
+  file_io.require_file(path, "(file)")
+  try:
+    loaded = np.load(path, allow_pickle=True)
+  except Exception as error:  # numpy raises several types for non-.npy input
+    raise data_error(path, "(file)", f"cannot be read as a .npy file ({error})",
+                     "pass the reference payload saved with np.save") from error
+  if isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.shape == ():
+    loaded = loaded.item()
+  if not isinstance(loaded, dict):
+    raise data_error(path, "(file)", f"holds a {type(loaded).__name__}, expected a dict "
+                     "{payload_id: (text, meta, vec)}", "pass the reference's payload file")
+  if not loaded:
+    raise data_error(path, "(file)", "holds an empty dict", "pass a non-empty payload")
+  num_rows = len(loaded)
+  first = next(iter(loaded.values()))
+  dim = _reference_entry(path, next(iter(loaded)), first)[2].shape[0]
+  vectors = np.empty((num_rows, dim), np.float32)
+  article_index = np.empty(num_rows, np.int64)
+  chunk_index = np.empty(num_rows, np.int64)
+  ids = np.empty(num_rows, np.int64)
+  texts = []
+  entries = tqdm(loaded.items(), total=num_rows, desc=f"reading {os.path.basename(path)}",
+                 unit="rows", disable=num_rows < LARGE_PAYLOAD_ROWS)
+  for row, (payload_id, entry) in enumerate(entries):
+    text, meta, vec = _reference_entry(path, payload_id, entry)
+    if vec.shape != (dim,):
+      raise data_error(path, f"[{payload_id!r}].vec", f"has shape {vec.shape}, but the first "
+                       f"entry has ({dim},)", "re-embed so every vector has the same dimension")
+    vectors[row] = vec
+    article_index[row] = meta["article_index"]
+    chunk_index[row] = meta["chunk_index"]
+    ids[row] = payload_id
+    texts.append(text)
+  with open(path, "rb") as f:
+    source_hash = file_io.sha256_of_stream(f)
+  payload = Payload(vectors, article_index, chunk_index, ids, texts,
+                    provenance=file_io.make_provenance(source=os.path.abspath(path),
+                                               source_hash=source_hash,
+                                               source_format="reference pickled dict"),
+                    source=path)
+  payload = sort_payload(payload)
+  check_payload_arrays(payload, path, normalize=normalize)
+  return payload
+
+
+def convert_reference_payload(src: str, dst: str, *, trust_pickle: bool,
+                              embedder_id: str = "unknown", normalize: bool = False) -> Payload:
+  """Reference pickled payload `src` -> this project's payload directory `dst`; returns it."""
+  payload = read_reference_payload(src, trust_pickle=trust_pickle, normalize=normalize)
+  payload.provenance["embedder_id"] = embedder_id
+  write_payload(dst, payload)
+  logging.info("Converted %s -> %s: %d rows x %d dims, %d articles", src, dst, payload.num_rows,
+               payload.vector_dim, np.unique(payload.article_index).size)
+  return payload
+
+
+def _reference_entry(path, payload_id, entry) -> Tuple[str, Dict[str, Any], np.ndarray]:
+  field = f"[{payload_id!r}]"
+  if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+    raise data_error(path, field, "is not a (text, meta, vec) triple",
+                     "pass the reference's payload dict {payload_id: (text, meta, vec)}")
+  text, meta, vec = entry
+  if not isinstance(payload_id, (int, np.integer)):
+    raise data_error(path, field, f"payload_id {payload_id!r} is not an integer",
+                     "re-key the dict with integer payload ids")
+  if not isinstance(meta, dict) or "article_index" not in meta or "chunk_index" not in meta:
+    raise data_error(path, field + ".meta", "lacks article_index or chunk_index",
+                     "store meta['article_index'] and meta['chunk_index'] for every chunk")
+  return ("" if text is None else str(text)), meta, np.asarray(vec, np.float32).reshape(-1)
+

@@ -1,0 +1,179 @@
+"""train_and_evaluate: data, model, state, then epochs of train -> evaluate -> record -> save.
+
+Resume = restore the newest good checkpoint, then continue from `int(state.step)`
+with the same data order, so a killed and rerun job ends where an uninterrupted
+one does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from lvm_jax import backend, checkpoint, config_checks
+from lvm_jax.data.pipeline import TrainingPipeline
+from lvm_jax.data.training_sets import load_training_sets
+from lvm_jax.train import hooks
+from lvm_jax.train import step as step_lib
+from lvm_jax.train.evaluators import ValidationEvaluator
+from lvm_jax.workdir import Workdir
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is left as it was."""
+
+
+def replicate(tree, num_devices: int):
+  """A leading device axis of size num_devices (host copies; the step places them)."""
+  return jax.tree_util.tree_map(
+      lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)), tree)
+
+
+def unreplicate(tree):
+  return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def check_finite(metrics: Dict[str, float], step: int, workdir: Workdir) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f"non-finite training metrics {bad} at step {step}; stopped. The last good checkpoint in "
+        f"{workdir.checkpoints} is untouched: lower train.learning_rate or check the data for NaN.")
+
+
+def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, first_step: int,
+                rng, *, config, workdir: Workdir, writer: hooks.MetricWriter, schedule):
+  """One epoch from `first_step`; metrics are fetched from the device every log_every_steps."""
+  steps_per_epoch = pipeline.steps_per_epoch
+  bar = tqdm(total=steps_per_epoch - first_step, unit="step", leave=False,
+             desc=f"epoch {epoch + 1}/{config.train.num_epochs}", disable=not hooks.is_writer())
+  sums, pending, done, start = {}, [], 0, time.perf_counter()
+
+  def fetch(step: int) -> Dict[str, float]:
+    fetched = [{k: float(v[0]) for k, v in m.items()} for m in jax.device_get(pending)]
+    for metrics in fetched:
+      check_finite(metrics, step, workdir)
+      for k, v in metrics.items():
+        sums[k] = sums.get(k, 0.0) + v
+    pending.clear()
+    return fetched[-1]
+
+  for batch in pipeline.iterate(epoch, first_step):
+    state, metrics = p_train_step(state, batch, rng)
+    pending.append(metrics)
+    done += 1
+    step = epoch * steps_per_epoch + first_step + done
+    if step % config.train.log_every_steps == 0:
+      latest = fetch(step)
+      seq_per_s = done * pipeline.sequences_per_step / (time.perf_counter() - start)
+      bar.set_postfix(loss=f"{latest['loss']:.4f}", seq_s=f"{seq_per_s:.0f}")
+      writer.scalars("train", {**latest, "learning_rate": float(schedule(step - 1))}, step)
+    bar.update(1)
+  if pending:
+    fetch(epoch * steps_per_epoch + first_step + done)
+  bar.close()
+  seconds = time.perf_counter() - start
+  means = {k: v / max(done, 1) for k, v in sums.items()}
+  return state, means, {"time": seconds, "sequences_per_s": done * pipeline.sequences_per_step /
+                        max(seconds, 1e-9)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary."""
+  config_checks.check_config(config)
+  workdir = Workdir(workdir)
+  use_pmap = backend.uses_pmap(config.train.parallel)
+  num_devices = jax.local_device_count() if use_pmap else 1
+
+  sets = load_training_sets(config, workdir.data)
+  config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
+  config.data.vector_dim = vector_dim = sets.train.vector_dim
+  predictor = checkpoint.predictor_from_config(config, vector_dim)
+  config_checks.check_model(config, predictor.model)
+  if hooks.is_writer():
+    checkpoint.write_config(workdir, config)
+
+  pipeline = TrainingPipeline(
+      sets.train, micro_batch=config.train.batch_size, accum_steps=config.train.accum_steps,
+      num_devices=num_devices, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), prefetch=config.data.prefetch)
+  steps_per_epoch = pipeline.steps_per_epoch
+  total_steps = steps_per_epoch * config.train.num_epochs
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  state = step_lib.create_train_state(config, predictor, init_rng, vector_dim, total_steps)
+  checkpointer = checkpoint.Checkpointer(
+      workdir.checkpoints, keep_latest=config.train.keep_checkpoints,
+      best_metric=config.train.best_metric, best_mode=config.train.best_mode)
+  history = hooks.History(workdir)
+  restored = checkpointer.restore_latest(state)
+  if restored is not None:
+    state = restored
+    history.truncate_to(int(state.step))
+    logging.info("Resumed from step %d (epoch %d) in %s", int(state.step),
+                 int(state.step) // steps_per_epoch, workdir.root)
+  start_step = int(state.step)
+  logging.info("%s: %d train / %d val sequences, %d steps per epoch of %d sequences "
+               "(%d devices x %d micro-batches x %d), %d dropped per epoch", config.model.name,
+               sets.train.num_sequences, sets.val.num_sequences, steps_per_epoch,
+               pipeline.sequences_per_step, num_devices, config.train.accum_steps,
+               config.train.batch_size, pipeline.dropped_per_epoch)
+
+  validation = ValidationEvaluator(sets.val, config, state.apply_fn)
+  reference = validation.baselines()
+  hooks.write_baselines(workdir, reference)
+  baseline_note = ", ".join(f"{name} {m['cosine']:.4f} / R@5 {m['r5']:.4f} / R@5 excl. "
+                            f"{m['r5_excl']:.4f}" for name, m in reference.items())
+  logging.info("Validation baselines (cosine / R@5 / R@5 context excluded): %s", baseline_note)
+
+  p_train_step = step_lib.make_parallel_train_step(config, use_pmap)
+  state = replicate(state, num_devices)  # pmap/vmap place the leading axis per device
+  writer = hooks.MetricWriter(workdir)
+  schedule = step_lib.learning_rate_schedule(config, total_steps)
+  metric, mode = config.train.best_metric, config.train.best_mode
+  stopper = hooks.early_stopping_from(history, metric, mode, config.train.early_stopping_patience)
+  gate = hooks.SmokeGate(config.train.smoke_gate_epoch, config.train.smoke_gate_val_cosine)
+  summary = {"stopped_early": False}
+  try:
+    for epoch in range(start_step // steps_per_epoch, config.train.num_epochs):
+      if stopper.should_stop:
+        summary["stopped_early"] = True
+        break
+      first_step = start_step % steps_per_epoch if epoch == start_step // steps_per_epoch else 0
+      state, train_means, speed = train_epoch(
+          p_train_step, state, pipeline, epoch, first_step, step_rng, config=config,
+          workdir=workdir, writer=writer, schedule=schedule)
+      host_state = jax.device_get(unreplicate(state))
+      val = validation.run(host_state.params)
+      step = int(host_state.step)
+      entry = {"epoch": epoch + 1, "step": step, "train_loss": train_means["loss"],
+               "train_infonce": train_means["infonce"], "train_ar_cosine": train_means["ar_loss"],
+               "train_cosine": train_means["cosine"],
+               "masked_negatives_per_step": train_means["masked_negatives"], **val,
+               "lr": float(schedule(max(step - 1, 0))), **speed}
+      history.append(entry)
+      logging.info("epoch %d: %s", epoch + 1,
+                   " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
+      logging.info("epoch %d: val_cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
+                   epoch + 1, val["val_cosine"], val["val_r5"], val["val_r5_excl"], baseline_note)
+      writer.scalars("val", val, step)
+      writer.flush()
+      checkpointer.save(host_state, entry)
+      if gate.check(epoch + 1, val) is not None:
+        summary["smoke_gate_passed"] = gate.passed
+      if metric in entry:
+        stopper = hooks.update_early_stopping(stopper, entry[metric], mode)
+  finally:
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    writer.close()
+  summary.update(history=history.entries, best=history.best(metric, mode), best_metric=metric,
+                 best_val_cosine=history.best("val_cosine"), data=sets.describe(),
+                 baselines=reference, final_state=jax.device_get(unreplicate(state)))
+  return summary

@@ -1,0 +1,179 @@
+"""The update, as pure functions: optimizer, state, accumulated gradients, train_step.
+
+One update = `accum_steps` micro-batches per device, scanned with summed
+float32 gradients, averaged across devices (`lax.pmean` over AXIS), then one
+optax step (clip by global norm -> AdamW with a warm-up-cosine schedule).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+from jax import lax
+
+from lvm_jax import losses
+from lvm_jax.data import augment
+from lvm_jax.models import LatentVectorPredictor, weight_decay_mask
+
+AXIS = "batch"
+METRIC_SUMS = ("loss", "infonce", "ar_loss", "cosine", "masked_negatives")
+
+
+class TrainState(train_state.TrainState):
+  """params = {"model": ..., "head": ...}; apply_fn = LatentVectorPredictor.apply."""
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int):
+  """Linear warm-up to the peak, then cosine decay to final_lr_fraction of it."""
+  peak = config.train.learning_rate
+  warmup = min(config.train.warmup_steps, max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=peak * config.train.final_lr_fraction)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int, params):
+  return optax.chain(
+      optax.clip_by_global_norm(config.train.clip_norm),
+      optax.adamw(learning_rate_schedule(config, total_steps),
+                  weight_decay=config.train.weight_decay, mask=weight_decay_mask(params)))
+
+
+def create_train_state(config: ml_collections.ConfigDict, predictor: LatentVectorPredictor,
+                       rng: jax.Array, vector_dim: int, total_steps: int) -> TrainState:
+  dummy = jnp.zeros((1, config.data.context_length, vector_dim), jnp.float32)
+  params = predictor.init(rng, dummy, method=LatentVectorPredictor.initialize)["params"]
+  return TrainState.create(apply_fn=predictor.apply, params=params,
+                           tx=create_optimizer(config, total_steps, params))
+
+
+def predict(state_or_apply_fn, params, contexts, *, train: bool = False, rngs=None):
+  """[batch, L, dim] -> [batch, L, dim] unit predictions."""
+  apply_fn = getattr(state_or_apply_fn, "apply_fn", state_or_apply_fn)
+  return apply_fn({"params": params}, contexts, train=train, rngs=rngs)
+
+
+def project(state_or_apply_fn, params, vectors):
+  """[..., dim] -> [..., head out] unit projections (the InfoNCE space)."""
+  apply_fn = getattr(state_or_apply_fn, "apply_fn", state_or_apply_fn)
+  return apply_fn({"params": params}, vectors, method=LatentVectorPredictor.project)
+
+
+def prediction_targets(contexts, targets, target_ids, positions: str):
+  """What each prediction is scored against.
+
+  Args:
+    contexts: [..., L, dim]; targets: [..., dim]; target_ids: [...].
+    positions: "last" (only the final output predicts `targets`) or "all"
+      (output t predicts context t + 1, the last one the target).
+
+  Returns:
+    next_vectors [..., P, dim] and next_ids [..., P], P = 1 or L. Windows run
+    over consecutive chunks and ids grow by one per chunk (payload rows, or
+    packed (article, chunk) keys), so position t's next chunk has id
+    target_id - (L - 1 - t).
+  """
+  if positions == "last":
+    return targets[..., None, :], target_ids[..., None]
+  length = contexts.shape[-2]
+  next_vectors = jnp.concatenate([contexts[..., 1:, :], targets[..., None, :]], axis=-2)
+  offsets = jnp.arange(length - 1, -1, -1, dtype=target_ids.dtype)
+  return next_vectors, target_ids[..., None] - offsets
+
+
+def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *,
+                          config: ml_collections.ConfigDict):
+  """Gradient of the mean loss over this device's [accum_steps, micro_batch, ...] batch.
+
+  Because the target branch has stop-gradient, the target projections of the
+  whole step are computed once up front and every micro-batch scores against
+  them ("accum"), or against all devices' ("global"): the summed micro-batch
+  gradients then equal the gradient of one batch of the whole step.
+  """
+  contexts, targets, target_ids = batch["contexts"], batch["targets"], batch["target_ids"]
+  accum_steps, micro_batch = contexts.shape[:2]
+  negatives, temperature = config.loss.negatives, config.loss.temperature
+  device_index = lax.axis_index(AXIS)
+
+  next_vectors, next_ids = prediction_targets(contexts, targets, target_ids, config.loss.positions)
+  per_micro = next_vectors.shape[2] * micro_batch  # queries per micro-batch
+  keys = lax.stop_gradient(project(state, state.params, next_vectors))
+  keys = keys.reshape(accum_steps, per_micro, -1)
+  key_ids = next_ids.reshape(accum_steps, per_micro)
+  step_keys, step_key_ids = keys.reshape(-1, keys.shape[-1]), key_ids.reshape(-1)
+  pool_offset = 0
+  if negatives == "global":
+    step_keys = lax.all_gather(step_keys, AXIS, tiled=True)
+    step_key_ids = lax.all_gather(step_key_ids, AXIS, tiled=True)
+    pool_offset = device_index * accum_steps * per_micro
+  queries_per_device = accum_steps * per_micro
+
+  def micro_step(carry, inputs):
+    grad_sum, metric_sum = carry
+    micro_contexts, micro_next, micro_ids, micro_keys, micro_key_ids, index = inputs
+    micro_rng = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+        rng, state.step), device_index), index)
+    augment_rng, dropout_rng = jax.random.split(micro_rng)
+    micro_contexts = augment.augment_contexts(
+        augment_rng, micro_contexts, article_dropout_p=config.augment.article_dropout,
+        span_corruption_p=config.augment.span_corruption)
+    if negatives == "micro":
+      pool, pool_ids, positive = micro_keys, micro_key_ids, jnp.arange(per_micro)
+    else:
+      pool, pool_ids = step_keys, step_key_ids
+      positive = pool_offset + index * per_micro + jnp.arange(per_micro)
+
+    def loss_fn(params):
+      predictions = predict(state, params, micro_contexts, train=True,
+                            rngs={"dropout": dropout_rng})
+      if config.loss.positions == "last":
+        predictions = predictions[:, -1:]
+      ar = losses.ar_cosine_loss(predictions, micro_next)
+      queries = project(state, params, predictions).reshape(per_micro, -1)
+      infonce, masked = losses.info_nce(queries, pool, positive, micro_ids.reshape(-1), pool_ids,
+                                        temperature)
+      # Sums over the step's queries, not micro-batch means: the scan then adds up
+      # to exactly the gradient of the mean over one big batch.
+      loss = losses.combined_loss(jnp.sum(infonce), jnp.sum(ar), config.loss.contrastive_weight,
+                                  config.loss.ar_weight) / queries_per_device
+      sums = {"loss": loss * queries_per_device, "infonce": jnp.sum(infonce),
+              "ar_loss": jnp.sum(ar), "cosine": jnp.sum(1.0 - ar[:, -1]) * per_micro / micro_batch,
+              "masked_negatives": jnp.sum(masked).astype(jnp.float32)}
+      return loss, sums
+
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+    grad_sum = jax.tree_util.tree_map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
+    metric_sum = jax.tree_util.tree_map(jnp.add, metric_sum, sums)
+    return (grad_sum, metric_sum), None
+
+  zero_grads = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+  zero_metrics = {k: jnp.float32(0) for k in METRIC_SUMS}
+  inputs = (contexts, next_vectors, next_ids, keys, key_ids, jnp.arange(accum_steps))
+  (grads, sums), _ = lax.scan(micro_step, (zero_grads, zero_metrics), inputs)
+  return grads, sums, queries_per_device
+
+
+def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *,
+               config: ml_collections.ConfigDict):
+  """One update: accumulated gradients, averaged over devices, one optimizer step."""
+  grads, sums, queries_per_device = accumulated_gradients(state, batch, rng, config=config)
+  grads = lax.pmean(grads, AXIS)
+  metrics = {k: v / queries_per_device for k, v in sums.items() if k != "masked_negatives"}
+  metrics = lax.pmean(metrics, AXIS)
+  metrics["masked_negatives"] = lax.psum(sums["masked_negatives"], AXIS)
+  metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+  return state.apply_gradients(grads=grads), metrics
+
+
+def make_parallel_train_step(config: ml_collections.ConfigDict, use_pmap: bool):
+  """The step over a leading device axis: pmap, or vmap under jit on one device (Metal)."""
+  step = functools.partial(train_step, config=config)
+  if use_pmap:
+    return jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+  return jax.jit(jax.vmap(step, axis_name=AXIS, in_axes=(0, 0, None)), donate_argnums=(0,))
