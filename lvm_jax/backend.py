@@ -7,6 +7,8 @@ from typing import Optional
 
 from absl import logging
 
+from lvm_jax.cli import UserFacingError
+
 # config.backend value -> JAX_PLATFORMS value (None: let JAX pick its best).
 PLATFORMS = {"auto": None, "cpu": "cpu", "gpu": "cuda", "metal": "METAL"}
 # What jax.default_backend() reports for each choice.
@@ -19,7 +21,7 @@ _INSTALL_HINT = {
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
-class BackendError(RuntimeError):
+class BackendError(UserFacingError, RuntimeError):
   """The requested backend is not available."""
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging as python_logging
 import os
+import shutil
 from typing import Any, Dict, Iterable, Optional
 
 import flax
@@ -24,6 +25,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from lvm_jax import atomic
+from lvm_jax.cli import UserFacingError
 from lvm_jax.models import LatentVectorPredictor, ProjectionHead, create_model
 from lvm_jax.workdir import Workdir
 
@@ -42,7 +44,7 @@ def quiet_orbax_logs() -> None:
   python_logging.getLogger("absl").addFilter(_QuietOrbax())
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserFacingError, RuntimeError):
   """A checkpoint or its workdir is missing or unreadable."""
 
 
@@ -108,7 +110,21 @@ class Checkpointer:
     if step != steps[0]:
       logging.warning("Resuming from step %d instead of the newest step %d, which is damaged.",
                       step, steps[0])
+      self._set_aside([s for s in steps if s > step])
     return flax.serialization.from_state_dict(state_template, restored)
+
+  def _set_aside(self, damaged_steps) -> None:
+    """Renames damaged steps to <step>.damaged (kept for inspection) so they can be redone."""
+    if jax.process_index() == 0:
+      for step in damaged_steps:
+        path = os.path.join(self.directory, str(step))
+        if os.path.isdir(path):
+          aside = f"{path}.damaged"
+          if os.path.exists(aside):
+            shutil.rmtree(aside)
+          os.rename(path, aside)
+          logging.warning("Moved the damaged step %s aside to %s.", path, aside)
+    self.manager.reload()
 
   def wait_until_finished(self) -> None:
     self.manager.wait_until_finished()

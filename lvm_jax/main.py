@@ -2,13 +2,16 @@
 
 Parses flags, picks the backend before JAX starts, and calls
 `train.train_and_evaluate(config, workdir)`. Running it again on the same
-workdir resumes from the latest checkpoint.
+workdir resumes from the latest checkpoint. Bad input or config ends with one
+`error:` line and exit 2 (`--verbose` shows the traceback).
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lvm_jax import backend, checkpoint
+from lvm_jax import backend, checkpoint, cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -20,6 +23,7 @@ flags.DEFINE_enum("backend", None, list(backend.PLATFORMS),
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+@cli.exits_cleanly_on_user_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -30,9 +34,15 @@ def main(argv):
       config.backend = FLAGS.backend
   backend.initialize(config.backend)
   from lvm_jax import train  # pylint: disable=g-import-not-at-top  (after the backend is set)
-  summary = train.train_and_evaluate(config, FLAGS.workdir)
-  logging.info("Done: best val_cosine %.4f after %d epochs; workdir %s",
-               summary["best_val_cosine"], len(summary["history"]), FLAGS.workdir)
+  try:
+    summary = train.train_and_evaluate(config, FLAGS.workdir)
+  except train.NonFiniteLossError as error:
+    if FLAGS.verbose:
+      raise
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+  logging.info("Done: best %s %.4f after %d epochs; workdir %s", summary["best_metric"],
+               summary["best"], len(summary["history"]), FLAGS.workdir)
 
 
 if __name__ == "__main__":

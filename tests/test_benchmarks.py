@@ -1,10 +1,17 @@
-"""Each benchmark runs at a tiny size and writes its JSON. No timing is asserted."""
+"""Each benchmark runs at a tiny size and writes its JSON. No timing is asserted.
+
+The flags are parsed into a fresh FlagValues (the modules define their flags only
+when run as scripts), then run(**settings) does what main() would.
+"""
 
 import json
+import subprocess
+import sys
 
 import pytest
+from absl import flags
 
-from benchmarks import common, scan_bench, train_bench
+from benchmarks import common, scan_bench, scan_share, train_bench
 
 TINY_CONFIG = "configs/s_contrastive.py:tiny"
 
@@ -13,52 +20,90 @@ def read(tmp_path, name):
   return json.loads((tmp_path / common.machine_name() / f"{name}.json").read_text())
 
 
-def test_scan_bench_writes_every_mode_and_the_ratios(tmp_path):
-  scan_bench.main(["--lengths", "5,16", "--states", "4", "--channels", "8", "--tokens", "32",
-                   "--repeats", "1", "--reference", "2,5,8,4", "--out-dir", str(tmp_path)])
+def parse(module, args, monkeypatch):
+  """module.settings() for the command line `args`, as its __main__ block would parse it."""
+  argv = [module.__name__] + args
+  monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads --config.* overrides from here
+  flag_values = flags.FlagValues()
+  module.define_flags(flag_values)
+  flag_values(getattr(module, "current_spellings", list)(argv))
+  return module.settings(flag_values)
+
+
+def test_scan_bench_writes_every_mode_and_the_ratios(tmp_path, monkeypatch):
+  settings = parse(scan_bench, ["--lengths=5,16", "--states=4", "--channels=8", "--tokens=32",
+                                "--repeats=1", "--reference=2,5,8,4", f"--out-dir={tmp_path}"],
+                   monkeypatch)
+  scan_bench.run(**settings)
   report = read(tmp_path, "scan_bench")
   modes = {(r["mode"], r["pass"], r["L"]) for r in report["grid"]}
   for mode in scan_bench.CONCRETE_MODES:
     assert {(mode, "fwd", 5), (mode, "fwd+bwd", 16)} <= modes
   assert "auto_fwd+bwd_speedup_vs_associative" in report["ratios_at_reference"]
   assert report["matmul_peak_flop_per_s"] > 0 and report["copy_peak_bytes_per_s"] > 0
+  assert report["reference"] == [2, 5, 8, 4]
 
 
-def test_train_bench_without_torch_writes_throughput_and_flops(tmp_path):
-  train_bench.main(["--config", TINY_CONFIG, "--micro-batch", "4", "--accum-steps", "2",
-                    "--steps", "1", "--no-torch", "--out-dir", str(tmp_path)])
+def test_scan_bench_quick_and_mode_checks(monkeypatch):
+  settings = parse(scan_bench, ["--quick", "--lengths=7"], monkeypatch)
+  assert settings["lengths"] == [5, 64, 1024] and settings["tokens"] == 2048
+  with pytest.raises(flags.IllegalFlagValueError, match="modes"):
+    parse(scan_bench, ["--modes=sequential,fastest"], monkeypatch)
+
+
+def test_train_bench_without_torch_writes_throughput_and_flops(tmp_path, monkeypatch):
+  settings = parse(train_bench, [f"--config={TINY_CONFIG}", "--config.train.batch_size=4",
+                                 "--config.train.accum_steps=2", "--steps=1", "--no-torch",
+                                 f"--out-dir={tmp_path}"], monkeypatch)
+  assert settings["torch"] is False  # the argparse spelling still works
+  train_bench.run(**settings)
   report = read(tmp_path, "train_bench")
+  assert report["config"] == TINY_CONFIG
+  assert report["config_overrides"] == {"train.batch_size": 4, "train.accum_steps": 2}
   assert report["jax"]["micro_batch"] == 4 and report["jax"]["accum_steps"] == 2
   assert report["jax"]["sequences_per_s"] > 0 and report["jax"]["model_flops_per_sequence"] > 0
   assert "same_shape_comparison" not in report
 
 
-def test_train_bench_compares_with_the_torch_loop(tmp_path):
+def test_train_bench_compares_with_the_torch_loop(tmp_path, monkeypatch):
   pytest.importorskip("torch")
-  train_bench.main(["--config", TINY_CONFIG, "--micro-batch", "4", "--accum-steps", "1",
-                    "--steps", "1", "--torch-micro-batch", "4", "--out-dir", str(tmp_path)])
+  settings = parse(train_bench, [f"--config={TINY_CONFIG}", "--config.train.batch_size=4",
+                                 "--config.train.accum_steps=1", "--steps=1",
+                                 "--torch-micro-batch=4", f"--out-dir={tmp_path}"], monkeypatch)
+  train_bench.run(**settings)
   same = read(tmp_path, "train_bench")["same_shape_comparison"]
   assert same["torch_loop"]["sequences_per_s"] > 0 and same["jax_over_torch_sequences_per_s"] > 0
+  assert same["jax"]["micro_batch"] == 4 and same["jax"]["accum_steps"] == 1
 
 
 def test_model_flops_count_kernels_and_scan():
-  config = train_bench.load_config(TINY_CONFIG)
   import jax  # pylint: disable=g-import-not-at-top
-  from lvm_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
-  from lvm_jax.models import ProjectionHead  # pylint: disable=g-import-not-at-top
-  model = checkpoint.model_from_config(config, 64)
-  head = ProjectionHead(config.head.hidden_dim, config.head.out_dim)
-  state = train.create_train_state(config, model, head, jax.random.PRNGKey(0), 64, 10)
+  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax.config_base import base_config, shrink_to_tiny  # pylint: disable=g-import-not-at-top
+  from lvm_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  config = shrink_to_tiny(base_config())
+  predictor = checkpoint.predictor_from_config(config, 64)
+  state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), 64, 10)
   flops = train_bench.model_flops_per_sequence(config, state.params)
   d_inner = 2 * config.model.d_model
   scan_only = 3 * 5 * 8 * d_inner * config.model.d_state * config.model.n_layers
   assert flops > scan_only
 
 
-def test_scan_share_writes_the_ablation(tmp_path):
-  from benchmarks import scan_share  # pylint: disable=g-import-not-at-top
-  scan_share.main(["--batch", "2", "--vector-dim", "16", "--d-model", "8", "--n-layers", "1",
-                   "--d-state", "4", "--repeats", "1", "--out-dir", str(tmp_path)])
+def test_scan_share_writes_the_ablation(tmp_path, monkeypatch):
+  settings = parse(scan_share, ["--batch=2", "--vector-dim=16", "--d-model=8", "--n-layers=1",
+                                "--d-state=4", "--repeats=1", f"--out-dir={tmp_path}"], monkeypatch)
+  scan_share.run(**settings)
   report = read(tmp_path, "scan_share")
   assert report["with_scan_s"] > 0 and report["scan_replaced_by_skip_s"] > 0
-  assert report["shape"]["batch"] == 2
+  assert report["shape"]["batch"] == 2 and report["shape"]["d_model"] == 8
+
+
+@pytest.mark.parametrize("module, flag", [(scan_bench, "--quick"), (train_bench, "--config"),
+                                          (scan_share, "--d-state")])
+def test_help_prints_the_docstring_and_flags(module, flag):
+  result = subprocess.run([sys.executable, "-m", module.__name__, "--help"], capture_output=True,
+                          text=True, timeout=600, check=False)
+  # absl's --help prints the usage and exits 1 without running main (absl/app.py, HelpFlag).
+  assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+  assert module.__doc__.splitlines()[0] in result.stdout and flag in result.stdout

@@ -11,26 +11,7 @@ import pytest
 from lvm_jax import checkpoint, losses, train
 from lvm_jax.train import evaluators, step as step_lib
 from lvm_jax.data.errors import DataFormatError
-from lvm_jax.config_base import base_config, shrink_to_tiny
-
-
-def tiny_config(num_epochs=2):
-  config = shrink_to_tiny(base_config())
-  config.data.synthetic.num_articles = 80
-  config.data.synthetic.dim = 32
-  config.model.d_model, config.model.n_layers, config.model.d_state = 16, 1, 4
-  config.head.hidden_dim, config.head.out_dim = 32, 16
-  config.train.batch_size, config.train.accum_steps = 16, 2
-  config.train.num_epochs = num_epochs
-  config.train.early_stopping_patience = 10
-  config.data.prefetch = 0
-  return config
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run"))
-  return workdir, train.train_and_evaluate(tiny_config(), workdir)
+from conftest import tiny_config
 
 
 def test_writes_history_config_checkpoints_and_tensorboard(finished_run):

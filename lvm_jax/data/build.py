@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from absl import app, flags, logging
 
-from lvm_jax import atomic
+from lvm_jax import atomic, cli
 from lvm_jax.data import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.eval_sets import EvalSet, write_eval_set
@@ -267,7 +267,17 @@ def parse_ratios(text: str) -> Tuple[float, float, float]:
   if len(parts) != len(SPLITS):
     raise ValueError(f"--split_ratios={text!r}: give three numbers train,val,eval "
                      "(e.g. 0.8,0.1,0.1).")
-  return tuple(float(p) for p in parts)
+  try:
+    ratios = tuple(float(p) for p in parts)
+  except ValueError:
+    raise ValueError(f"--split_ratios={text!r}: give three numbers train,val,eval "
+                     "(e.g. 0.8,0.1,0.1).") from None
+  for split, ratio in zip(SPLITS, ratios):
+    if not ratio > 0:
+      raise ValueError(f"--split_ratios={text!r}: the {split} share is {ratio}; every split needs "
+                       "a share > 0 (training needs val, and eval needs unseen articles), e.g. "
+                       "0.8,0.1,0.1.")
+  return ratios
 
 
 def define_flags() -> None:
@@ -287,6 +297,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("normalize", False, "Re-normalise non-unit payload vectors (logged).")
 
 
+@cli.exits_cleanly_on_user_errors
 def main(argv) -> None:
   del argv
   args = flags.FLAGS

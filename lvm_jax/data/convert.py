@@ -14,6 +14,7 @@ import json
 
 from absl import app, flags
 
+from lvm_jax import cli
 from lvm_jax.data.legacy import convert_reference_payload
 
 
@@ -26,6 +27,7 @@ def define_flags() -> None:
                     "failing.")
 
 
+@cli.exits_cleanly_on_user_errors
 def main(argv) -> None:
   del argv
   args = flags.FLAGS

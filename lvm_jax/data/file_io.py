@@ -120,10 +120,17 @@ def provenance_array(provenance: Dict[str, Any]) -> np.ndarray:
   return np.array([json.dumps(provenance, sort_keys=True)])
 
 
-def require_file(path, field: str) -> None:
+NPZ_MAGIC = b"PK\x03\x04"  # an NPZ is a zip archive
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def require_file(path, field: str, *, missing_fix: Optional[str] = None) -> None:
   if not os.path.exists(path):
-    raise data_error(path, field, "does not exist", "check the path (see the data flags / "
-                     "config.data.*_path), or build the files with " + BUILD_HINT)
+    raise data_error(path, field, "does not exist", missing_fix or (
+        "check the path (see the data flags / config.data.*_path), or build the files with "
+        + BUILD_HINT))
+  if os.path.isdir(path):
+    raise data_error(path, field, "is a directory, not a file", "pass the file's path")
   if os.path.getsize(path) == 0:
     raise data_error(path, field, "is an empty file (0 bytes)", "rewrite it; the writer was "
                      "probably interrupted")
@@ -142,8 +149,33 @@ class _NpzHandle:
     self.npz.close()
 
 
+def describe_content(path) -> str:
+  """What a file that is not in the expected format seems to hold, for the message."""
+  with open(path, "rb") as f:
+    head = f.read(256)
+  if head.startswith(NPY_MAGIC):
+    return "a single .npy array"
+  if head.startswith(NPZ_MAGIC):
+    return "a zip archive"
+  try:
+    head.decode("utf-8")
+    return f"text ({head[:40].decode('utf-8', 'replace')!r}...)"
+  except UnicodeDecodeError:
+    return f"binary data of an unknown format (first bytes {head[:8]!r})"
+
+
+def check_magic(path, field: str, magic: bytes, expected: str, fix: str) -> None:
+  """Raises naming what the file holds when it does not start like `expected`."""
+  with open(path, "rb") as f:
+    if f.read(len(magic)) == magic:
+      return
+  raise data_error(path, field, f"is not {expected}: it holds {describe_content(path)}", fix)
+
+
 def open_npz(path):
   require_file(path, "(file)")
+  check_magic(path, "(file)", NPZ_MAGIC, "an NPZ archive",
+              "pass an .npz written by np.savez or this project's writers (" + BUILD_HINT + ")")
   try:
     handle = _NpzHandle(path)
   except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
@@ -160,6 +192,7 @@ def load_npy(path, field, *, directory) -> np.ndarray:
     raise data_error(directory, field, f"file {os.path.basename(path)} is missing",
                      "rewrite the payload with write_payload or lvm_jax.data.convert")
   require_file(path, field)
+  check_magic(path, field, NPY_MAGIC, "a .npy array", "rewrite the payload with write_payload")
   try:
     return np.load(path, allow_pickle=False)
   except (ValueError, OSError, EOFError) as error:

@@ -34,7 +34,12 @@ def read_reference_payload(path: str, *, trust_pickle: bool = False,
                      "if you trust the file, pass trust_pickle=True (CLI: --trust_pickle) to "
                      "convert it once into this project's safe format "
                      "(python -m lvm_jax.data.convert)")
-  file_io.require_file(path, "(file)")
+  file_io.require_file(path, "(file)", missing_fix="pass the reference's payload .npy (--src)")
+  with open(path, "rb") as f:
+    if f.read(len(file_io.NPY_MAGIC)) != file_io.NPY_MAGIC:
+      raise data_error(path, "(file)", "is not a .npy file (the reference saves its payload with "
+                       f"np.save): it holds {file_io.describe_content(path)}",
+                       "pass the reference's payload .npy (--src)")
   try:
     loaded = np.load(path, allow_pickle=True)
   except Exception as error:  # numpy raises several types for non-.npy input

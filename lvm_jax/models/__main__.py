@@ -1,12 +1,12 @@
-"""Prints parameter counts: `python -m lvm_jax.models [--vector_dim 768]`."""
+"""Prints parameter counts: `python -m lvm_jax.models [--vector_dim=768]`."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Dict, List, Tuple
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
 from lvm_jax.models.model import count_parameters
 from lvm_jax.models.variants import VARIANTS, create_model
@@ -30,14 +30,24 @@ def parameter_table(vector_dim: int = 768) -> List[Tuple[str, Dict, int]]:
   return rows
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--vector_dim", type=int, default=768)
-  args = parser.parse_args()
+def print_table(vector_dim: int) -> None:
   print(f"{'model':<20} {'overrides':<42} {'parameters':>14}")
-  for name, overrides, count in parameter_table(args.vector_dim):
+  for name, overrides, count in parameter_table(vector_dim):
     print(f"{name:<20} {str(overrides or 'reference defaults'):<42} {count:>14,}")
 
 
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Called only when run as a script, so importing this module defines no global flags."""
+  flags.DEFINE_integer("vector_dim", 768, "Input vector dimension of every model.",
+                       flag_values=flag_values)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  print_table(flags.FLAGS.vector_dim)
+
+
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -40,7 +40,9 @@ def _ranks_of_true_targets(predictions, own_targets, own_ids, all_targets, all_i
   i's own context chunks exactly when own_ids[i] - all_ids[j] is in 1..L.
   """
   true_score = jnp.sum(predictions * own_targets, axis=-1)
-  better = predictions @ all_targets.T > true_score[:, None]
+  # The own target scores the same as true_score up to rounding: never count it as better.
+  better = (predictions @ all_targets.T > true_score[:, None]) & (
+      all_ids[None, :] != own_ids[:, None])
   offset = own_ids[:, None] - all_ids[None, :]
   is_context = (offset >= 1) & (offset <= context_length)
   return jnp.sum(better, axis=-1), jnp.sum(better & ~is_context, axis=-1)

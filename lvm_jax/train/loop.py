@@ -7,6 +7,7 @@ one does.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any, Dict
@@ -17,7 +18,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from lvm_jax import backend, checkpoint, config_checks
+from lvm_jax import backend, checkpoint, config_checks, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.data.training_sets import load_training_sets
 from lvm_jax.train import hooks
@@ -52,7 +53,7 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
                 rng, *, config, workdir: Workdir, writer: hooks.MetricWriter, schedule):
   """One epoch from `first_step`; metrics are fetched from the device every log_every_steps."""
   steps_per_epoch = pipeline.steps_per_epoch
-  bar = tqdm(total=steps_per_epoch - first_step, unit="step", leave=False,
+  bar = tqdm(total=steps_per_epoch - first_step, unit="step", leave=False, mininterval=1.0,
              desc=f"epoch {epoch + 1}/{config.train.num_epochs}", disable=not hooks.is_writer())
   sums, pending, done, start = {}, [], 0, time.perf_counter()
 
@@ -86,9 +87,18 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary."""
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary.
+
+  The run holds the workdir's lock throughout (process 0 of a multi-host run).
+  """
   config_checks.check_config(config)
   workdir = Workdir(workdir)
+  lock = workdir_lock.hold(workdir) if hooks.is_writer() else contextlib.nullcontext()
+  with lock:
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> Dict[str, Any]:
   use_pmap = backend.uses_pmap(config.train.parallel)
   num_devices = jax.local_device_count() if use_pmap else 1
 

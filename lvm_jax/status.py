@@ -1,0 +1,132 @@
+"""The state of a training run: `python -m lvm_jax.status WORKDIR`.
+
+Prints the epoch, the best metrics beside the validation baselines (copy-last,
+mean-of-context), the smoke gate, sequences/s, the ETA and the checkpoints, and
+writes WORKDIR/plots/history.png (loss parts; val cosine and val R@5 with the
+baselines drawn as lines). Reads only what training wrote; safe while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional
+
+from absl import app, flags
+
+from lvm_jax import cli
+from lvm_jax.workdir import Workdir
+
+LOSS_PARTS = ("train_loss", "train_infonce", "train_ar_cosine", "val_loss")
+SHOWN_METRICS = ("val_cosine", "val_r5", "val_r5_excl", "val_r50_excl")
+PLOTTED_METRICS = (("val_cosine", "cosine"), ("val_r5", "r5"), ("val_r5_excl", "r5_excl"))
+
+
+def _read_json(path: str, default):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_run(workdir: Workdir) -> Dict:
+  """config, history, baselines and checkpoint steps of a workdir; raises if it is not one."""
+  if not os.path.isdir(workdir.root):
+    raise cli.UserFacingError(f"{workdir.root}: does not exist. Fix: pass the --workdir of a run.")
+  if not workdir.is_training_workdir():
+    raise cli.UserFacingError(f"{workdir.root}: no config.json, so no run has started here. Fix: "
+                              "pass the --workdir given to python -m lvm_jax.main.")
+  steps = []
+  if os.path.isdir(workdir.checkpoints):
+    steps = sorted(int(name) for name in os.listdir(workdir.checkpoints) if name.isdigit())
+  return {"config": _read_json(workdir.config, {}), "history": _read_json(workdir.history, []),
+          "baselines": _read_json(workdir.baselines, {}), "checkpoint_steps": steps}
+
+
+def summarize(run: Dict) -> List[str]:
+  """The status report as lines of text."""
+  config, history, baselines = run["config"], run["history"], run["baselines"]
+  train = config.get("train", {})
+  num_epochs = train.get("num_epochs")
+  metric, mode = train.get("best_metric", "val_cosine"), train.get("best_mode", "max")
+  lines = [f"model {config.get('model', {}).get('name', '?')}: epoch {len(history)} of "
+           f"{num_epochs}, step {history[-1]['step'] if history else 0}"]
+  if not history:
+    return lines + ["no epoch has finished yet"]
+  scored = [h for h in history if metric in h]
+  best = (max if mode == "max" else min)(scored, key=lambda h: h[metric]) if scored else history[-1]
+  lines.append(f"best epoch {best['epoch']} by {metric}:")
+  lines.append(f"  {'predictor':<18}" + "".join(f"{name:>14}" for name in SHOWN_METRICS))
+  lines.append(f"  {'model':<18}" + "".join(f"{best.get(name, float('nan')):>14.4f}"
+                                           for name in SHOWN_METRICS))
+  for name, values in baselines.items():
+    lines.append(f"  {name:<18}" + "".join(
+        f"{values.get(m[len('val_'):], float('nan')):>14.4f}" for m in SHOWN_METRICS))
+  gate_epoch = train.get("smoke_gate_epoch", 0)
+  if gate_epoch:
+    gate_min = train.get("smoke_gate_val_cosine", 0.0)
+    gate = next((h for h in history if h["epoch"] == gate_epoch), None)
+    verdict = "not reached" if gate is None else (
+        f"{'PASSED' if gate['val_cosine'] >= gate_min else 'MISSED'} ({gate['val_cosine']:.4f})")
+    lines.append(f"smoke gate val_cosine >= {gate_min:.2f} at epoch {gate_epoch}: {verdict}")
+  last = history[-1]
+  lines.append(f"speed {last.get('sequences_per_s', float('nan')):.1f} sequences/s, "
+               f"{last.get('time', float('nan')):.1f} s per epoch (last epoch)")
+  if num_epochs and len(history) < num_epochs:
+    mean_time = sum(h.get("time", 0.0) for h in history) / len(history)
+    lines.append(f"ETA {(num_epochs - len(history)) * mean_time / 60:.1f} min for "
+                 f"{num_epochs - len(history)} more epoch(s), unless early stopping ends it")
+  else:
+    lines.append("finished")
+  steps = run["checkpoint_steps"]
+  lines.append(f"checkpoints: steps {steps}" if steps else "checkpoints: none yet")
+  return lines
+
+
+def plot_history(run: Dict, path: str) -> Optional[str]:
+  """Writes the history plot; returns its path, or None when there is nothing to plot."""
+  history, baselines = run["history"], run["baselines"]
+  if not history:
+    return None
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise cli.UserFacingError("plotting needs matplotlib. Fix: pip install -e '.[plots]'.") from error
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  epochs = [h["epoch"] for h in history]
+  figure, axes = pyplot.subplots(1, 1 + len(PLOTTED_METRICS), figsize=(16, 4))
+  for part in LOSS_PARTS:
+    if any(part in h for h in history):
+      axes[0].plot(epochs, [h.get(part, float("nan")) for h in history], marker=".", label=part)
+  axes[0].set_title("loss parts")
+  for axis, (metric, baseline_key) in zip(axes[1:], PLOTTED_METRICS):
+    axis.plot(epochs, [h.get(metric, float("nan")) for h in history], marker=".", label="model")
+    for (name, values), style in zip(baselines.items(), ("--", ":", "-.")):
+      if baseline_key in values:
+        axis.axhline(values[baseline_key], linestyle=style, color="gray", label=name)
+    axis.set_title(metric)
+  for axis in axes:
+    axis.set_xlabel("epoch")
+    axis.legend(fontsize=8)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  figure.savefig(path, dpi=80)
+  pyplot.close(figure)
+  return path
+
+
+@cli.exits_cleanly_on_user_errors
+def main(argv) -> None:
+  if len(argv) != 2:
+    raise app.UsageError("usage: python -m lvm_jax.status WORKDIR")
+  workdir = Workdir(argv[1])
+  run = read_run(workdir)
+  print("\n".join(summarize(run)))
+  plotted = plot_history(run, workdir.history_plot)
+  if plotted:
+    print(f"plot: {plotted}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,64 @@
+"""config_checks: every field outside its range is one clear line, before anything runs."""
+
+import pytest
+
+from lvm_jax import config_checks
+from lvm_jax.config_base import base_config
+
+BAD_VALUES = [
+    ("train.learning_rate", -0.003, "must be a number > 0 and <= 1"),
+    ("train.learning_rate", 0.0, "must be a number > 0 and <= 1"),
+    ("train.learning_rate", float("nan"), "must be a number > 0 and <= 1"),
+    ("train.warmup_steps", -1, "must be an integer >= 0"),
+    ("train.weight_decay", -0.1, "must be a number >= 0"),
+    ("loss.temperature", 0.0, "must be a number > 0"),
+    ("loss.temperature", -0.07, "must be a number > 0"),
+    ("loss.contrastive_weight", -0.7, "must be a number >= 0"),
+    ("loss.ar_weight", float("inf"), "must be a number >= 0"),
+    ("train.batch_size", 0, "must be an integer >= 1"),
+    ("train.accum_steps", 0, "must be an integer >= 1"),
+    ("train.num_epochs", 0, "must be an integer >= 1"),
+    ("eval.batch_size", 0, "must be an integer >= 1"),
+    ("data.context_length", 0, "must be an integer >= 1"),
+    ("augment.article_dropout", 1.0, "must be a number >= 0 and < 1"),
+    ("augment.span_corruption", -0.1, "must be a number >= 0 and < 1"),
+    ("model.dropout", 1.5, "must be a number >= 0 and < 1"),
+    ("head.hidden_dim", 0, "must be an integer >= 1"),
+    ("head.out_dim", -4, "must be an integer >= 1"),
+    ("train.clip_norm", 0.0, "must be a number > 0"),
+    ("train.final_lr_fraction", 2.0, "must be a number >= 0 and <= 1"),
+    ("train.keep_checkpoints", 0, "must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("field, value, words", BAD_VALUES)
+def test_each_bad_value_is_named_with_its_range(field, value, words):
+  config = base_config()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(config_checks.ConfigError) as raised:
+    config_checks.check_config(config)
+  message = str(raised.value)
+  assert message.startswith(f"config field {field}={value!r} is invalid: it {words}.")
+  assert f"--config.{field}=" in message
+  assert "\n" not in message
+
+
+def test_both_loss_weights_zero_is_rejected():
+  config = base_config()
+  config.loss.contrastive_weight = config.loss.ar_weight = 0.0
+  with pytest.raises(config_checks.ConfigError, match="both 0: nothing would be trained"):
+    config_checks.check_config(config)
+
+
+def test_choices_are_checked():
+  config = base_config()
+  config.loss.negatives = "everything"
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"loss.negatives='everything' is not one of \('micro', 'accum', "
+                           r"'global'\)"):
+    config_checks.check_config(config)
+
+
+def test_the_reference_regime_passes():
+  config_checks.check_config(base_config())

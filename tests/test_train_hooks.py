@@ -1,0 +1,25 @@
+"""hooks: early stopping replayed from history, the smoke gate, history truncation."""
+
+from lvm_jax.train import hooks
+from lvm_jax.workdir import Workdir
+
+
+def test_early_stopping_replays_history_and_counts_epochs_without_gain(tmp_path):
+  history = hooks.History(Workdir(tmp_path))
+  for epoch, value in enumerate([0.3, 0.5, 0.4, 0.45], 1):
+    history.append({"epoch": epoch, "step": epoch * 10, "val_cosine": value})
+  stopper = hooks.early_stopping_from(history, "val_cosine", "max", patience=3)
+  assert stopper.patience_count == 2 and not stopper.should_stop
+  stopper = hooks.update_early_stopping(stopper, 0.49, "max")
+  assert stopper.should_stop
+  reread = hooks.History(Workdir(tmp_path))
+  reread.truncate_to(20)
+  assert [e["epoch"] for e in reread.entries] == [1, 2]
+  assert reread.best("val_cosine") == 0.5
+
+
+def test_smoke_gate_reports_at_its_epoch_only():
+  gate = hooks.SmokeGate(epoch=2, minimum=0.5)
+  assert gate.check(1, {"val_cosine": 0.9}) is None
+  assert gate.check(2, {"val_cosine": 0.49}) is False
+  assert gate.passed is False
