@@ -7,7 +7,7 @@ once into the safe payload directory (python -m lvm_jax.data.convert).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from absl import logging
@@ -85,10 +85,23 @@ def read_reference_payload(path: str, *, trust_pickle: bool = False,
 
 
 def convert_reference_payload(src: str, dst: str, *, trust_pickle: bool,
-                              embedder_id: str = "unknown", normalize: bool = False) -> Payload:
-  """Reference pickled payload `src` -> this project's payload directory `dst`; returns it."""
+                              embedder_id: Optional[str] = None, normalize: bool = False,
+                              provenance_from: Optional[str] = None) -> Payload:
+  """Reference pickled payload `src` -> this project's payload directory `dst`; returns it.
+
+  The pickled payload records no provenance; the NPZ files the reference built from it
+  do (its tools/build_payload_aligned_training.py writes embedder_id, norm "l2_once",
+  metric "ip"). `provenance_from` names one of them: its fields are carried over, so the
+  converted payload and the reference's own sets agree. `embedder_id` overrides.
+  """
   payload = read_reference_payload(src, trust_pickle=trust_pickle, normalize=normalize)
-  payload.provenance["embedder_id"] = embedder_id
+  if provenance_from:
+    with file_io.open_npz(provenance_from) as npz:
+      carried = file_io.read_npz_provenance(npz, provenance_from)
+    payload.provenance.update({k: v for k, v in carried.items() if k not in ("created_at",)})
+    payload.provenance["provenance_from"] = os.path.abspath(provenance_from)
+  if embedder_id:
+    payload.provenance["embedder_id"] = embedder_id
   write_payload(dst, payload)
   logging.info("Converted %s -> %s: %d rows x %d dims, %d articles", src, dst, payload.num_rows,
                payload.vector_dim, np.unique(payload.article_index).size)

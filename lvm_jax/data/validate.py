@@ -73,10 +73,16 @@ def check_dim(actual: int, expected: Optional[int], *, path, field: str, expecte
 
 def check_context_length(actual: int, expected: Optional[int], *, path, field: str,
                          expected_from: str) -> None:
+  """expected_from: "config.data.context_length", or the file the expectation came from."""
   if expected is not None and expected > 0 and actual != expected:
+    if expected_from.startswith("config."):
+      fix = (f"set {expected_from}={actual}, or rebuild the file with --context_length={expected} "
+             "(python -m lvm_jax.data.build)")
+    else:  # another file (the train set): only rebuilding both from one payload fixes it
+      fix = (f"use sets built together: rebuild this file with --context_length={expected}, or "
+             "build train, val and eval in one run of python -m lvm_jax.data.build")
     raise data_error(path, field, f"has context length {actual} but {expected_from} asks for "
-                     f"{expected}", f"set config.data.context_length={actual}, or rebuild the file "
-                     f"with --context_length={expected} (python -m lvm_jax.data.build)")
+                     f"{expected}", fix)
 
 
 def check_stored_scalar(stored, actual: int, *, path, field: str) -> None:

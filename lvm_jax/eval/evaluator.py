@@ -15,10 +15,10 @@ from lvm_jax.data.eval_sets import EvalSet
 from lvm_jax.data.payload import Payload, payload_rows_for_keys
 from lvm_jax.data import index as index_lib
 from lvm_jax.data.errors import data_error
+from lvm_jax.data.file_io import provenance_mismatches
 from lvm_jax.eval import metrics as metrics_lib
 from lvm_jax.eval import rerank, search
 
-PROVENANCE_FIELDS = ("embedder_id", "norm", "metric")
 ALIGNMENT_MEAN, ALIGNMENT_P5 = 0.98, 0.95
 ALIGNMENT_SAMPLE = 10_000
 GATED_METRICS = ("Contain@50", "Eff@5", "R@5", "latency_p95_ms")
@@ -55,9 +55,8 @@ class EvalOptions:
 
 def check_provenance(eval_set: EvalSet, payload: Payload, allow: bool) -> List[str]:
   """embedder_id / norm / metric must agree; returns the mismatches (raises unless allowed)."""
-  mismatches = [f"{field}: eval set {eval_set.provenance.get(field)!r} vs payload "
-                f"{payload.provenance.get(field)!r}" for field in PROVENANCE_FIELDS
-                if eval_set.provenance.get(field) != payload.provenance.get(field)]
+  mismatches = [f"{field}: eval set {ours!r} vs payload {theirs!r}" for field, (ours, theirs)
+                in provenance_mismatches(eval_set.provenance, payload.provenance).items()]
   if mismatches and not allow:
     raise data_error(eval_set.source, "provenance", "disagrees with the payload "
                      f"{payload.source} ({'; '.join(mismatches)}): its vectors may come from "
