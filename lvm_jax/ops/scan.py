@@ -30,6 +30,9 @@ speed and memory:
   all L states at once). For short contexts (the reference's L=5) it lets
   XLA fuse everything, and it is the safe choice on jax-metal, which cannot
   compile `associative_scan` and is reported to crash in long while loops.
+- "pallas": one fused Pallas kernel that keeps the state on chip (Triton on
+  GPU, the Pallas interpreter elsewhere); see pallas_scan.py. `chunk_size`
+  there is the number of positions unrolled per chunk (default 16).
 - "auto": `auto_mode(L, backend)` below.
 
 On CPU every mode walks the batch in cache-sized tiles (`batch_tile`).
@@ -48,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-MODES = ("auto", "sequential", "associative", "chunked", "unrolled")
+MODES = ("auto", "sequential", "associative", "chunked", "unrolled", "pallas")
 
 # Measured on 2 CPU cores (benchmarks/results/x86_64-2cpu/). In the full training
 # step (mamba_s at d_model 768, micro-batch 256 x 4, L 5) "unrolled" took 29.3 s a
@@ -347,6 +350,13 @@ def selective_scan(u, delta, A, B, C, D=None, *, h0=None, mode="auto",
 
   if mode == "auto":
     mode = auto_mode(length)
+  if mode == "pallas":
+    from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+    ys, h = pallas_scan.pallas_recurrence(u32, delta32, A32, B32, C32, h, chunk_size=chunk_size)
+    if D32 is not None:
+      ys = ys + D32 * u32
+    ys = ys.astype(out_dtype)
+    return (ys, h) if return_state else ys
   chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
   if chunk_size < 1:
     raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}.")
