@@ -40,8 +40,10 @@ from jax.experimental import pallas as pl
 
 # Positions unrolled per chunk (and the spacing of saved states) when the
 # caller gives no chunk_size. Longer chunks hold more recomputed states on
-# chip in the backward pass.
+# chip in the backward pass. The interpreter's compile time grows quickly with
+# the unrolled length, so it walks shorter chunks by default.
 DEFAULT_CHUNK_SIZE = 16
+INTERPRET_CHUNK_SIZE = 4
 # Float32 elements of state one program holds: [batch_tile, channel_tile, N].
 # On GPU it has to live in registers next to the backward's temporaries; under
 # the interpreter, fewer and larger programs are faster.
@@ -96,7 +98,9 @@ def choose_config(batch: int, length: int, channels: int, state_size: int, *,
                   interpret: Optional[bool] = None) -> KernelConfig:
   """Tiles and chunking for a [batch, L, D] x N scan; any argument given overrides its default."""
   interpret = default_interpret() if interpret is None else bool(interpret)
-  chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
+  if chunk_size is None:
+    chunk_size = INTERPRET_CHUNK_SIZE if interpret else DEFAULT_CHUNK_SIZE
+  chunk = int(chunk_size)
   if chunk < 1:
     raise ValueError(f"pallas_scan: chunk_size must be >= 1, got {chunk}.")
   chunk = min(chunk, length)
@@ -288,8 +292,9 @@ def pallas_recurrence(u, delta, A, B, C, h0, *, chunk_size=None, batch_tile=None
   Args:
     u, delta: [batch, L, D]; A: [D, N]; B, C: [batch, L, N]; h0: [batch, D, N].
     chunk_size: positions unrolled per chunk and spacing of the states saved
-      for the backward pass (default DEFAULT_CHUNK_SIZE); L <= chunk_size is
-      fully unrolled and saves nothing.
+      for the backward pass (default DEFAULT_CHUNK_SIZE on GPU,
+      INTERPRET_CHUNK_SIZE under the interpreter); L <= chunk_size is fully
+      unrolled and saves nothing.
     batch_tile, channel_tile: state rows and channels per program, powers of
       two (defaults from choose_config).
     backward_rows: rows per backward program (a multiple of batch_tile).

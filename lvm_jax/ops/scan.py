@@ -32,7 +32,7 @@ speed and memory:
   compile `associative_scan` and is reported to crash in long while loops.
 - "pallas": one fused Pallas kernel that keeps the state on chip (Triton on
   GPU, the Pallas interpreter elsewhere); see pallas_scan.py. `chunk_size`
-  there is the number of positions unrolled per chunk (default 16).
+  there is the number of positions unrolled per chunk (default 16 on GPU).
 - "auto": `auto_mode(L, backend)` below.
 
 On CPU every mode walks the batch in cache-sized tiles (`batch_tile`).
