@@ -177,14 +177,18 @@ def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, starts_ref, g_y_ref,
     def reverse_chunk(k, carry):
       dh, dA = carry
       c = config.num_chunks - 1 - k
-      states = [starts_ref[row, c, :, :]]  # recomputed: states[s] is h before step s
+      # The chunk's inputs ([rows, channels] and [rows, N] per step) are loaded once and
+      # its states recomputed from the saved start: states[s] is h before step s.
+      steps = [c * config.chunk + s for s in range(config.chunk)]
+      us = [u_ref[row, t, :] for t in steps]
+      deltas = [delta_ref[row, t, :] for t in steps]
+      Bs = [B_ref[row, t, :] for t in steps]
+      states = [starts_ref[row, c, :, :]]
       for s in range(config.chunk):
-        t = c * config.chunk + s
-        states.append(_advance(states[-1], u_ref[row, t, :], delta_ref[row, t, :],
-                               B_ref[row, t, :], A))
+        states.append(_advance(states[-1], us[s], deltas[s], Bs[s], A))
       for s in reversed(range(config.chunk)):
-        t = c * config.chunk + s
-        u_t, delta_t, B_t = u_ref[row, t, :], delta_ref[row, t, :], B_ref[row, t, :]
+        t = steps[s]
+        u_t, delta_t, B_t = us[s], deltas[s], Bs[s]
         C_t, g_t = C_ref[row, t, :], g_y_ref[row, t, :]
         decay = _decay(delta_t, A)
         dh = dh + g_t[:, :, None] * C_t[:, None, :]  # dL/dh_t
