@@ -67,7 +67,7 @@ def test_forward_and_gradients_match_float64_reference(shape, tiling):
 def test_matches_sequential_mode_with_final_state_and_its_gradient(monkeypatch):
   """Same y, final state and gradients, also when the loss reads the final state."""
   use_small_tiles(monkeypatch)
-  batch, length, channels, state = 3, 37, 5, 6
+  batch, length, channels, state = 3, 13, 5, 6
   inputs = make_inputs(batch, length, channels, state, seed=21)
   rng = np.random.default_rng(2)
   g_y = rng.normal(size=(batch, length, channels))
@@ -99,8 +99,34 @@ def test_bfloat16_inputs_accumulate_in_float32():
   assert relative_error(y, expected_y) < 3e-2  # bf16 rounding of the inputs bounds it
 
 
-@pytest.mark.parametrize("length", [5, 100])
-def test_lowers_to_triton_for_a_gpu(length):
+@pytest.mark.parametrize("length,return_state", [(5, True), (21, False)])
+def test_without_h0_starts_from_zero_and_skips_the_state(length, return_state):
+  """h0=None never reads a state, return_state=False never writes one; same results."""
+  inputs = make_inputs(2, length, 3, 4, seed=length)
+  inputs["h0"] = np.zeros_like(inputs["h0"])
+  g = np.random.default_rng(3).normal(size=(2, length, 3))
+  expected_y, states = reference_forward(**inputs)
+  expected_grads = reference_gradients(inputs, g)
+  names = ARG_NAMES[:6]
+
+  def loss(*args):
+    out = selective_scan(*args, mode="pallas", chunk_size=8 if length <= 8 else 4,
+                         return_state=return_state)
+    y = out[0] if return_state else out
+    return jnp.sum(y * g), out
+
+  args = [jnp.asarray(inputs[k], jnp.float32) for k in names]
+  grads, out = jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))(*args)
+  if return_state:
+    out, state = out
+    assert relative_error(state, states[-1]) < 1e-5
+  assert relative_error(out, expected_y) < 1e-5
+  for name, grad in zip(names, grads):
+    assert relative_error(grad, expected_grads[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("length,with_states", [(5, False), (100, True)])
+def test_lowers_to_triton_for_a_gpu(length, with_states):
   """The kernel pair lowers through Pallas' Triton backend (no GPU needed to lower).
 
   This catches what Triton cannot express (non-power-of-two values,
@@ -112,11 +138,15 @@ def test_lowers_to_triton_for_a_gpu(length):
   args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
 
   def loss(*args):
-    y, h = pallas_scan.pallas_recurrence(*args, interpret=False)
-    return jnp.sum(y ** 2) + jnp.sum(h ** 2)
+    if with_states:  # h0 read, final state written, chunk loop
+      y, h = pallas_scan.pallas_recurrence(*args, interpret=False)
+      return jnp.sum(y ** 2) + jnp.sum(h ** 2)
+    y = pallas_scan.pallas_recurrence(*args[:5], return_state=False, interpret=False)
+    return jnp.sum(y ** 2)
 
-  grad_fn = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(6))))
-  text = grad_fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+  grad_fn = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(6 if with_states else 5))))
+  text = grad_fn.trace(*args[:6 if with_states else 5]).lower(
+      lowering_platforms=("cuda",)).as_text()
   assert text.count("xla.gpu.triton") == 2  # the forward kernel and the backward kernel
 
 

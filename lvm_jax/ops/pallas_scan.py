@@ -63,6 +63,8 @@ class KernelConfig(NamedTuple):
   channel_tile: int  # channels of state per program (power of two)
   backward_rows: int  # rows per backward program, a multiple of batch_tile
   interpret: bool
+  initial_state: bool = True  # read h0 (else start from zeros) and return its gradient
+  final_state: bool = True  # write the final state (and read its cotangent backward)
 
 
 def _next_power_of_2(n: int) -> int:
@@ -136,40 +138,61 @@ def _advance(h, u_t, delta_t, B_t, A):
   return _decay(delta_t, A) * h + (delta_t * u_t)[:, :, None] * B_t[:, None, :]
 
 
-def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, h_ref, *starts_ref,
-                    config):
+def _forward_kernel(*refs, config, save_starts):
   """One program: the time loop for [rows, L, channels], its state held on chip.
 
-  starts_ref, present when the backward pass will need it, receives the state
-  before every chunk: [rows, chunks, channels, N].
+  refs: u, delta [rows, L, channels], A [channels, N], B, C [rows, L, N], then
+  h0 [rows, channels, N] if config.initial_state; outputs y [rows, L, channels],
+  the final state if config.final_state, and, if save_starts, the state before
+  every chunk [rows, chunks, channels, N] for the backward pass.
   """
+  refs = list(refs)
+  u_ref, delta_ref, A_ref, B_ref, C_ref = refs[:5]
+  h0_ref = refs.pop(5) if config.initial_state else None
+  y_ref = refs[5]
+  h_ref = refs.pop(6) if config.final_state else None
+  starts_ref = refs[6] if save_starts else None
   A = A_ref[...]
 
   def run_chunk(c, h):
-    if starts_ref:
-      starts_ref[0][:, c, :, :] = h
+    if starts_ref is not None:
+      starts_ref[:, c, :, :] = h
     for s in range(config.chunk):
       t = c * config.chunk + s
       h = _advance(h, u_ref[:, t, :], delta_ref[:, t, :], B_ref[:, t, :], A)
       y_ref[:, t, :] = jnp.sum(h * C_ref[:, t, :][:, None, :], axis=2)
     return h
 
-  h = h0_ref[...]
+  if h0_ref is not None:
+    h = h0_ref[...]
+  else:
+    h = jnp.zeros((config.batch_tile,) + A.shape, jnp.float32)
   h = run_chunk(0, h) if config.num_chunks == 1 else lax.fori_loop(
       0, config.num_chunks, run_chunk, h)
-  h_ref[...] = h
+  if h_ref is not None:
+    h_ref[...] = h
 
 
-def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, starts_ref, g_y_ref, g_h_ref,
-                     du_ref, ddelta_ref, dA_ref, dB_ref, dC_ref, dh0_ref, *, config):
+def _backward_kernel(*refs, config, has_starts):
   """One program: the reverse recurrence for `backward_rows` rows and one channel tile.
 
-  The rows are walked batch tile by batch tile so dA [channels, N] is summed
-  on chip over all of them; dB and dC are this channel tile's share
-  ([rows, L, N], summed over channel tiles outside).
+  refs: u, delta, A, B, C as in the forward, the chunk start states if
+  has_starts (else the only chunk starts from zeros), g_y [rows, L, channels],
+  g_h [rows, channels, N] if config.final_state; outputs du, ddelta, this
+  program's dA [1, channels, N], this channel tile's dB and dC
+  [1, rows, L, N], and dh0 if config.initial_state. The rows are walked batch
+  tile by batch tile so dA is summed on chip over all of them.
   """
+  refs = list(refs)
+  u_ref, delta_ref, A_ref, B_ref, C_ref = refs[:5]
+  starts_ref = refs.pop(5) if has_starts else None
+  g_y_ref = refs[5]
+  g_h_ref = refs.pop(6) if config.final_state else None
+  du_ref, ddelta_ref, dA_ref, dB_ref, dC_ref = refs[6:11]
+  dh0_ref = refs[11] if config.initial_state else None
   A = A_ref[...]
   rows = config.batch_tile
+  zero_state = jnp.zeros((rows,) + A.shape, jnp.float32)
 
   def reverse_rows(r, dA):
     row = pl.ds(r * rows, rows) if config.backward_rows > rows else slice(None)
@@ -183,7 +206,7 @@ def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, starts_ref, g_y_ref,
       us = [u_ref[row, t, :] for t in steps]
       deltas = [delta_ref[row, t, :] for t in steps]
       Bs = [B_ref[row, t, :] for t in steps]
-      states = [starts_ref[row, c, :, :]]
+      states = [starts_ref[row, c, :, :] if starts_ref is not None else zero_state]
       for s in range(config.chunk):
         states.append(_advance(states[-1], us[s], deltas[s], Bs[s], A))
       for s in reversed(range(config.chunk)):
@@ -202,10 +225,11 @@ def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, starts_ref, g_y_ref,
         dh = decay * dh  # dL/dh_{t-1} through h_t
       return dh, dA
 
-    carry = (g_h_ref[row, :, :], dA)
+    carry = (g_h_ref[row, :, :] if g_h_ref is not None else zero_state, dA)
     dh, dA = reverse_chunk(0, carry) if config.num_chunks == 1 else lax.fori_loop(
         0, config.num_chunks, reverse_chunk, carry)
-    dh0_ref[row, :, :] = dh
+    if dh0_ref is not None:
+      dh0_ref[row, :, :] = dh
     return dA
 
   groups = config.backward_rows // rows
@@ -214,69 +238,100 @@ def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, starts_ref, g_y_ref,
   dA_ref[0, :, :] = dA
 
 
+class _Specs(NamedTuple):
+  """Block specs of one grid whose programs own `rows` rows and a channel tile."""
+  seq: pl.BlockSpec  # [rows, L, tile] of a [batch, L, D] array
+  proj: pl.BlockSpec  # [rows, L, N] of a [batch, L, N] array
+  state: pl.BlockSpec  # [rows, tile, N] of a [batch, D, N] array
+  matrix: pl.BlockSpec  # [tile, N] of a [D, N] array
+  starts: pl.BlockSpec  # [rows, chunks, tile, N] of a [batch, chunks, D, N] array
+
+
+def _specs(rows, length, state_size, config):
+  tile = config.channel_tile
+  return _Specs(
+      seq=pl.BlockSpec((rows, length, tile), lambda i, j: (i, 0, j)),
+      proj=pl.BlockSpec((rows, length, state_size), lambda i, j: (i, 0, 0)),
+      state=pl.BlockSpec((rows, tile, state_size), lambda i, j: (i, j, 0)),
+      matrix=pl.BlockSpec((tile, state_size), lambda i, j: (j, 0)),
+      starts=pl.BlockSpec((rows, config.num_chunks, tile, state_size),
+                          lambda i, j: (i, 0, j, 0)))
+
+
 def _forward_call(u, delta, A, B, C, h0, config, save_starts):
+  """Returns y, the final state (or None) and the chunk start states (or None)."""
   batch, length, channels = u.shape
   state_size = A.shape[1]
-  rows, tile = config.batch_tile, config.channel_tile
-  grid = (batch // rows, channels // tile)
-  seq_spec = pl.BlockSpec((rows, length, tile), lambda i, j: (i, 0, j))
-  proj_spec = pl.BlockSpec((rows, length, state_size), lambda i, j: (i, 0, 0))
-  state_spec = pl.BlockSpec((rows, tile, state_size), lambda i, j: (i, j, 0))
-  in_specs = [seq_spec, seq_spec, pl.BlockSpec((tile, state_size), lambda i, j: (j, 0)),
-              proj_spec, proj_spec, state_spec]
-  out_shape = [jax.ShapeDtypeStruct(u.shape, jnp.float32),
-               jax.ShapeDtypeStruct(h0.shape, jnp.float32)]
-  out_specs = [seq_spec, state_spec]
+  specs = _specs(config.batch_tile, length, state_size, config)
+  f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  state_shape = (batch, channels, state_size)
+  inputs = [u, delta, A, B, C] + ([h0] if config.initial_state else [])
+  in_specs = [specs.seq, specs.seq, specs.matrix, specs.proj, specs.proj]
+  in_specs += [specs.state] if config.initial_state else []
+  out_shape, out_specs = [f32(u.shape)], [specs.seq]
+  if config.final_state:
+    out_shape.append(f32(state_shape))
+    out_specs.append(specs.state)
   if save_starts:
-    out_shape.append(jax.ShapeDtypeStruct((batch, config.num_chunks, channels, state_size),
-                                          jnp.float32))
-    out_specs.append(pl.BlockSpec((rows, config.num_chunks, tile, state_size),
-                                  lambda i, j: (i, 0, j, 0)))
-  kernel = functools.partial(_forward_kernel, config=config)
-  return _call(kernel, out_shape, grid, in_specs, out_specs, config.interpret)(
-      u, delta, A, B, C, h0)
+    out_shape.append(f32((batch, config.num_chunks, channels, state_size)))
+    out_specs.append(specs.starts)
+  grid = (batch // config.batch_tile, channels // config.channel_tile)
+  kernel = functools.partial(_forward_kernel, config=config, save_starts=save_starts)
+  outputs = list(_call(kernel, out_shape, grid, in_specs, out_specs, config.interpret)(*inputs))
+  y = outputs.pop(0)
+  h = outputs.pop(0) if config.final_state else None
+  starts = outputs.pop(0) if save_starts else None
+  return y, h, starts
 
 
 def _backward_call(u, delta, A, B, C, starts, g_y, g_h, config):
+  """Returns the gradients of u, delta, A, B, C and h0 (None without an initial state)."""
   batch, length, channels = u.shape
   state_size = A.shape[1]
   rows, tile = config.backward_rows, config.channel_tile
-  grid = (batch // rows, channels // tile)
-  seq_spec = pl.BlockSpec((rows, length, tile), lambda i, j: (i, 0, j))
-  proj_spec = pl.BlockSpec((rows, length, state_size), lambda i, j: (i, 0, 0))
-  state_spec = pl.BlockSpec((rows, tile, state_size), lambda i, j: (i, j, 0))
-  matrix_spec = pl.BlockSpec((tile, state_size), lambda i, j: (j, 0))
-  starts_spec = pl.BlockSpec((rows, config.num_chunks, tile, state_size),
-                             lambda i, j: (i, 0, j, 0))
-  in_specs = [seq_spec, seq_spec, matrix_spec, proj_spec, proj_spec, starts_spec, seq_spec,
-              state_spec]
+  specs = _specs(rows, length, state_size, config)
   f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  inputs = [u, delta, A, B, C] + ([starts] if starts is not None else []) + [g_y]
+  inputs += [g_h] if config.final_state else []
+  in_specs = [specs.seq, specs.seq, specs.matrix, specs.proj, specs.proj]
+  in_specs += ([specs.starts] if starts is not None else []) + [specs.seq]
+  in_specs += [specs.state] if config.final_state else []
   partial_proj_shape = (channels // tile, batch, length, state_size)
-  out_shape = [f32(u.shape), f32(u.shape), f32((batch // rows, channels, state_size)),
-               f32(partial_proj_shape), f32(partial_proj_shape), f32(g_h.shape)]
   partial_proj_spec = pl.BlockSpec((1, rows, length, state_size), lambda i, j: (j, i, 0, 0))
-  out_specs = [seq_spec, seq_spec, pl.BlockSpec((1, tile, state_size), lambda i, j: (i, j, 0)),
-               partial_proj_spec, partial_proj_spec, state_spec]
-  kernel = functools.partial(_backward_kernel, config=config)
-  du, ddelta, dA_parts, dB_parts, dC_parts, dh0 = _call(
-      kernel, out_shape, grid, in_specs, out_specs, config.interpret)(
-          u, delta, A, B, C, starts, g_y, g_h)
+  out_shape = [f32(u.shape), f32(u.shape), f32((batch // rows, channels, state_size)),
+               f32(partial_proj_shape), f32(partial_proj_shape)]
+  out_specs = [specs.seq, specs.seq, pl.BlockSpec((1, tile, state_size), lambda i, j: (i, j, 0)),
+               partial_proj_spec, partial_proj_spec]
+  if config.initial_state:
+    out_shape.append(f32((batch, channels, state_size)))
+    out_specs.append(specs.state)
+  grid = (batch // rows, channels // tile)
+  kernel = functools.partial(_backward_kernel, config=config, has_starts=starts is not None)
+  outputs = _call(kernel, out_shape, grid, in_specs, out_specs, config.interpret)(*inputs)
+  du, ddelta, dA_parts, dB_parts, dC_parts = outputs[:5]
+  dh0 = outputs[5] if config.initial_state else None
   return du, ddelta, dA_parts.sum(0), dB_parts.sum(0), dC_parts.sum(0), dh0
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _fused_scan(u, delta, A, B, C, h0, config):
-  """The kernel on padded float32 inputs: returns y [batch, L, D] and the final state."""
-  y, h = _forward_call(u, delta, A, B, C, h0, config, save_starts=False)
+  """The kernel on padded float32 inputs: y [batch, L, D] and the final state (or None).
+
+  h0 is None when config.initial_state is False (the state starts at zero and
+  is never read); the final state is None when config.final_state is False
+  (never written). At the reference shape the state is ~25x larger than u, so
+  skipping it saves most of the kernel's memory traffic.
+  """
+  y, h, _ = _forward_call(u, delta, A, B, C, h0, config, save_starts=False)
   return y, h
 
 
 def _fused_scan_forward(u, delta, A, B, C, h0, config):
-  if config.num_chunks == 1:  # the only chunk starts at h0: nothing to save
-    y, h = _forward_call(u, delta, A, B, C, h0, config, save_starts=False)
+  # A single chunk starts at h0 (or zero): there is nothing to save.
+  save_starts = config.num_chunks > 1
+  y, h, starts = _forward_call(u, delta, A, B, C, h0, config, save_starts=save_starts)
+  if not save_starts and config.initial_state:
     starts = h0[:, None]
-  else:
-    y, h, starts = _forward_call(u, delta, A, B, C, h0, config, save_starts=True)
   return (y, h), (u, delta, A, B, C, starts)
 
 
@@ -289,12 +344,16 @@ def _fused_scan_backward(config, residuals, cotangents):
 _fused_scan.defvjp(_fused_scan_forward, _fused_scan_backward)
 
 
-def pallas_recurrence(u, delta, A, B, C, h0, *, chunk_size=None, batch_tile=None,
-                      channel_tile=None, backward_rows=None, interpret=None):
+def pallas_recurrence(u, delta, A, B, C, h0=None, *, return_state=True, chunk_size=None,
+                      batch_tile=None, channel_tile=None, backward_rows=None, interpret=None):
   """The selective scan without the D skip term, as one fused kernel (and one for its gradient).
 
   Args:
-    u, delta: [batch, L, D]; A: [D, N]; B, C: [batch, L, N]; h0: [batch, D, N].
+    u, delta: [batch, L, D]; A: [D, N]; B, C: [batch, L, N].
+    h0: initial state [batch, D, N], or None to start from zeros without
+      reading a state.
+    return_state: also compute the final state; False saves writing it (and
+      reading its cotangent in the backward pass).
     chunk_size: positions unrolled per chunk and spacing of the states saved
       for the backward pass (default DEFAULT_CHUNK_SIZE on GPU,
       INTERPRET_CHUNK_SIZE under the interpreter); L <= chunk_size is fully
@@ -305,13 +364,15 @@ def pallas_recurrence(u, delta, A, B, C, h0, *, chunk_size=None, batch_tile=None
     interpret: run the Pallas interpreter (default: everywhere but on GPU).
 
   Returns:
-    y [batch, L, D] and the final state [batch, D, N], both float32.
+    y [batch, L, D] float32, and the final state [batch, D, N] float32 when
+    return_state.
   """
   batch, length, channels = u.shape
   state_size = A.shape[1]
   config = choose_config(batch, length, channels, state_size, chunk_size=chunk_size,
                          batch_tile=batch_tile, channel_tile=channel_tile,
                          backward_rows=backward_rows, interpret=interpret)
+  config = config._replace(initial_state=h0 is not None, final_state=bool(return_state))
   rows = max(config.batch_tile, config.backward_rows)
   padded_batch = -(-batch // rows) * rows
   padded_length = config.num_chunks * config.chunk
@@ -330,5 +391,6 @@ def pallas_recurrence(u, delta, A, B, C, h0, *, chunk_size=None, batch_tile=None
       pad(A, (padded_channels, padded_state)),
       pad(B, (padded_batch, padded_length, padded_state)),
       pad(C, (padded_batch, padded_length, padded_state)),
-      pad(h0, (padded_batch, padded_channels, padded_state)), config)
-  return y[:batch, :length, :channels], h[:batch, :channels, :state_size]
+      None if h0 is None else pad(h0, (padded_batch, padded_channels, padded_state)), config)
+  y = y[:batch, :length, :channels]
+  return (y, h[:batch, :channels, :state_size]) if return_state else y

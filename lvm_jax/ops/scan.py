@@ -351,8 +351,11 @@ def selective_scan(u, delta, A, B, C, D=None, *, h0=None, mode="auto",
   if mode == "auto":
     mode = auto_mode(length)
   if mode == "pallas":
+    # Imported only when asked for; the kernel neither reads a None h0 nor writes an unused state.
     from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
-    ys, h = pallas_scan.pallas_recurrence(u32, delta32, A32, B32, C32, h, chunk_size=chunk_size)
+    out = pallas_scan.pallas_recurrence(u32, delta32, A32, B32, C32, None if h0 is None else h,
+                                        return_state=return_state, chunk_size=chunk_size)
+    ys, h = out if return_state else (out, None)
     if D32 is not None:
       ys = ys + D32 * u32
     ys = ys.astype(out_dtype)
