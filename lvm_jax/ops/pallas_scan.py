@@ -3,8 +3,9 @@
 The unfused modes in scan.py read and write the whole [batch, D, N] state
 through device memory at every time step. Here each program of the grid owns a
 (batch tile, channel tile) block of the state and keeps it on chip, in float32,
-for the whole time loop: device memory sees only the [batch, L, D] and
-[batch, L, N] inputs and outputs.
+for the whole time loop: device memory sees the [batch, L, D] and
+[batch, L, N] inputs and outputs, and a [batch, D, N] state only where one is
+asked for (h0 given, return_state, chunk starts for a long backward pass).
 
 Time is walked in chunks of `chunk_size` positions, unrolled inside the kernel.
 A short sequence (L <= chunk_size, the reference's L 5) is a single unrolled
