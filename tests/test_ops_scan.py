@@ -190,13 +190,14 @@ def test_cpu_batch_tile_keeps_the_state_cache_sized():
 
 
 def test_auto_rule():
-  assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.unrolled
-  assert scan_lib.resolve_scan_type("auto", 16, "cpu") is scan_lib.ScanType.sequential
-  assert scan_lib.resolve_scan_type("auto", 1024, "cpu") is scan_lib.ScanType.sequential
-  assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.unrolled
-  assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.chunked
-  assert scan_lib.resolve_scan_type("auto", 16, "metal") is scan_lib.ScanType.unrolled
-  assert scan_lib.resolve_scan_type("auto", 1024, "metal") is scan_lib.ScanType.sequential
+  assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.UNROLLED
+  assert scan_lib.resolve_scan_type("auto", 16, "cpu") is scan_lib.ScanType.SEQUENTIAL
+  assert scan_lib.resolve_scan_type("auto", 1024, "cpu") is scan_lib.ScanType.SEQUENTIAL
+  assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.PALLAS
+  assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.PALLAS
+  assert scan_lib.resolve_scan_type("auto", 1024, "tpu") is scan_lib.ScanType.CHUNKED
+  assert scan_lib.resolve_scan_type("auto", 16, "metal") is scan_lib.ScanType.UNROLLED
+  assert scan_lib.resolve_scan_type("auto", 1024, "metal") is scan_lib.ScanType.SEQUENTIAL
 
 
 def test_chunked_and_sequential_backward_do_not_store_every_state():

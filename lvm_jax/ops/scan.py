@@ -30,6 +30,9 @@ speed and memory:
   all L states at once). For short contexts (the reference's L=5) it lets
   XLA fuse everything, and it is the safe choice on jax-metal, which cannot
   compile `associative_scan` and is reported to crash in long while loops.
+- "pallas": one fused Pallas kernel that keeps the state on chip (Triton on
+  GPU, the Pallas interpreter elsewhere); see pallas_scan.py. `chunk_size`
+  there is the number of positions unrolled per chunk (default 16 on GPU).
 - "auto": `resolve_scan_type(mode, L, platform)` below.
 
 On CPU every mode walks the batch in cache-sized tiles (`batch_tile`).
@@ -57,10 +60,13 @@ class ScanType(str, enum.Enum):
   ASSOCIATIVE = "associative"
   CHUNKED = "chunked"
   UNROLLED = "unrolled"
+  PALLAS = "pallas"
 
 
 MODES = tuple(scan_type.value for scan_type in ScanType)
 CONCRETE_MODES = tuple(m for m in MODES if m != ScanType.AUTO.value)
+# Pallas runs in its (slow) interpreter off GPU: benchmarks there leave it out by default.
+XLA_MODES = tuple(m for m in CONCRETE_MODES if m != "pallas")
 # Straight-line code up to this length; beyond it the unrolled backward keeps all
 # L states live and loses to "sequential" (benchmarks/results/x86_64-2cpu/scan_bench.json,
 # train_bench.json vs train_bench_sequential.json).
@@ -81,7 +87,8 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> Scan
   """The one place that turns a requested mode, a length and a platform into the mode run.
 
   - "auto", L <= 8 (16 on Metal): "unrolled" (the reference trains at L 5).
-  - "auto" beyond that: "sequential" on CPU and Metal, "chunked" on GPU/TPU
+  - "auto" on GPU: "pallas", the fused kernel (Triton) that keeps the state on chip.
+  - "auto" beyond that: "sequential" on CPU and Metal, "chunked" on TPU
     (parallel inside a chunk, bounded memory across chunks).
   - On Metal, "associative" and "chunked" fall back to "auto" with a warning:
     jax-metal cannot compile lax.associative_scan.
@@ -97,6 +104,8 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> Scan
     scan_type = ScanType.AUTO
   if scan_type is not ScanType.AUTO:
     return scan_type
+  if platform in ("gpu", "cuda", "rocm"):
+    return ScanType.PALLAS
   if length <= unroll_max_length(platform):
     return ScanType.UNROLLED
   if platform in ("cpu", "metal"):
@@ -369,6 +378,16 @@ def selective_scan(u, delta, A, B, C, D=None, *, h0=None, mode="auto",
   else:
     h = f32(h0)
 
+  if scan_type is ScanType.PALLAS:
+    # Imported only when asked for; the kernel neither reads a None h0 nor writes an unused state.
+    from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+    out = pallas_scan.pallas_recurrence(u32, delta32, A32, B32, C32, None if h0 is None else h,
+                                        return_state=return_state, chunk_size=chunk_size)
+    ys, h = out if return_state else (out, None)
+    if D32 is not None:
+      ys = ys + D32 * u32
+    ys = ys.astype(out_dtype)
+    return (ys, h) if return_state else ys
   chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
   if chunk_size < 1:
     raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}.")
