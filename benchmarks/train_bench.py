@@ -1,39 +1,46 @@
 """Train-step throughput: the jitted update against the PyTorch loop implementation.
 
   python -m benchmarks.train_bench                                  # s_contrastive, full size
-  python -m benchmarks.train_bench --config=configs/s_contrastive.py:tiny --no-torch
+  python -m benchmarks.train_bench --config=configs/s_contrastive.py:tiny --notorch
+  python -m benchmarks.train_bench --config.model.scan_mode=sequential --name=train_bench_sequential
+
+Any config field can be overridden as `--config.FIELD=VALUE`; the micro-batch
+and accumulation are `--config.train.batch_size` and `--config.train.accum_steps`
+(they replace the former --micro-batch / --accum-steps). `--no-torch` is still
+accepted for `--notorch`.
 
 Measures sequences/s of one optimizer step (median of --steps after compiling)
 at the config's micro-batch x accumulation, the analytic model FLOPs per
 sequence and the achieved fraction of the matmul peak measured in this process.
 With torch installed (the `bench` extra), the PyTorch loop implementation
 (benchmarks/torch_reference.py) runs the same shapes in the same invocation and
-the ratio of sequences/s is reported. Writes results/<machine>/train_bench.json
+the ratio of sequences/s is reported. Writes results/<machine>/<name>.json
 and .png.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
+import copy
 import os
 import statistics
+import sys
 import time
+from typing import Dict, Optional
 
 import jax
+import ml_collections
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
 from benchmarks import common
-from lvm_jax import checkpoint, train
-from lvm_jax.models import ProjectionHead
+from lvm_jax import checkpoint
+from lvm_jax.train import step as step_lib
+from lvm_jax.train.loop import replicate
 
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+DEFAULT_CONFIG = "configs/s_contrastive.py"
+# Spellings of the argparse version that absl does not parse, and what they mean now.
+OLD_SPELLINGS = {"--no-torch": "--notorch"}
 
 
 def random_batch(accum_steps, micro_batch, length, dim, seed=0):
@@ -57,16 +64,15 @@ def model_flops_per_sequence(config, params) -> float:
   return 3.0 * forward
 
 
-def jax_step_throughput(config, steps: int):
+def jax_step_throughput(config: ml_collections.ConfigDict, steps: int) -> Dict:
   dim = config.data.vector_dim or config.data.synthetic.dim
-  model = checkpoint.model_from_config(config, dim)
-  head = ProjectionHead(config.head.hidden_dim, config.head.out_dim)
-  state = train.create_train_state(config, model, head, jax.random.PRNGKey(0), dim, 1000)
+  predictor = checkpoint.predictor_from_config(config, dim)
+  state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim, 1000)
   flops = model_flops_per_sequence(config, state.params)
-  step = train.make_parallel_train_step(config, model, head, use_pmap=True)
+  step = step_lib.make_parallel_train_step(config, use_pmap=True)
   batch = random_batch(config.train.accum_steps, config.train.batch_size,
                        config.data.context_length, dim)
-  state = train.replicate(state, 1)
+  state = replicate(state, 1)
   rng = jax.random.PRNGKey(0)
   start = time.perf_counter()
   state, metrics = step(state, batch, rng)
@@ -82,40 +88,38 @@ def jax_step_throughput(config, steps: int):
   sequences = config.train.accum_steps * config.train.batch_size
   return {"micro_batch": config.train.batch_size, "accum_steps": config.train.accum_steps,
           "vector_dim": dim, "d_model": config.model.d_model, "n_layers": config.model.n_layers,
-          "d_state": config.model.d_state, "first_step_s (compile+run)": first_s,
+          "d_state": config.model.d_state, "scan_mode": config.model.scan_mode,
+          "first_step_s (compile+run)": first_s,
           "median_step_s": median, "sequences_per_s": sequences / median,
           "model_flops_per_sequence": flops, "achieved_flop_per_s": flops * sequences / median,
           "loss": float(np.asarray(metrics["loss"])[0])}
 
 
-def run(args):
-  config = load_config(args.config)
-  if args.micro_batch:
-    config.train.batch_size = args.micro_batch
-  if args.accum_steps:
-    config.train.accum_steps = args.accum_steps
+def measure(config: ml_collections.ConfigDict, *, config_name: str, steps: int, torch: bool,
+            torch_micro_batch: Optional[int]) -> Dict:
+  """The config's step, and with `torch` the same shapes against the PyTorch loop."""
   matmul_peak = common.matmul_peak_flops()
   print(f"matmul peak {matmul_peak / 1e9:.1f} GFLOP/s", flush=True)
-  results = {"config": args.config, "matmul_peak_flop_per_s": matmul_peak}
-  jax_result = jax_step_throughput(config, args.steps)
+  results = {"config": config_name, "matmul_peak_flop_per_s": matmul_peak}
+  jax_result = jax_step_throughput(config, steps)
   jax_result["matmul_fraction"] = jax_result["achieved_flop_per_s"] / matmul_peak
   results["jax"] = jax_result
-  print(f"JAX   {args.config} micro {jax_result['micro_batch']} x {jax_result['accum_steps']}: "
+  print(f"JAX   {config_name} micro {jax_result['micro_batch']} x {jax_result['accum_steps']}: "
         f"{jax_result['sequences_per_s']:.1f} seq/s, {jax_result['median_step_s']:.2f} s/step, "
         f"{jax_result['achieved_flop_per_s'] / 1e9:.1f} GFLOP/s "
         f"({100 * jax_result['matmul_fraction']:.0f} % of matmul peak)", flush=True)
-  if args.torch:
+  if torch:
     from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
     # The loop implementation keeps every step's [batch, d_inner, d_state] tensors for
     # autograd; --torch-micro-batch keeps it inside this machine's memory. Both sides run it.
-    micro = args.torch_micro_batch or config.train.batch_size
-    compare = load_config(args.config)
+    micro = torch_micro_batch or config.train.batch_size
+    compare = copy.deepcopy(config)
     compare.train.batch_size, compare.train.accum_steps = micro, 1
-    jax_same = jax_step_throughput(compare, args.steps)
+    jax_same = jax_step_throughput(compare, steps)
     torch_result = torch_reference.benchmark_torch_step(
         vector_dim=jax_same["vector_dim"], d_model=config.model.d_model,
         n_layers=config.model.n_layers, d_state=config.model.d_state, micro_batch=micro,
-        accum_steps=1, context_length=config.data.context_length, steps=args.steps)
+        accum_steps=1, context_length=config.data.context_length, steps=steps)
     results["same_shape_comparison"] = {
         "micro_batch": micro, "accum_steps": 1, "jax": jax_same, "torch_loop": torch_result,
         "jax_over_torch_sequences_per_s": jax_same["sequences_per_s"] /
@@ -145,24 +149,59 @@ def plot(report, path) -> bool:
   return True
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="configs/s_contrastive.py")
-  p.add_argument("--micro-batch", type=int, help="override config.train.batch_size")
-  p.add_argument("--accum-steps", type=int, help="override config.train.accum_steps")
-  p.add_argument("--steps", type=int, default=3, help="timed steps after the first")
-  p.add_argument("--no-torch", dest="torch", action="store_false")
-  p.add_argument("--torch-micro-batch", type=int, default=64)
-  p.add_argument("--name", default="train_bench", help="result file name")
-  p.add_argument("--out-dir", default=common.RESULTS_ROOT)
-  args = p.parse_args(argv)
-  report = run(args)
-  path = common.write_json(args.name, report, args.out_dir)
-  png = os.path.join(common.results_dir(args.out_dir), f"{args.name}.png")
+def run(config: ml_collections.ConfigDict, *, config_name: str, config_overrides: Dict,
+        steps: int, torch: bool, torch_micro_batch: Optional[int], name: str,
+        out_dir: str) -> Dict:
+  """Measures, writes <out_dir>/<machine>/<name>.json and .png, returns the report.
+
+  The arguments are settings(flags): the flags hold the defaults.
+  """
+  report = measure(config, config_name=config_name, steps=steps, torch=torch,
+                   torch_micro_batch=torch_micro_batch)
+  report["config_overrides"] = dict(config_overrides)
+  path = common.write_json(name, report, out_dir)
+  png = os.path.join(common.results_dir(out_dir), f"{name}.png")
   print(f"wrote {path}" + (f" and {png}" if plot(report, png) else ""))
   return report
 
 
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Called only when run as a script, so importing this module defines no global flags."""
+  config_flags.DEFINE_config_file(
+      "config", DEFAULT_CONFIG, "Experiment config file, e.g. configs/s_contrastive.py[:tiny]; "
+      "override fields with --config.train.batch_size=64 and the like.", flag_values=flag_values)
+  flags.DEFINE_integer("steps", 3, "Timed steps after the first.", flag_values=flag_values)
+  flags.DEFINE_boolean("torch", True, "Also run the PyTorch loop implementation at the same "
+                       "shapes (--notorch, or the old --no-torch, skips it).",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("torch-micro-batch", 64, "Micro-batch of the JAX-vs-PyTorch comparison "
+                       "(0: the config's).", flag_values=flag_values)
+  flags.DEFINE_string("name", "train_bench", "Result file name.", flag_values=flag_values)
+  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
+                      "<out-dir>/<machine>/.", flag_values=flag_values)
+
+
+def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
+  """The arguments of run() that the parsed flags ask for."""
+  return dict(config=flag_values.config,
+              config_name=config_flags.get_config_filename(flag_values["config"]),
+              config_overrides=config_flags.get_override_values(flag_values["config"]),
+              steps=flag_values.steps, torch=flag_values.torch,
+              torch_micro_batch=flag_values["torch-micro-batch"].value, name=flag_values.name,
+              out_dir=flag_values["out-dir"].value)
+
+
+def current_spellings(argv):
+  """argv with the argparse version's spellings rewritten (OLD_SPELLINGS)."""
+  return [OLD_SPELLINGS.get(arg, arg) for arg in argv]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  run(**settings())
+
+
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main, argv=current_spellings(sys.argv))

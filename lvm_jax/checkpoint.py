@@ -30,6 +30,7 @@ from lvm_jax.models import LatentVectorPredictor, ProjectionHead, create_model
 from lvm_jax.workdir import Workdir
 
 DEFAULT_BEST_METRIC = "val_cosine"
+NOT_MODEL_SIZES = ("name", "matmul_precision")  # config.model fields that are not create_model's
 
 
 class _QuietOrbax(python_logging.Filter):
@@ -147,7 +148,7 @@ def read_config(workdir: Workdir) -> ml_collections.ConfigDict:
 
 def model_from_config(config: ml_collections.ConfigDict, vector_dim: int):
   """The model that `config.model` describes, for vectors of `vector_dim`."""
-  overrides = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+  overrides = {k: v for k, v in config.model.to_dict().items() if k not in NOT_MODEL_SIZES}
   return create_model(config.model.name, vector_dim=vector_dim, **overrides)
 
 

@@ -11,6 +11,7 @@ NEGATIVES = ("micro", "accum", "global")
 POSITIONS = ("last", "all")
 PARALLEL = ("auto", "pmap", "vmap")
 BEST_MODES = ("max", "min")
+MATMUL_PRECISIONS = ("default", "high", "highest")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -41,7 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.expand = 2
   config.model.dropout = 0.1
   config.model.scan_mode = "auto"
-  config.model.dtype = "float32"
+  config.model.dtype = "float32"  # float32 | bfloat16 (matmuls only; see README "Precision")
+  # float32 matmul precision: default (TF32 on NVIDIA Ampere+ GPUs) | high | highest (full fp32).
+  config.model.matmul_precision = "default"
   config.model.alignment_head = False
 
   config.head = ml_collections.ConfigDict()

@@ -11,7 +11,7 @@ from numbers import Number
 
 import ml_collections
 
-from lvm_jax.config_base import BEST_MODES, NEGATIVES, PARALLEL, POSITIONS
+from lvm_jax.config_base import BEST_MODES, MATMUL_PRECISIONS, NEGATIVES, PARALLEL, POSITIONS
 
 
 class ConfigError(ValueError):
@@ -55,7 +55,8 @@ def _number(config, field: str, *, low=None, high=None, low_open=False, high_ope
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError on the first value the run cannot honour."""
   choices = {"loss.negatives": NEGATIVES, "loss.positions": POSITIONS,
-             "train.parallel": PARALLEL, "train.best_mode": BEST_MODES}
+             "train.parallel": PARALLEL, "train.best_mode": BEST_MODES,
+             "model.matmul_precision": MATMUL_PRECISIONS}
   for field, valid in choices.items():
     value = _value(config, field)
     if value not in valid:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import pytest
 from absl import flags
 
@@ -36,8 +37,9 @@ def test_scan_bench_writes_every_mode_and_the_ratios(tmp_path, monkeypatch):
                    monkeypatch)
   scan_bench.run(**settings)
   report = read(tmp_path, "scan_bench")
+  assert settings["modes"] == scan_bench.default_modes()
   modes = {(r["mode"], r["pass"], r["L"]) for r in report["grid"]}
-  for mode in scan_bench.CONCRETE_MODES:
+  for mode in settings["modes"]:
     assert {(mode, "fwd", 5), (mode, "fwd+bwd", 16)} <= modes
   assert "auto_fwd+bwd_speedup_vs_associative" in report["ratios_at_reference"]
   assert report["matmul_peak_flop_per_s"] > 0 and report["copy_peak_bytes_per_s"] > 0
@@ -47,6 +49,9 @@ def test_scan_bench_writes_every_mode_and_the_ratios(tmp_path, monkeypatch):
 def test_scan_bench_quick_and_mode_checks(monkeypatch):
   settings = parse(scan_bench, ["--quick", "--lengths=7"], monkeypatch)
   assert settings["lengths"] == [5, 64, 1024] and settings["tokens"] == 2048
+  if jax.default_backend() != "gpu":  # Pallas only where it compiles, not interpreted
+    assert "pallas" not in settings["modes"]
+  assert parse(scan_bench, ["--modes=pallas"], monkeypatch)["modes"] == ["pallas"]
   with pytest.raises(flags.IllegalFlagValueError, match="modes"):
     parse(scan_bench, ["--modes=sequential,fastest"], monkeypatch)
 
@@ -77,7 +82,6 @@ def test_train_bench_compares_with_the_torch_loop(tmp_path, monkeypatch):
 
 
 def test_model_flops_count_kernels_and_scan():
-  import jax  # pylint: disable=g-import-not-at-top
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.config_base import base_config, shrink_to_tiny  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top

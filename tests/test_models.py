@@ -2,6 +2,7 @@
 
 import math
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,3 +207,19 @@ def test_parameter_counts():
   params = model.init(jax.random.PRNGKey(0), contexts())["params"]
   assert count_parameters(params) == models_cli.parameter_count(
       "mamba_s", vector_dim=VECTOR_DIM, **SMALL["mamba_s"])
+
+
+def test_bfloat16_matmuls_keep_the_residual_stream_float32():
+  model = small_model("mamba_hybrid_local", dtype="bfloat16")
+  params = model.init(jax.random.PRNGKey(0), contexts())["params"]
+  _, state = model.apply({"params": params}, contexts(), capture_intermediates=True,
+                         mutable=["intermediates"])
+  outputs = {"/".join(path): value[0] for path, value in
+             flax.traverse_util.flatten_dict(state["intermediates"], sep=None).items()
+             if path[-1] == "__call__"}
+  blocks = {k: v for k, v in outputs.items() if k.count("/") == 1 and k.startswith("block_")}
+  projections = {k: v for k, v in outputs.items() if k.endswith("in_proj/__call__")}
+  assert blocks and projections
+  assert all(v.dtype == jnp.float32 for v in blocks.values()), {k: v.dtype for k, v in blocks.items()}
+  assert all(v.dtype == jnp.bfloat16 for v in projections.values())
+  assert outputs["__call__"].dtype == jnp.float32

@@ -116,3 +116,23 @@ def test_missing_or_mismatched_data_is_reported_before_compiling(finished_run, t
   with pytest.raises(DataFormatError, match="48"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not compiled
+
+
+# Mixed precision: stated tolerance against the float32 run of the same config and data.
+BF16_TOLERANCE = {"val_cosine": 0.02, "val_r5": 0.05, "val_r5_excl": 0.05}
+
+
+def test_bfloat16_matmuls_train_to_the_float32_metrics(finished_run, tmp_path):
+  workdir, float32 = finished_run
+  config = tiny_config()
+  config.model.dtype = "bfloat16"
+  config.data.train_path = os.path.join(workdir, "data", "train_rows.npz")
+  config.data.val_path = os.path.join(workdir, "data", "val_rows.npz")
+  config.data.payload_path = os.path.join(workdir, "data", "payload")
+  bfloat16 = train.train_and_evaluate(config, str(tmp_path / "bf16"))
+  last32, last16 = float32["history"][-1], bfloat16["history"][-1]
+  for metric, tolerance in BF16_TOLERANCE.items():
+    assert abs(last16[metric] - last32[metric]) <= tolerance, (metric, last16[metric],
+                                                               last32[metric])
+  assert all(leaf.dtype == np.float32
+             for leaf in jax.tree_util.tree_leaves(bfloat16["final_state"].params))

@@ -41,4 +41,4 @@ class LocalAttentionBlock(nn.Module):
     out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype,
                           param_dtype=jnp.float32, name="out_proj")(attended)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=not train)
-    return x + out
+    return x + out.astype(x.dtype)  # the residual stream stays float32

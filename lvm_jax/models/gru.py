@@ -64,4 +64,4 @@ class GRUGate(nn.Module):
     out = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
                    name="out_proj")(outputs.astype(self.dtype))
     out = nn.Dropout(self.dropout_rate)(out, deterministic=not train)
-    return x + out, final_hidden
+    return x + out.astype(x.dtype), final_hidden  # the residual stream stays float32

@@ -89,7 +89,7 @@ class MambaBlock(nn.Module):
     y = y * nn.silu(gate)
     out = dense(self.d_model, "out_proj")(y)
     out = nn.Dropout(self.dropout_rate)(out, deterministic=not train)
-    return x + out
+    return x + out.astype(x.dtype)  # the residual stream stays float32
 
 
 def symmetric_uniform(bound):

@@ -74,8 +74,10 @@ class LatentVectorModel(nn.Module):
 
   @nn.compact
   def __call__(self, context_vectors, *, train: bool = False):
+    # Matmuls run in `dtype` (bf16 for mixed precision); parameters, the residual
+    # stream, the scan state and everything after the output head stay float32.
     x = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=jnp.float32,
-                 name="input_proj")(context_vectors.astype(self.dtype))
+                 name="input_proj")(context_vectors.astype(self.dtype)).astype(jnp.float32)
     gru_hidden = None
     for index, kind_name in enumerate(self.blocks):
       kind = _block_kind(kind_name)

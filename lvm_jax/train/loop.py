@@ -99,6 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> Dict[str, Any]:
+  jax.config.update("jax_default_matmul_precision", config.model.matmul_precision)
   use_pmap = backend.uses_pmap(config.train.parallel)
   num_devices = jax.local_device_count() if use_pmap else 1
 
