@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import baselines, build, formats, synthetic
+from lvm_jax.data import build, formats, synthetic
+from lvm_jax.retrieval import baselines
 
 METRICS = ("cosine", "r1", "r5", "r1_excl", "r5_excl")
 

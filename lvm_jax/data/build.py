@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from lvm_jax.data import formats
-from lvm_jax.data import index as index_lib
+from lvm_jax.retrieval import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.formats import EvalSet, Payload, SequenceSet
 

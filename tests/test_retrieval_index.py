@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lvm_jax.data import index as index_lib
+from lvm_jax.retrieval import index as index_lib
 from lvm_jax.data.errors import DataFormatError
 
 

@@ -1,0 +1,181 @@
+"""Reference predictors a trained model must beat, and their retrieval numbers (numpy only).
+
+  python -m lvm_jax.retrieval.baselines --data DATA_DIR      # a built or synthetic data directory
+
+  copy_last        the last context vector;
+  mean_of_context  the mean of the context vectors;
+  linear           least squares fitted on train windows: ridge from the context's
+                   projections on the top-`rank` principal directions of the train
+                   chunks to the target's, plus a fitted share of the context mean's
+                   remainder (the article's topic). It can only learn what is shared
+                   across articles, so its edge on unseen articles is the dynamic;
+  nearest_train    memorisation: the target of the most similar train window;
+  noise_free       (synthetic corpora only) the generator's own noise-free prediction.
+Retrieval is exact inner product over the whole payload (what a Flat FAISS index
+returns); "_excl" numbers ignore the window's own context rows, which a predictor
+close to its input would otherwise retrieve first. Ranks come from metrics.exact_ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from absl import app, flags
+
+from lvm_jax.data import build, formats
+from lvm_jax.retrieval import metrics as metrics_lib
+
+TRAIN_SAMPLE = 1000  # train windows scored for "linear_on_train"
+
+
+def copy_last(contexts: np.ndarray) -> np.ndarray:
+  """[n, L, dim] -> [n, dim]."""
+  return contexts[:, -1]
+
+
+def mean_of_context(contexts: np.ndarray) -> np.ndarray:
+  """[n, L, dim] -> [n, dim]."""
+  return contexts.mean(axis=1)
+
+
+@dataclasses.dataclass
+class LinearPredictor:
+  """basis [dim, rank]; weights [L*rank + 1, rank]; topic_weight: share of the remainder kept."""
+  basis: np.ndarray
+  weights: np.ndarray
+  topic_weight: float
+
+  def _features(self, contexts):
+    projected = contexts @ self.basis  # [n, L, rank]
+    mean = contexts.mean(axis=1)
+    remainder = mean - (mean @ self.basis) @ self.basis.T  # [n, dim], off the shared subspace
+    flat = projected.reshape(contexts.shape[0], -1)
+    return np.concatenate([flat, np.ones((flat.shape[0], 1), flat.dtype)], axis=1), remainder
+
+  def predict(self, contexts: np.ndarray) -> np.ndarray:
+    """[n, L, dim] -> [n, dim]."""
+    features, remainder = self._features(contexts.astype(np.float64))
+    return (features @ self.weights) @ self.basis.T + self.topic_weight * remainder
+
+
+def fit_linear_predictor(contexts: np.ndarray, targets: np.ndarray, *, rank: int = 32,
+                         ridge: float = 1e-3) -> LinearPredictor:
+  """Least squares on train windows: contexts [n, L, dim], targets [n, dim]."""
+  contexts, targets = contexts.astype(np.float64), targets.astype(np.float64)
+  chunks = np.concatenate([contexts.reshape(-1, contexts.shape[-1]), targets])
+  centred = chunks - chunks.mean(axis=0)
+  _, eigenvectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+  basis = eigenvectors[:, ::-1][:, :min(rank, chunks.shape[1])]  # [dim, rank], top directions
+  predictor = LinearPredictor(basis, np.zeros(0), 0.0)
+  features, remainder = predictor._features(contexts)  # pylint: disable=protected-access
+  gram = features.T @ features
+  gram[np.diag_indices_from(gram)] += ridge * np.trace(gram) / gram.shape[0]
+  predictor.weights = np.linalg.solve(gram, features.T @ (targets @ basis))
+  target_remainder = targets - (targets @ basis) @ basis.T
+  predictor.topic_weight = float(np.sum(remainder * target_remainder) /
+                                 max(np.sum(remainder * remainder), 1e-30))
+  return predictor
+
+
+def nearest_train_neighbour(train_contexts: np.ndarray, train_targets: np.ndarray,
+                            contexts: np.ndarray) -> np.ndarray:
+  """The target of the train window whose (flattened, unit) context is most similar."""
+  def unit_flat(array):
+    flat = array.reshape(array.shape[0], -1).astype(np.float32)
+    return flat / np.linalg.norm(flat, axis=1, keepdims=True)
+  train_flat, query_flat = unit_flat(train_contexts), unit_flat(contexts)
+  block = metrics_lib.SCORE_BLOCK
+  nearest = np.concatenate([np.argmax(query_flat[s:s + block] @ train_flat.T, axis=1)
+                            for s in range(0, query_flat.shape[0], block)])
+  return train_targets[nearest]
+
+
+def score_predictions(predictions: np.ndarray, window_rows: np.ndarray,
+                      payload_vectors: np.ndarray, ks: Sequence[int] = (1, 5)) -> Dict[str, float]:
+  """predictions [n, dim] for windows [n, L+1] of payload rows -> cosine, R@k, R@k_excl."""
+  predictions = predictions / np.linalg.norm(predictions, axis=1, keepdims=True)
+  target_rows = window_rows[:, -1]
+  targets = payload_vectors[target_rows]
+  result = {"cosine": float(np.mean(np.sum(predictions * targets, axis=1)))}
+  for suffix, exclude in (("", None), ("_excl", window_rows[:, :-1])):
+    ranks = metrics_lib.exact_ranks(predictions, target_rows, payload_vectors,
+                                    exclude_rows=exclude)
+    result.update(metrics_lib.recall_from_ranks(ranks, ks, suffix))
+  return result
+
+
+def baseline_report(payload: formats.Payload, train_rows: np.ndarray, eval_rows: np.ndarray, *,
+                    noise_free: Optional[np.ndarray] = None, rank: int = 32
+                    ) -> Dict[str, Dict[str, float]]:
+  """Every baseline's cosine and R@1/R@5 on the eval windows; predictors fit on train windows."""
+  vectors = payload.vectors
+  train_contexts, train_targets = vectors[train_rows[:, :-1]], vectors[train_rows[:, -1]]
+  eval_contexts = vectors[eval_rows[:, :-1]]
+  linear = fit_linear_predictor(train_contexts, train_targets, rank=rank)
+  predictions = {
+      "copy_last": copy_last(eval_contexts),
+      "mean_of_context": mean_of_context(eval_contexts),
+      "linear": linear.predict(eval_contexts),
+      "nearest_train": nearest_train_neighbour(train_contexts, train_targets, eval_contexts),
+  }
+  report = {name: score_predictions(prediction, eval_rows, vectors)
+            for name, prediction in predictions.items()}
+  # The same linear predictor on (a fixed sample of) the windows it was fitted to: the gap to
+  # "linear" is what fitting the train articles themselves is worth.
+  sample = np.sort(np.random.default_rng(0).permutation(train_rows.shape[0])[:TRAIN_SAMPLE])
+  report["linear_on_train"] = score_predictions(linear.predict(train_contexts[sample]),
+                                                train_rows[sample], vectors)
+  if noise_free is not None:
+    report["noise_free"] = score_predictions(noise_free, eval_rows, vectors)
+  report["_sizes"] = {"payload_rows": payload.num_rows, "train_windows": int(train_rows.shape[0]),
+                      "eval_windows": int(eval_rows.shape[0]), "dim": payload.vector_dim}
+  return report
+
+
+def report_for_directory(data_dir: str, *, split: str = "eval") -> Dict[str, Dict[str, float]]:
+  """baseline_report on a data directory's compact sets; adds noise_free for synthetic ones."""
+  manifest = build.read_manifest(data_dir)
+  payload = formats.read_payload(build.payload_path_of(data_dir, manifest), load_texts=False)
+  sets = {name: formats.read_sequence_set(os.path.join(data_dir,
+                                                       build.output_file(name, "compact")),
+                                          payload=payload) for name in ("train", split)}
+  noise_free = None
+  if "synthetic" in manifest:
+    from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    noise_free = synthetic.noise_free_predictions(data_dir, sets[split].payload_rows[:, -1])
+  return baseline_report(payload, sets["train"].payload_rows, sets[split].payload_rows,
+                         noise_free=noise_free)
+
+
+def synthetic_report(data_dir: str) -> Dict[str, Dict[str, float]]:
+  return report_for_directory(data_dir)
+
+
+def format_report(report: Dict[str, Dict[str, float]]) -> str:
+  """A Markdown table of the report."""
+  columns = ["cosine", "r1", "r5", "r1_excl", "r5_excl"]
+  lines = ["| predictor | " + " | ".join(columns) + " |",
+           "|---" * (len(columns) + 1) + "|"]
+  for name, values in report.items():
+    if name.startswith("_"):
+      continue
+    lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
+  return "\n".join(lines)
+
+
+def main(argv) -> None:
+  del argv
+  report = report_for_directory(flags.FLAGS.data, split=flags.FLAGS.split)
+  print(json.dumps(report, indent=1))
+  print(format_report(report))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("data", None, "Data directory (with manifest.json and compact sets).",
+                      required=True)
+  flags.DEFINE_string("split", "eval", "Split to score (eval or val).")
+  app.run(main)
