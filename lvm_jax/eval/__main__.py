@@ -185,6 +185,9 @@ def evaluate(f) -> int:
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.evaluator import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
 
+  if not os.path.exists(f.checkpoint):
+    raise checkpoint.CheckpointError(f"{f.checkpoint}: does not exist; pass the training "
+                                     "workdir (the directory given to --workdir).")
   loaded = checkpoint.load(f.checkpoint)
   eval_npz, payload_path, faiss_path = default_paths(f, loaded.workdir)
   payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -32,6 +33,13 @@ def _faiss():
   """FAISS on first use: data.build imports this module, and training imports data.build."""
   import faiss  # pylint: disable=g-import-not-at-top
   return faiss
+
+
+def _faiss_reason(error: Exception) -> str:
+  """The useful tail of a FAISS C++ error: without the function signature and source line."""
+  text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+  match = re.search(r" at \S+:\d+: (.*)$", text)
+  return (match.group(1) if match else text)[:200]
 
 
 def default_nlist(num_vectors: int) -> int:
@@ -117,10 +125,21 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
   """Reads an index and checks it belongs to the payload: same size, and a sample of
   payload rows finds itself (its own row id among the exact top hits)."""
   faiss = _faiss()
+  rebuild = ("rebuild it with python -m lvm_jax.eval.build_index --payload PAYLOAD --out "
+             f"{path}")
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build it with python -m "
                      "lvm_jax.data.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
-  index = faiss.read_index(path)
+  if os.path.isdir(path):
+    raise data_error(path, "(file)", "is a directory, not a FAISS index file",
+                     "pass the index file itself (e.g. DIR/payload.faiss)")
+  if os.path.getsize(path) == 0:
+    raise data_error(path, "(file)", "is empty (0 bytes)", rebuild)
+  try:
+    index = faiss.read_index(path)
+  except RuntimeError as error:  # FAISS raises RuntimeError for any unreadable file
+    raise data_error(path, "(file)", "is not a readable FAISS index (truncated, damaged or "
+                     f"another format: {_faiss_reason(error)})", rebuild) from error
   num_rows, dim = payload_vectors.shape
   if index.ntotal != num_rows or index.d != dim:
     raise data_error(path, "ntotal", f"holds {index.ntotal} vectors of dim {index.d} but the "
