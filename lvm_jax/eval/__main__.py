@@ -27,7 +27,7 @@ from absl import flags, logging
 from lvm_jax import backend
 from lvm_jax.eval import reference
 from lvm_jax.retrieval import index as index_lib
-from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, Gates
+from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, Gates, RetrievalEvaluator
 
 BATCH_SIZE = 1024
 DEVICE_BACKENDS = {"cpu": "cpu", "cuda": "gpu", "mps": "metal"}  # reference --device -> --backend
@@ -183,7 +183,6 @@ def evaluate(f) -> int:
   from lvm_jax.data import formats  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval.evaluator import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
 
   if not os.path.exists(f.checkpoint):
     raise checkpoint.CheckpointError(f"{f.checkpoint}: does not exist; pass the training "
