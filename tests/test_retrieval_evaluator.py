@@ -141,3 +141,15 @@ def test_options_are_validated_before_anything_runs(eval_workdir, options, words
   with pytest.raises(ValueError) as error:
     evaluator_for(eval_workdir, **options)
   assert words in str(error.value)
+
+
+def test_make_retrieval_evaluator_names_a_damaged_eval_set(eval_workdir, tmp_path):
+  data = os.path.join(eval_workdir, "data")
+  with open(os.path.join(data, "eval.npz"), "rb") as f:
+    damaged = bytearray(f.read())
+  middle = len(damaged) // 2
+  damaged[middle:middle + 16] = bytes(255 - b for b in damaged[middle:middle + 16])
+  path = tmp_path / "crc.npz"
+  path.write_bytes(bytes(damaged))
+  with pytest.raises(DataFormatError, match=rf"{path}: field '\(file\)': is a damaged NPZ"):
+    make_retrieval_evaluator(str(path), os.path.join(data, "payload"))

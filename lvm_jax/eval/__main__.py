@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-import zipfile
 from typing import List, Optional
 
 import numpy as np
@@ -27,7 +26,8 @@ from absl import flags, logging
 from lvm_jax import backend
 from lvm_jax.eval import reference
 from lvm_jax.retrieval import index as index_lib
-from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, Gates, RetrievalEvaluator
+from lvm_jax.retrieval.evaluator import (VIEWS, EvalOptions, Gates, RetrievalEvaluator,
+                                         load_eval_set)
 
 BATCH_SIZE = 1024
 DEVICE_BACKENDS = {"cpu": "cpu", "cuda": "gpu", "mps": "metal"}  # reference --device -> --backend
@@ -163,18 +163,6 @@ def make_predict_fn(loaded, batch_size: int):
   return predict
 
 
-def read_eval_set(path: str, payload, payload_path: str):
-  """formats.read_eval_set, with a damaged archive (CRC error, truncation) named as such."""
-  from lvm_jax.data import formats  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data.errors import data_error  # pylint: disable=g-import-not-at-top
-  try:
-    return formats.read_eval_set(path, expected_dim=payload.vector_dim,
-                                 expected_source=f"the payload {payload_path}")
-  except (zipfile.BadZipFile, EOFError, OSError) as error:
-    raise data_error(path, "(file)", f"is a damaged NPZ archive ({error})", "rewrite or "
-                     "re-download it (python -m lvm_jax.data.build writes eval.npz)") from error
-
-
 def evaluate(f) -> int:
   """The run behind main(); raises on bad input."""
   backend.initialize(_platform(f))
@@ -192,7 +180,7 @@ def evaluate(f) -> int:
   payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,
                                            cache_dir=f["payload-cache"].value)
   payload = formats.read_payload(payload_path, load_texts=False)
-  eval_set = read_eval_set(eval_npz, payload, payload_path)
+  eval_set = load_eval_set(eval_npz, payload)
   if eval_set.vector_dim != loaded.model.vector_dim:
     raise DataFormatError(f"{eval_npz}: field 'contexts': vectors are {eval_set.vector_dim}-d "
                           f"but the checkpoint {loaded.path} predicts "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zipfile
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -351,6 +352,17 @@ class RetrievalEvaluator:
     return {f"recall@{k}_vs_flat": search.index_recall(approximate_rows, exact_rows)}
 
 
+def load_eval_set(path: str, payload: formats.Payload) -> formats.EvalSet:
+  """formats.read_eval_set for this payload, with a damaged archive (CRC error, truncation)
+  named as such."""
+  try:
+    return formats.read_eval_set(path, expected_dim=payload.vector_dim,
+                                 expected_source=f"the payload {payload.source}")
+  except (zipfile.BadZipFile, EOFError, OSError) as error:
+    raise data_error(path, "(file)", f"is a damaged NPZ archive ({error})", "rewrite or "
+                     "re-download it (python -m lvm_jax.data.build writes eval.npz)") from error
+
+
 def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
                              index_path: Optional[str] = None, **options) -> RetrievalEvaluator:
   """Loads the eval set, payload and index once; `run(predict_fn)` is then cheap to repeat.
@@ -367,8 +379,7 @@ def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
                     f"{sorted(known)}")
   settings = {"latency_queries": 0, "index_recall": False, **options}
   payload = formats.read_payload(payload_path, load_texts=False)
-  eval_set = formats.read_eval_set(eval_set_path, expected_dim=payload.vector_dim,
-                                   expected_source=f"the payload {payload_path}")
+  eval_set = load_eval_set(eval_set_path, payload)
   if index_path:
     index = index_lib.read_index(index_path, payload.vectors)
   else:
