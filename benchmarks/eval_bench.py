@@ -11,17 +11,20 @@ corpus. Writes benchmarks/results/<machine>/eval_bench.json and .png.
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import time
+from types import SimpleNamespace
+from typing import List, Optional
 
 import faiss
 import numpy as np
+from absl import flags
 
 from benchmarks import common
-from lvm_jax.data import index as index_lib
 from lvm_jax.data import synthetic
-from lvm_jax.eval import search
+from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval import search
 
 # Articles are 6..40 chunks (mean 23) and a few chunks fall to gaps: 22.5 lands on `rows`.
 CHUNKS_PER_ARTICLE = 22.5
@@ -115,21 +118,35 @@ def plot(report: dict, path: str) -> bool:
   return True
 
 
-def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--rows", type=int, default=584_000)
-  p.add_argument("--dim", type=int, default=768)
-  p.add_argument("--queries", type=int, default=1000)
-  p.add_argument("--k", type=int, default=50)
-  p.add_argument("--nlist", type=int, help="default: ≈ 4·√rows")
-  p.add_argument("--nprobes", default="8,16,32,64,128")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--kinds", default="ivf_flat,ivf_sq8", help="ivf_flat and/or ivf_sq8")
-  p.add_argument("--out-dir", default=common.RESULTS_ROOT)
-  args = p.parse_args(argv)
-  args.nprobes = [int(n) for n in args.nprobes.split(",")]
-  args.kinds = args.kinds.split(",")
+def define_flags(values: flags.FlagValues) -> None:
+  d = dict(flag_values=values)
+  flags.DEFINE_integer("rows", 584_000, "Payload rows.", **d)
+  flags.DEFINE_integer("dim", 768, "Vector dimension.", **d)
+  flags.DEFINE_integer("queries", 1000, "Queries timed one at a time.", **d)
+  flags.DEFINE_integer("k", 50, "Candidates a query.", **d)
+  flags.DEFINE_integer("nlist", None, "IVF cells (default: ≈ 4·√rows).", **d)
+  flags.DEFINE_list("nprobes", ["8", "16", "32", "64", "128"], "nprobe values.", **d)
+  flags.DEFINE_integer("seed", 0, "Generator seed.", **d)
+  flags.DEFINE_list("kinds", ["ivf_flat", "ivf_sq8"], "ivf_flat and/or ivf_sq8.", **d)
+  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root.", **d)
+
+
+def parse_args(argv: List[str]) -> SimpleNamespace:
+  """absl flags (per call, so tests can run it twice) -> the settings `run` reads."""
+  values = flags.FlagValues()
+  define_flags(values)
+  if "--help" in argv or "-h" in argv:
+    print(__doc__ + "\nflags:\n" + values.get_help(include_special_flags=False))
+    raise SystemExit(0)
+  values(["eval_bench"] + list(argv))
+  settings = {name: values[name].value for name in values}
+  settings["nprobes"] = [int(n) for n in settings["nprobes"]]
+  settings["out_dir"] = settings.pop("out-dir")
+  return SimpleNamespace(**settings)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+  args = parse_args(list(sys.argv[1:] if argv is None else argv))
   report = run(args)
   json_path = common.write_json("eval_bench", report, args.out_dir)
   png = os.path.join(common.results_dir(args.out_dir), "eval_bench.png")

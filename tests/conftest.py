@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny training config and one finished tiny run per session.
+"""Shared fixtures: the tiny training config, one finished tiny run per session, and an
+untrained workdir for the evaluation tests.
 
 A finished run takes a compile and two short epochs; the loop, checkpoint,
 status and eval tests all read the same one instead of training their own.
@@ -41,3 +42,31 @@ def finished_run_copy(finished_run, tmp_path):
   if os.path.exists(os.path.join(copy, ".lock")):
     os.remove(os.path.join(copy, ".lock"))
   return copy, summary
+
+
+@pytest.fixture(scope="session")
+def eval_workdir(tmp_path_factory):
+  """A workdir as training leaves it: synthetic data (32-d), config.json, an untrained
+  checkpoint, history.json with val_cosine 0.25."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.train import hooks, step  # pylint: disable=g-import-not-at-top
+  from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
+
+  workdir = Workdir(str(tmp_path_factory.mktemp("evalrun")))
+  config = base_config()
+  config.data.synthetic.num_articles, config.data.synthetic.dim = 80, 32
+  config.model.d_model, config.model.n_layers, config.model.d_state = 16, 1, 4
+  config.head.hidden_dim, config.head.out_dim = 16, 8
+  synthetic.generate_synthetic_corpus(workdir.data, **config.data.synthetic)
+  config.data.vector_dim = 32
+  checkpoint.write_config(workdir, config)
+  predictor = checkpoint.predictor_from_config(config, 32)
+  state = step.create_train_state(config, predictor, jax.random.PRNGKey(0), 32, 10)
+  saver = checkpoint.Checkpointer(workdir.checkpoints)
+  saver.save(state, {"val_cosine": 0.25})
+  saver.wait_until_finished()
+  saver.close()
+  hooks.History(workdir).append({"epoch": 1, "step": 0, "val_cosine": 0.25})
+  return workdir.root

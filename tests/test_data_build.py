@@ -120,7 +120,7 @@ def test_no_article_sits_in_two_splits(built):
 
 
 def test_index_holds_the_payload_in_row_order(built):
-  from lvm_jax.data import index as faiss_index  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import index as faiss_index  # pylint: disable=g-import-not-at-top
   payload_dir, paths = built
   payload = read_payload(payload_dir)
   index = faiss_index.read_index(paths["index"], payload.vectors)

@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import baselines, build, synthetic
+from lvm_jax.data import build, synthetic
 from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.payload import read_payload
 from lvm_jax.data.sequences import read_sequence_set
+from lvm_jax.retrieval import baselines
 
 METRICS = ("cosine", "r1", "r5", "r1_excl", "r5_excl")
 

@@ -6,9 +6,8 @@ pipeline and the synthetic corpus.
   formats    Payload, SequenceSet (full and compact), EvalSet: read/write
   convert    CLI: the reference's pickled payload -> the safe payload directory
   build      CLI: payload -> windows, article-disjoint splits, manifest, FAISS index
-  index      FAISS index build/read/check (owned by eval)
   augment    article dropout and span corruption, jittable
   pipeline   TrainingPipeline: shuffled, host-sharded, prefetched batches
   synthetic  CLI: the embedded default corpus with a learnable dynamic
-  baselines  CLI: copy-last, mean-of-context, linear, memorisation, noise-free numbers
+(FAISS indexes and the baseline predictors live in lvm_jax.retrieval.)
 """

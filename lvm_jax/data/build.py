@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from lvm_jax import atomic, cli
-from lvm_jax.data import index as index_lib
+from lvm_jax.retrieval import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.eval_sets import EvalSet, write_eval_set
 from lvm_jax.data.file_io import FORMAT_VERSION

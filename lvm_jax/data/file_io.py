@@ -34,38 +34,6 @@ def make_provenance(**fields: Any) -> Dict[str, Any]:
   return record
 
 
-# The spellings different tools use for one thing; the first of each row is ours.
-_SYNONYMS = {
-    "norm": (("l2", "l2_once", "unit", "unit_norm", "l2norm"),),
-    "metric": (("inner_product", "ip", "dot", "dot_product"), ("cosine", "cos")),
-}
-PROVENANCE_FIELDS = ("embedder_id", "norm", "metric")
-
-
-def canonical_provenance_value(field: str, value: Any) -> Any:
-  """One spelling per meaning: the reference's norm "l2_once" is our "l2", its metric "ip" our
-  "inner_product"; embedder ids ignore case, an organisation prefix and a trailing dimension
-  ("GTR-T5-base-768" == "sentence-transformers/gtr-t5-base")."""
-  if not isinstance(value, str):
-    return value
-  text = value.strip().lower()
-  if field == "embedder_id":
-    text = text.rsplit("/", 1)[-1]
-    head, _, tail = text.rpartition("-")
-    return head if head and tail.isdigit() else text
-  for synonyms in _SYNONYMS.get(field, ()):
-    if text in synonyms:
-      return synonyms[0]
-  return text
-
-
-def provenance_mismatches(first: Dict[str, Any], second: Dict[str, Any]) -> Dict[str, tuple]:
-  """{field: (first's value, second's value)} where the canonical forms differ."""
-  return {field: (first.get(field), second.get(field)) for field in PROVENANCE_FIELDS
-          if canonical_provenance_value(field, first.get(field)) !=
-          canonical_provenance_value(field, second.get(field))}
-
-
 @dataclasses.dataclass(frozen=True)
 class Expected:
   """What the caller expects of a set's shape, and where that expectation comes from."""

@@ -288,7 +288,7 @@ def main(argv) -> None:
                                     **knob_values)
   print(json.dumps(paths, indent=1))
   if args.report_baselines:
-    from lvm_jax.data import baselines  # pylint: disable=g-import-not-at-top
+    from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
     report = baselines.synthetic_report(args.out)
     print(json.dumps(report, indent=1))
     print(baselines.format_report(report))

@@ -1,10 +1,10 @@
-"""FAISS retrieval evaluation: `python -m lvm_jax.eval --checkpoint WORKDIR`.
+"""FAISS retrieval evaluation CLI: `python -m lvm_jax.eval --checkpoint WORKDIR`.
 
-  evaluator    checks (provenance, truth alignment), predictions, search, baselines, gates
-  metrics      R@k, Contain@K, Eff@5, MRR, cosines
-  search       batched search, single-threaded per-query latency, index recall
-  rerank       MMR, same-article, next-gap and directional rerankers
-  report       summary line, tables, JSON with the reference tool's keys
+  __main__     the CLI (absl flags, the reference tool's spellings as aliases), exit codes
+  reference    the reference's JSON, [EVAL] line and gate strings; its pickled payload,
+               converted once and cached
+  report       tables per view, the gate table, this project's JSON section
   build_index  CLI: a FAISS index over a payload
-Imports only the checkpoint loader from training.
+The evaluator itself (also run by training) lives in lvm_jax.retrieval. Imports only the
+checkpoint loader from training.
 """

@@ -2,139 +2,208 @@
 
   python -m lvm_jax.eval --checkpoint runs/s_tiny --out runs/s_tiny/eval.json
 
-With a workdir trained on the synthetic corpus, --eval-npz, --payload and --faiss
-default to its data/ directory. Exit code: 0 when every gate passes, 1 when a
-gate fails, 2 on bad input.
+A drop-in for the reference's tools/eval_checkpoint_unified.py: its flags (with
+their spellings and defaults), its JSON keys and units, and its [EVAL] line;
+see docs/eval_reference.md. With a workdir trained on the synthetic corpus,
+--eval-npz, --payload and --faiss default to its data/ directory. Every run
+reports two views: all candidates, and the window's own context chunks
+excluded; the [EVAL] line and the gates use --gate-view's (default: all, as
+the reference), a second [EVAL-excl] / [EVAL-all] line the other.
+Exit code: 0 when every gate passes, 1 when a gate fails, 2 on bad input
+(one `error:` line; --verbose adds the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import traceback
+from typing import List, Optional
 
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from lvm_jax import backend
-from lvm_jax.data import index as index_lib
-from lvm_jax.eval.evaluator import EvalOptions, Gates
+from lvm_jax.eval import reference
+from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval.evaluator import (VIEWS, EvalOptions, Gates, RetrievalEvaluator,
+                                         load_eval_set)
 
 BATCH_SIZE = 1024
+DEVICE_BACKENDS = {"cpu": "cpu", "cuda": "gpu", "mps": "metal"}  # reference --device -> --backend
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m lvm_jax.eval", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--checkpoint", required=True, help="training workdir or checkpoint directory")
-  p.add_argument("--eval-npz", help="eval NPZ (contexts, targets, truth_keys, provenance)")
-  p.add_argument("--payload", help="payload directory (the corpus searched)")
-  p.add_argument("--faiss", help="FAISS index of the payload; built from it when absent")
-  p.add_argument("--index-kind", default="ivf_flat", choices=index_lib.INDEX_KINDS,
-                 help="kind built when --faiss is absent")
-  p.add_argument("--nlist", type=int, help="IVF cells when building (default ≈ 4·√M)")
-  p.add_argument("--limit", type=int, help="evaluate only the first N sequences")
-  p.add_argument("--nprobe", type=int, default=64)
-  p.add_argument("--k", type=int, default=50)
-  p.add_argument("--latency-queries", type=int, default=1000,
-                 help="queries timed one at a time on one thread")
-  p.add_argument("--exclude-context", action="store_true",
-                 help="drop each window's own context chunks from its candidates")
-  p.add_argument("--mmr-lambda", type=float, help="add an MMR-reranked row")
-  p.add_argument("--w-same-article", type=float, help="add a same-article-bias row")
-  p.add_argument("--w-next-gap", type=float, help="add a next-gap-bias row")
-  p.add_argument("--w-directional", type=float, help="add a directional-bonus row")
-  p.add_argument("--gate-row", default="model", help="the row the gates judge")
-  p.add_argument("--gate-article-rerankers", action="store_true",
-                 help="allow gating on a row that uses the query's article identity")
-  p.add_argument("--allow-provenance-mismatch", action="store_true")
-  p.add_argument("--gate-contain50", type=float, default=0.60)
-  p.add_argument("--gate-eff5", type=float, default=0.68)
-  p.add_argument("--gate-r5", type=float, default=0.40)
-  p.add_argument("--gate-p95", type=float, default=1.45)
-  p.add_argument("--out", help="write the JSON report here")
-  p.add_argument("--backend", default="auto", choices=tuple(backend.PLATFORMS))
-  return p.parse_args(argv)
+def define_flags(values: flags.FlagValues) -> None:
+  """This project's flags, and the reference's spellings as aliases where they differ."""
+  d = dict(flag_values=values)
+  flags.DEFINE_string("checkpoint", None, "Training workdir or checkpoint directory.", **d)
+  flags.DEFINE_string("eval-npz", None, "Eval NPZ (contexts, targets, truth_keys, provenance); "
+                      "default: <workdir>/data/eval.npz.", **d)
+  flags.DEFINE_string("payload", None, "Payload directory, or the reference's pickled .npy "
+                      "(with --trust_pickle: converted once, then reused); default: "
+                      "<workdir>/data/payload.", **d)
+  flags.DEFINE_bool("trust_pickle", False, "Allow converting a pickled .npy --payload (reading "
+                    "it runs pickle, which can execute code).", **d)
+  flags.DEFINE_alias("trust-pickle", "trust_pickle", flag_values=values)
+  flags.DEFINE_string("payload-cache", None, "Directory for converted .npy payloads (default: "
+                      "beside the .npy).", **d)
+  flags.DEFINE_string("faiss", None, "FAISS index of the payload; built when absent.", **d)
+  flags.DEFINE_enum("index-kind", "ivf_flat", index_lib.INDEX_KINDS,
+                    "Kind built when --faiss is absent.", **d)
+  flags.DEFINE_integer("nlist", None, "IVF cells when building (default ≈ 4·√M).", **d)
+  flags.DEFINE_integer("limit", 1000, "Evaluate the first N sequences (the reference's default "
+                       "1000); 0: every sequence.", **d)
+  flags.DEFINE_integer("nprobe", 64, "IVF cells scanned a query (the reference's locked 64).", **d)
+  flags.DEFINE_integer("k", 50, "Candidates a query (at least 50: Contain@50 is gated).", **d)
+  flags.DEFINE_integer("latency-queries", 1000, "Queries timed one at a time on one thread.", **d)
+  flags.DEFINE_enum("gate-view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "
+                    "the gates use: all candidates (as the reference) or context excluded.", **d)
+  flags.DEFINE_bool("exclude-context", False, "Same as --gate-view=excl.", **d)
+  flags.DEFINE_float("mmr-lambda", 0.7, "MMR reranker row, λ in [0, 1]; 1 turns it off.", **d)
+  flags.DEFINE_alias("rerank-mmr", "mmr-lambda", flag_values=values)
+  flags.DEFINE_float("w-same-article", 0.05, "Same-article bias row weight; 0 turns it off.", **d)
+  flags.DEFINE_alias("seq-bias-same", "w-same-article", flag_values=values)
+  flags.DEFINE_float("w-next-gap", 0.12, "Next-gap bias row weight; 0 turns it off.", **d)
+  flags.DEFINE_alias("seq-bias-gap", "w-next-gap", flag_values=values)
+  flags.DEFINE_float("w-directional", 0.03, "Directional bonus row weight; 0 turns it off.", **d)
+  flags.DEFINE_alias("directional", "w-directional", flag_values=values)
+  flags.DEFINE_enum("shard-assist", "false", ["true", "false"], "The reference's shard-assist "
+                    "knob: recorded; `true` is refused (not available here).", **d)
+  flags.DEFINE_string("gate-row", "model", "The row the gates judge.", **d)
+  flags.DEFINE_bool("gate-article-rerankers", False, "Allow gating on a row that uses the "
+                    "query's article identity.", **d)
+  flags.DEFINE_bool("allow-provenance-mismatch", False, "Evaluate although embedder_id / norm / "
+                    "metric disagree.", **d)
+  flags.DEFINE_float("gate-contain50", 0.60, "Contain@50 gate (fraction).", **d)
+  flags.DEFINE_float("gate-eff5", 0.68, "Eff@5 gate (fraction).", **d)
+  flags.DEFINE_float("gate-r5", 0.40, "R@5 gate (fraction).", **d)
+  flags.DEFINE_float("gate-p95", 1.45, "P95 per-query latency gate (ms).", **d)
+  flags.DEFINE_string("out", None, "Write the JSON report here (the reference's keys and units, "
+                      "this project's content under 'lvm_jax').", **d)
+  flags.DEFINE_integer("epoch", None, "Epoch number, recorded in the report (as the reference).",
+                       **d)
+  flags.DEFINE_enum("device", None, list(DEVICE_BACKENDS), "The reference's device: cpu, cuda "
+                    "(= --backend gpu) or mps (= --backend metal).", **d)
+  flags.DEFINE_enum("backend", "auto", list(backend.PLATFORMS), "JAX backend.", **d)
+  flags.DEFINE_bool("verbose", False, "Show the traceback of an error.", **d)
 
 
-def default_paths(args, workdir: str):
+def parse_flags(argv: List[str]) -> flags.FlagValues:
+  """argv without the program name -> parsed flags; raises flags.Error on bad flags."""
+  values = flags.FlagValues()
+  define_flags(values)
+  leftover = values(["lvm_jax.eval"] + list(argv))
+  if len(leftover) > 1:
+    raise flags.Error(f"unexpected arguments {leftover[1:]} (every input is a --flag)")
+  if values.checkpoint is None:
+    raise flags.Error("--checkpoint is required (the training workdir or checkpoint directory)")
+  return values
+
+
+def help_text() -> str:
+  values = flags.FlagValues()
+  define_flags(values)
+  return __doc__ + "\nflags:\n" + values.get_help(include_special_flags=False)
+
+
+def _platform(f) -> str:
+  if f.device is None:
+    return f.backend
+  mapped = DEVICE_BACKENDS[f.device]
+  if f["backend"].present and f.backend != mapped:
+    raise ValueError(f"--device {f.device} means --backend {mapped}, but --backend {f.backend} "
+                     "was given too; pass one of them.")
+  return mapped
+
+
+def options_from_flags(f, count: int) -> EvalOptions:
+  """EvalOptions from the flags; `count` is the number of sequences that will be evaluated."""
+  if f["shard-assist"].value == "true":
+    raise ValueError("--shard-assist true: shard-assist is not available in this project (the "
+                     "reference recorded the knob but never applied it); drop the flag or pass "
+                     "--shard-assist false.")
+  if f["latency-queries"].value < 1:
+    raise ValueError(f"--latency-queries {f['latency-queries'].value}: must be at least 1, "
+                     "because the P95 latency is gated.")
+  if f.limit < 0:
+    raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
+  mmr = f["mmr-lambda"].value
+  weight = lambda name: None if f[name].value == 0 else f[name].value
+  return EvalOptions(
+      k=f.k, nprobe=f.nprobe, limit=f.limit or None, latency_queries=f["latency-queries"].value,
+      gate_view="excl" if f["exclude-context"].value else f["gate-view"].value,
+      mmr_lambda=None if mmr == 1.0 else mmr, w_same_article=weight("w-same-article"),
+      w_next_gap=weight("w-next-gap"), w_directional=weight("w-directional"),
+      gate_row=f["gate-row"].value, gate_article_rerankers=f["gate-article-rerankers"].value,
+      allow_provenance_mismatch=f["allow-provenance-mismatch"].value,
+      gates=Gates(f["gate-contain50"].value, f["gate-eff5"].value, f["gate-r5"].value,
+                  f["gate-p95"].value),
+      batch_size=max(1, min(BATCH_SIZE, count)))
+
+
+def default_paths(f, workdir: str):
   data_dir = os.path.join(workdir, "data")
-  eval_npz = args.eval_npz or os.path.join(data_dir, "eval.npz")
-  payload = args.payload or os.path.join(data_dir, "payload")
-  faiss_path = args.faiss
-  if faiss_path is None and args.payload is None and os.path.exists(
+  eval_npz = f["eval-npz"].value or os.path.join(data_dir, "eval.npz")
+  payload = f.payload or os.path.join(data_dir, "payload")
+  faiss_path = f.faiss
+  if faiss_path is None and f.payload is None and os.path.exists(
       os.path.join(data_dir, "payload.faiss")):
     faiss_path = os.path.join(data_dir, "payload.faiss")
   return eval_npz, payload, faiss_path
 
 
-def make_predict_fn(loaded):
-  """Jitted last-position predictions in fixed-size batches (one compilation)."""
+def make_predict_fn(loaded, batch_size: int):
+  """Jitted last-position predictions of [batch_size, L, dim] contexts (compiled here)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   apply = jax.jit(lambda params, x: loaded.model.apply({"params": params}, x, train=False)[:, -1])
-
-  def predict(contexts: np.ndarray) -> np.ndarray:
-    out = []
-    for start in range(0, len(contexts), BATCH_SIZE):
-      batch = contexts[start:start + BATCH_SIZE]
-      padded = np.zeros((BATCH_SIZE,) + batch.shape[1:], np.float32)
-      padded[:len(batch)] = batch
-      out.append(np.asarray(apply(loaded.params, padded))[:len(batch)])
-    return np.concatenate(out)
-
-  predict(np.zeros((1,) + (loaded.config.data.context_length, loaded.model.vector_dim),
+  predict = lambda contexts: apply(loaded.params, contexts)
+  predict(np.zeros((batch_size, loaded.config.data.context_length, loaded.model.vector_dim),
                    np.float32))  # compile outside the timed run
   return predict
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  logging.set_verbosity(logging.INFO)
-  backend.initialize(args.backend)
+def evaluate(f) -> int:
+  """The run behind main(); raises on bad input."""
+  backend.initialize(_platform(f))
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
-  from lvm_jax.data.eval_sets import read_eval_set  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
-  from lvm_jax.eval.evaluator import RetrievalEvaluator  # pylint: disable=g-import-not-at-top
 
-  try:
-    loaded = checkpoint.load(args.checkpoint)
-    eval_npz, payload_path, faiss_path = default_paths(args, loaded.workdir)
-    payload = read_payload(payload_path, load_texts=False)
-    eval_set = read_eval_set(eval_npz, expected_dim=payload.vector_dim,
-                                     expected_source=f"the payload {payload_path}")
-    if eval_set.vector_dim != loaded.model.vector_dim:
-      raise DataFormatError(f"{eval_npz}: field 'contexts': vectors are {eval_set.vector_dim}-d "
-                            f"but the checkpoint {loaded.path} predicts "
-                            f"{loaded.model.vector_dim}-d vectors. Fix: evaluate with the data "
-                            "the model was trained for.")
-    if faiss_path:
-      index = index_lib.read_index(faiss_path, payload.vectors)
-    else:
-      logging.info("No --faiss given: building a %s index over %d rows", args.index_kind,
-                   payload.num_rows)
-      index = index_lib.build_index(payload.vectors, kind=args.index_kind, nlist=args.nlist)
-    options = EvalOptions(
-        k=args.k, nprobe=args.nprobe, limit=args.limit, latency_queries=args.latency_queries,
-        exclude_context=args.exclude_context, mmr_lambda=args.mmr_lambda,
-        w_same_article=args.w_same_article, w_next_gap=args.w_next_gap,
-        w_directional=args.w_directional, gate_row=args.gate_row,
-        gate_article_rerankers=args.gate_article_rerankers,
-        allow_provenance_mismatch=args.allow_provenance_mismatch,
-        gates=Gates(args.gate_contain50, args.gate_eff5, args.gate_r5, args.gate_p95))
-    evaluator = RetrievalEvaluator(eval_set, payload, index, options)
-    result = evaluator.run(make_predict_fn(loaded))
-  except (DataFormatError, checkpoint.CheckpointError, ValueError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+  if not os.path.exists(f.checkpoint):
+    raise checkpoint.CheckpointError(f"{f.checkpoint}: does not exist; pass the training "
+                                     "workdir (the directory given to --workdir).")
+  loaded = checkpoint.load(f.checkpoint)
+  eval_npz, payload_path, faiss_path = default_paths(f, loaded.workdir)
+  payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,
+                                           cache_dir=f["payload-cache"].value)
+  payload = read_payload(payload_path, load_texts=False)
+  eval_set = load_eval_set(eval_npz, payload)
+  if eval_set.vector_dim != loaded.model.vector_dim:
+    raise DataFormatError(f"{eval_npz}: field 'contexts': vectors are {eval_set.vector_dim}-d "
+                          f"but the checkpoint {loaded.path} predicts "
+                          f"{loaded.model.vector_dim}-d vectors. Fix: evaluate with the data "
+                          "the model was trained for.")
+  count = eval_set.num_sequences if not f.limit else min(f.limit, eval_set.num_sequences)
+  options = options_from_flags(f, count)
+  options.validate(payload.num_rows)  # before building an index
+  if faiss_path:
+    index = index_lib.read_index(faiss_path, payload.vectors)
+  else:
+    logging.info("No --faiss given: building a %s index over %d rows", f["index-kind"].value,
+                 payload.num_rows)
+    index = index_lib.build_index(payload.vectors, kind=f["index-kind"].value, nlist=f.nlist)
+  evaluator = RetrievalEvaluator(eval_set, payload, index, options)
+  result = evaluator.report(make_predict_fn(loaded, options.batch_size))
 
-  knobs = {"index": index_lib.index_kind(index), "nprobe": args.nprobe, "k": args.k,
-           "exclude_context": args.exclude_context, "index_path": faiss_path}
-  print(report.summary_line(result))
-  print(report.rows_table(result))
+  n, p95 = result["n_samples"], result["latency"]["latency_p95_ms"]
+  other = [v for v in VIEWS if v != result["gate_view"]][0]
+  print(reference.eval_line(result["gated"], n, p95, result["alignment"]))
+  print(reference.eval_line(result["views"][other][options.gate_row], n, p95,
+                            result["alignment"], tag=f"EVAL-{other}"))
+  print(report.views_tables(result))
   if any(r.get("uses_article_identity") for r in result["rows"].values()):
     print("Rows marked (article identity) know the query's article: continuation within a "
           "known article, not open retrieval.")
@@ -143,12 +212,46 @@ def main(argv=None) -> int:
         f"{result['inference_ms_per_sequence']:.4f} ms/sequence; per-query latency "
         + ", ".join(f"{k}={v:.3f}" for k, v in result["latency"].items()))
   print(report.gate_table(result, options.gates))
-  if args.out:
-    report.write_json(args.out, report.json_report(
-        result, checkpoint=loaded.path, limit=args.limit,
-        val_cosine=report.val_cosine_of(loaded.workdir), knobs=knobs))
-    print(f"wrote {args.out}")
+  if f.out:
+    knobs = {"nprobe": f.nprobe, **{name: f[flag].value for flag, name, _ in reference.KNOBS},
+             "shard_assist": f["shard-assist"].value}
+    val_cosine = report.val_cosine_of(loaded.workdir)
+    ours = report.our_section(result, checkpoint=loaded.path, val_cosine=val_cosine, options={
+        "index": index_lib.index_kind(index), "index_path": faiss_path, "nprobe": f.nprobe,
+        "k": f.k, "limit": options.limit, "latency_queries": options.latency_queries,
+        "eval_npz": eval_npz, "payload": payload_path, "mmr_lambda": options.mmr_lambda,
+        "w_same_article": options.w_same_article, "w_next_gap": options.w_next_gap,
+        "w_directional": options.w_directional, "backend": backend.current_platform()})
+    report.write_json(f.out, reference.reference_report(
+        result, checkpoint=f.checkpoint, epoch=f.epoch, limit=f.limit, val_cosine=val_cosine,
+        knobs=knobs, gates=options.gates, ours=ours))
+    print(f"wrote {f.out}")
   return 0 if all(result["gate_results"].values()) else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if "--help" in argv or "-h" in argv or "--helpfull" in argv:
+    print(help_text())
+    return 0
+  try:
+    f = parse_flags(argv)
+  except flags.Error as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  logging.set_verbosity(logging.INFO)
+  try:
+    return evaluate(f)
+  except Exception as error:  # pylint: disable=broad-except
+    # Every failure here is bad input (data, index, checkpoint, flags); exit 1 means a gate.
+    if f.verbose:
+      traceback.print_exc()
+    if isinstance(error, (ValueError, RuntimeError, OSError)):
+      message = str(error)
+    else:
+      message = f"{type(error).__name__}: {error} (--verbose shows the traceback)"
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

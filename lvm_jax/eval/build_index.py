@@ -6,34 +6,55 @@
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
+from typing import List, Optional
 
-from absl import logging
+from absl import flags, logging
 
 from lvm_jax.data.payload import read_payload
-from lvm_jax.data import index as index_lib
+from lvm_jax.retrieval import index as index_lib
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(prog="python -m lvm_jax.eval.build_index", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--payload", required=True)
-  p.add_argument("--out", required=True)
-  p.add_argument("--kind", default="ivf_flat", choices=index_lib.INDEX_KINDS)
-  p.add_argument("--nlist", type=int, help="IVF cells (default ≈ 4·√M)")
-  p.add_argument("--train-sample", type=int, help="k-means training points (default 64 a cell)")
-  p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
+def define_flags(values: flags.FlagValues) -> None:
+  d = dict(flag_values=values)
+  flags.DEFINE_string("payload", None, "Payload directory.", **d)
+  flags.DEFINE_string("out", None, "Index file to write.", **d)
+  flags.DEFINE_enum("kind", "ivf_flat", index_lib.INDEX_KINDS, "Index kind.", **d)
+  flags.DEFINE_integer("nlist", None, "IVF cells (default ≈ 4·√M).", **d)
+  flags.DEFINE_integer("train-sample", None, "k-means training points (default 64 a cell).", **d)
+  flags.DEFINE_integer("seed", 0, "k-means sample seed.", **d)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  values = flags.FlagValues()
+  define_flags(values)
+  if "--help" in argv or "-h" in argv:
+    print(__doc__ + "\nflags:\n" + values.get_help(include_special_flags=False))
+    return 0
+  try:
+    values(["lvm_jax.eval.build_index"] + argv)
+    for name in ("payload", "out"):
+      if values[name].value is None:
+        raise flags.Error(f"--{name} is required")
+  except flags.Error as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   logging.set_verbosity(logging.INFO)
-  payload = read_payload(args.payload, load_texts=False)
-  start = time.perf_counter()
-  index = index_lib.build_index(payload.vectors, kind=args.kind, nlist=args.nlist,
-                                train_sample=args.train_sample, seed=args.seed)
-  index_lib.write_index(index, args.out)
-  print(f"{args.kind} index over {payload.num_rows} rows -> {args.out} "
+  try:
+    payload = read_payload(values.payload, load_texts=False)
+    start = time.perf_counter()
+    index = index_lib.build_index(payload.vectors, kind=values.kind, nlist=values.nlist,
+                                  train_sample=values["train-sample"].value, seed=values.seed)
+    index_lib.write_index(index, values.out)
+  except (ValueError, OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  print(f"{values.kind} index over {payload.num_rows} rows -> {values.out} "
         f"({time.perf_counter() - start:.1f} s)")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

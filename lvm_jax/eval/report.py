@@ -1,63 +1,68 @@
-"""The report: one-line summary, the table of rows, the gate table, the JSON."""
+"""The report: the table of rows per view, the gate table, this project's JSON section.
+
+The reference's own JSON and [EVAL] line are rebuilt in eval/reference.py; what
+is here is this project's richer content, in fractions (0..1).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from lvm_jax.retrieval.evaluator import VIEW_TITLES, VIEWS
+
 TABLE_COLUMNS = ("R@1", "R@5", "R@10", "R@20", "Contain@20", "Contain@50", "Eff@5", "MRR",
                  "mean_cosine")
-REFERENCE_KEYS = ("R@1", "R@5", "R@10", "R@20", "Contain@20", "Contain@50", "Eff@5")
+FORMAT = "lvm_jax eval report 2"
 
 
-def summary_line(result: Dict) -> str:
-  g = result["gated"]
-  return (f"[EVAL] Contain@20={g['Contain@20']:.4f} Contain@50={g['Contain@50']:.4f} "
-          f"R@1={g['R@1']:.4f} R@5={g['R@5']:.4f} R@10={g['R@10']:.4f} Eff@5={g['Eff@5']:.4f} "
-          f"P95={g['latency_p95_ms']:.3f}ms")
-
-
-def rows_table(result: Dict) -> str:
+def rows_table(rows: Dict[str, Dict]) -> str:
   """Baselines and the model (and each reranker) as rows of one table, same queries and index."""
   header = "| row | " + " | ".join(TABLE_COLUMNS) + " |"
   lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
-  for name, row in result["rows"].items():
+  for name, row in rows.items():
     mark = " (article identity)" if row.get("uses_article_identity") else ""
     cells = " | ".join("-" if row.get(c) is None else f"{row[c]:.4f}" for c in TABLE_COLUMNS)
     lines.append(f"| {name}{mark} | {cells} |")
   return "\n".join(lines)
 
 
+def views_tables(result: Dict) -> str:
+  """One table per view, the gated view first."""
+  order = [result["gate_view"]] + [v for v in VIEWS if v != result["gate_view"]]
+  parts = []
+  for view in order:
+    gated = " (gated)" if view == result["gate_view"] else ""
+    parts.append(f"{view}: {VIEW_TITLES[view]}{gated}\n{rows_table(result['views'][view])}")
+  return "\n\n".join(parts)
+
+
 def gate_table(result: Dict, gates) -> str:
   thresholds = {"Contain@50": f">= {gates.contain50}", "Eff@5": f">= {gates.eff5}",
                 "R@5": f">= {gates.r5}", "latency_p95_ms": f"<= {gates.p95_ms}"}
-  lines = [f"| gate ({result['gated_row']}) | value | threshold | result |", "|---|---|---|---|"]
+  lines = [f"| gate ({result['gated_row']}, {result['gate_view']}) | value | threshold | result |",
+           "|---|---|---|---|"]
   for name, passed in result["gate_results"].items():
     lines.append(f"| {name} | {result['gated'][name]:.4f} | {thresholds[name]} | "
                  f"{'PASS' if passed else 'FAIL'} |")
   return "\n".join(lines)
 
 
-def json_report(result: Dict, *, checkpoint: Optional[str], limit: Optional[int],
-                val_cosine: Optional[float], knobs: Dict) -> Dict:
-  """The reference tool's keys first, then ours."""
-  gated = result["gated"]
-  report = {"n_samples": result["n_samples"], **{k: gated[k] for k in REFERENCE_KEYS},
-            **result["latency"], "checkpoint": checkpoint, "limit": limit,
-            "val_cosine": val_cosine,
-            "gates_passed": [k for k, v in result["gate_results"].items() if v],
-            "gates_failed": [k for k, v in result["gate_results"].items() if not v],
-            "retrieval_knobs": knobs,
-            "MRR": gated["MRR"], "mean_cosine": gated["mean_cosine"],
-            "gated_row": result["gated_row"], "batched_qps": gated["batched_qps"],
-            "inference_ms_per_sequence": result["inference_ms_per_sequence"],
-            **result["index_recall"], **result["alignment"],
-            "provenance_mismatches": result["provenance_mismatches"],
-            "rows": result["rows"]}
-  return report
+def our_section(result: Dict, *, checkpoint: Optional[str], val_cosine: Optional[float],
+                options: Dict[str, Any]) -> Dict[str, Any]:
+  """This project's content: both views' rows, the gated row, checks, in fractions."""
+  return {"format": FORMAT, "units": "fractions (0..1); the reference keys above are percent",
+          "checkpoint_path": checkpoint, "val_cosine": val_cosine,
+          "gate_view": result["gate_view"], "gated_row": result["gated_row"],
+          "gated": result["gated"], "gate_results": result["gate_results"],
+          "views": result["views"], "latency": result["latency"],
+          "index_recall": result["index_recall"],
+          "inference_ms_per_sequence": result["inference_ms_per_sequence"],
+          "alignment": result["alignment"],
+          "provenance_mismatches": result["provenance_mismatches"], "options": options}
 
 
 def val_cosine_of(workdir: Optional[str]) -> Optional[float]:
@@ -72,6 +77,7 @@ def val_cosine_of(workdir: Optional[str]) -> Optional[float]:
 
 
 def write_json(path: str, report: Dict) -> None:
+  """Indented like the reference's (json.dump, indent=2); written beside, then renamed."""
   def default(value):
     if isinstance(value, (np.floating, np.integer)):
       return value.item()

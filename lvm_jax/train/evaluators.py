@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from lvm_jax import losses
-from lvm_jax.data import baselines
+from lvm_jax.retrieval import baselines
 from lvm_jax.data.sequences import SequenceSet
 from lvm_jax.train import step as step_lib
 

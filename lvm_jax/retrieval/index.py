@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Optional
 
-import faiss
 import numpy as np
 from absl import logging
 
@@ -27,6 +27,19 @@ DEFAULT_NPROBE = 64
 TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
 HNSW_LINKS = 32
 CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mapping
+
+
+def _faiss():
+  """FAISS on first use: data.build imports this module, and training imports data.build."""
+  import faiss  # pylint: disable=g-import-not-at-top
+  return faiss
+
+
+def _faiss_reason(error: Exception) -> str:
+  """The useful tail of a FAISS C++ error: without the function signature and source line."""
+  text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+  match = re.search(r" at \S+:\d+: (.*)$", text)
+  return (match.group(1) if match else text)[:200]
 
 
 def default_nlist(num_vectors: int) -> int:
@@ -41,6 +54,7 @@ def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int
   nlist: IVF cells (default default_nlist(M)); train_sample: k-means training
   points (default TRAIN_POINTS_PER_CELL per cell), drawn without replacement.
   """
+  faiss = _faiss()
   if kind not in INDEX_KINDS:
     raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS}.")
   vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -65,6 +79,7 @@ def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int
 
 def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
   """An untrained IVF index of `kind` over the cells of `quantizer` (inner product)."""
+  faiss = _faiss()
   dim = quantizer.d
   if kind == "ivf_sq8":
     return faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
@@ -74,12 +89,21 @@ def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
   """Cells scanned a query (IVF only; other kinds ignore it)."""
+  faiss = _faiss()
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
     ivf.nprobe = int(min(nprobe, ivf.nlist))
 
 
+def ivf_cells(index: faiss.Index) -> Optional[int]:
+  """nlist of an IVF index; None for other kinds."""
+  faiss = _faiss()
+  ivf = faiss.try_extract_index_ivf(index)
+  return None if ivf is None else int(ivf.nlist)
+
+
 def index_kind(index: faiss.Index) -> str:
+  faiss = _faiss()
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
     is_sq8 = isinstance(faiss.downcast_index(ivf), faiss.IndexIVFScalarQuantizer)
@@ -91,6 +115,7 @@ def index_kind(index: faiss.Index) -> str:
 
 def write_index(index: faiss.Index, path: str) -> None:
   """Written beside, then renamed: a crash never leaves half an index."""
+  faiss = _faiss()
   faiss.write_index(index, path + ".tmp")
   os.replace(path + ".tmp", path)
 
@@ -99,10 +124,22 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
                seed: int = 0) -> faiss.Index:
   """Reads an index and checks it belongs to the payload: same size, and a sample of
   payload rows finds itself (its own row id among the exact top hits)."""
+  faiss = _faiss()
+  rebuild = ("rebuild it with python -m lvm_jax.eval.build_index --payload PAYLOAD --out "
+             f"{path}")
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build it with python -m "
                      "lvm_jax.data.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
-  index = faiss.read_index(path)
+  if os.path.isdir(path):
+    raise data_error(path, "(file)", "is a directory, not a FAISS index file",
+                     "pass the index file itself (e.g. DIR/payload.faiss)")
+  if os.path.getsize(path) == 0:
+    raise data_error(path, "(file)", "is empty (0 bytes)", rebuild)
+  try:
+    index = faiss.read_index(path)
+  except RuntimeError as error:  # FAISS raises RuntimeError for any unreadable file
+    raise data_error(path, "(file)", "is not a readable FAISS index (truncated, damaged or "
+                     f"another format: {_faiss_reason(error)})", rebuild) from error
   num_rows, dim = payload_vectors.shape
   if index.ntotal != num_rows or index.d != dim:
     raise data_error(path, "ntotal", f"holds {index.ntotal} vectors of dim {index.d} but the "

@@ -1,11 +1,13 @@
-"""Searching the index: batched candidates, single-threaded per-query latency, index recall."""
+"""Searching the index: batched candidates, single-threaded per-query latency, index recall.
+
+FAISS is imported only where its thread control is needed.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Dict, Tuple
 
-import faiss
 import numpy as np
 
 
@@ -20,6 +22,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> Tuple[np.ndarray,
 
 def per_query_latency_ms(index: faiss.Index, queries: np.ndarray, k: int) -> np.ndarray:
   """One query at a time on one thread, as the reference measured: [n] milliseconds."""
+  import faiss  # pylint: disable=g-import-not-at-top
   queries = np.ascontiguousarray(queries, np.float32)
   threads = faiss.omp_get_max_threads()
   faiss.omp_set_num_threads(1)

@@ -1,6 +1,6 @@
 """Reference predictors a trained model must beat, and their retrieval numbers (numpy only).
 
-  python -m lvm_jax.data.baselines --data DATA_DIR      # a built or synthetic data directory
+  python -m lvm_jax.retrieval.baselines --data DATA_DIR      # a built or synthetic data directory
 
   copy_last        the last context vector;
   mean_of_context  the mean of the context vectors;
@@ -13,7 +13,7 @@
   noise_free       (synthetic corpora only) the generator's own noise-free prediction.
 Retrieval is exact inner product over the whole payload (what a Flat FAISS index
 returns); "_excl" numbers ignore the window's own context rows, which a predictor
-close to its input would otherwise retrieve first.
+close to its input would otherwise retrieve first. Ranks come from metrics.exact_ranks.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from absl import app, flags
 from lvm_jax.data import build
 from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.data.sequences import read_sequence_set
+from lvm_jax.retrieval import metrics as metrics_lib
 
-SCORE_BLOCK = 512  # predictions scored against the payload per block
 TRAIN_SAMPLE = 1000  # train windows scored for "linear_on_train"
 
 
@@ -90,28 +90,10 @@ def nearest_train_neighbour(train_contexts: np.ndarray, train_targets: np.ndarra
     flat = array.reshape(array.shape[0], -1).astype(np.float32)
     return flat / np.linalg.norm(flat, axis=1, keepdims=True)
   train_flat, query_flat = unit_flat(train_contexts), unit_flat(contexts)
-  nearest = np.concatenate([np.argmax(query_flat[s:s + SCORE_BLOCK] @ train_flat.T, axis=1)
-                            for s in range(0, query_flat.shape[0], SCORE_BLOCK)])
+  block = metrics_lib.SCORE_BLOCK
+  nearest = np.concatenate([np.argmax(query_flat[s:s + block] @ train_flat.T, axis=1)
+                            for s in range(0, query_flat.shape[0], block)])
   return train_targets[nearest]
-
-
-def retrieval_ranks(predictions: np.ndarray, target_rows: np.ndarray,
-                    payload_vectors: np.ndarray,
-                    exclude_rows: Optional[np.ndarray] = None) -> np.ndarray:
-  """0-based rank [n] of each true target row among all payload rows by inner product.
-
-  exclude_rows [n, E]: rows (e.g. the window's context) that do not compete.
-  Ties count in the prediction's favour.
-  """
-  ranks = np.empty(predictions.shape[0], np.int64)
-  for start in range(0, predictions.shape[0], SCORE_BLOCK):
-    block = slice(start, min(start + SCORE_BLOCK, predictions.shape[0]))
-    scores = predictions[block].astype(np.float32) @ payload_vectors.T  # [b, M]
-    true = scores[np.arange(scores.shape[0]), target_rows[block]]
-    if exclude_rows is not None:
-      np.put_along_axis(scores, exclude_rows[block], -np.inf, axis=1)
-    ranks[block] = np.sum(scores > true[:, None], axis=1)
-  return ranks
 
 
 def score_predictions(predictions: np.ndarray, window_rows: np.ndarray,
@@ -122,9 +104,9 @@ def score_predictions(predictions: np.ndarray, window_rows: np.ndarray,
   targets = payload_vectors[target_rows]
   result = {"cosine": float(np.mean(np.sum(predictions * targets, axis=1)))}
   for suffix, exclude in (("", None), ("_excl", window_rows[:, :-1])):
-    ranks = retrieval_ranks(predictions, target_rows, payload_vectors, exclude)
-    for k in ks:
-      result[f"r{k}{suffix}"] = float(np.mean(ranks < k))
+    ranks = metrics_lib.exact_ranks(predictions, target_rows, payload_vectors,
+                                    exclude_rows=exclude)
+    result.update(metrics_lib.recall_from_ranks(ranks, ks, suffix))
   return result
 
 

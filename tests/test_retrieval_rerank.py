@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lvm_jax.eval import rerank
+from lvm_jax.retrieval import rerank
 
 ROWS = np.array([[0, 1, 2, 3]])
 SCORES = np.array([[0.9, 0.89, 0.5, 0.4]])

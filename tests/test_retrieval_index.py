@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lvm_jax.data import index as index_lib
+from lvm_jax.retrieval import index as index_lib
 from lvm_jax.data.errors import DataFormatError
 
 
@@ -44,3 +44,16 @@ def test_read_index_rejects_another_payload(tmp_path):
     index_lib.read_index(path, shuffled)
   with pytest.raises(DataFormatError, match="does not exist"):
     index_lib.read_index(str(tmp_path / "absent.faiss"), vectors)
+
+
+@pytest.mark.parametrize("module", ["lvm_jax.train", "lvm_jax.data.build",
+                                    "lvm_jax.retrieval.metrics", "lvm_jax.retrieval.baselines",
+                                    "lvm_jax.retrieval.index", "lvm_jax.data.synthetic"])
+def test_importing_does_not_load_faiss(module):
+  """FAISS loads on first use of an index, never on the training path's imports (and each
+  module imports first in a fresh interpreter: no import cycle)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = f"import sys, {module}; print('faiss' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False"

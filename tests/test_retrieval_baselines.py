@@ -1,33 +1,14 @@
-"""baselines: exact retrieval ranks, exclusions, and a least-squares fit that recovers a planted map."""
+"""baselines: the simple predictors, a least-squares fit that recovers a planted map, the report."""
 
 import numpy as np
 
-from lvm_jax.data import baselines
+from lvm_jax.retrieval import baselines
 from lvm_jax.data.payload import Payload
 
 
 def unit_rows(rng, count, dim):
   vectors = rng.normal(size=(count, dim)).astype(np.float32)
   return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def test_retrieval_ranks_match_a_brute_force_sort():
-  rng = np.random.default_rng(0)
-  payload = unit_rows(rng, 300, 16)
-  predictions = unit_rows(rng, 1100, 16)  # more than one scoring block
-  targets = rng.integers(0, 300, 1100)
-  ranks = baselines.retrieval_ranks(predictions, targets, payload)
-  scores = predictions @ payload.T
-  expected = np.array([np.sum(s > s[t]) for s, t in zip(scores, targets)])
-  np.testing.assert_array_equal(ranks, expected)
-
-
-def test_excluded_rows_do_not_compete():
-  payload = np.eye(4, dtype=np.float32)
-  prediction = np.array([[1.0, 0.9, 0.8, 0.0]], np.float32)
-  assert baselines.retrieval_ranks(prediction, np.array([2]), payload)[0] == 2
-  assert baselines.retrieval_ranks(prediction, np.array([2]), payload,
-                                   exclude_rows=np.array([[0, 1]]))[0] == 0
 
 
 def test_simple_predictors():

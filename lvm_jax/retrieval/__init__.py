@@ -1,0 +1,12 @@
+"""Retrieval in one place: FAISS indexes, ranking metrics, baseline predictors, the evaluator.
+
+  index      FAISS index build / write / read with checks (FAISS loaded on first use)
+  search     batched search, single-threaded per-query latency, index recall
+  metrics    the one ranking implementation: R@k, Contain@K, Eff@5, MRR, exact ranks,
+             rank_metrics (the training loop's validation proxy), cosines
+  rerank     MMR, same-article, next-gap and directional rerankers
+  baselines  copy-last, mean-of-context, linear, nearest-train; CLI with their numbers
+  evaluator  RetrievalEvaluator / make_retrieval_evaluator: run(predict_fn) from the CLI
+             (python -m lvm_jax.eval) or the training loop
+Nothing here imports training; `metrics` and `baselines` never import FAISS.
+"""

@@ -1,0 +1,385 @@
+"""The retrieval judge: checks, predictions, search, baselines, rerankers, latency, gates.
+
+Built once from an eval set, a payload and an index (`make_retrieval_evaluator`
+loads them from paths), then `run(predict_fn)` as often as wanted: the offline
+CLI and the training loop call the same code. Every run reports two views of
+the same search:
+  all   every payload row is a candidate (what the reference measured);
+  excl  the window's own context chunks are dropped from its candidates. The
+        true next chunk is never one of them, so this is the honest view of
+        open retrieval: a predictor close to its input otherwise retrieves
+        its own context first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+from absl import logging
+
+from lvm_jax.data.eval_sets import EvalSet, read_eval_set
+from lvm_jax.data.payload import Payload, payload_rows_for_keys, read_payload
+from lvm_jax.data import provenance as provenance_lib
+from lvm_jax.data.errors import data_error
+from lvm_jax.retrieval import baselines
+from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval import metrics as metrics_lib
+from lvm_jax.retrieval import rerank, search
+
+VIEWS = ("all", "excl")
+VIEW_TITLES = {"all": "all candidates", "excl": "context excluded"}
+ALIGNMENT_MEAN, ALIGNMENT_P5 = 0.98, 0.95
+ALIGNMENT_SAMPLE = 10_000
+GATED_METRICS = ("Contain@50", "Eff@5", "R@5", "latency_p95_ms")
+GATE_K = 50  # the gates read Contain@50, so at least this many candidates
+# Report metric -> the flat scalar name `run` returns (suffix "_excl" for the excl view).
+SCALAR_NAMES = {"R@1": "r1", "R@5": "r5", "R@10": "r10", "R@20": "r20", "Contain@20": "contain20",
+                "Contain@50": "contain50", "Eff@5": "eff5", "MRR": "mrr"}
+FLAT_INDEX_MAX_ROWS = 200_000  # make_retrieval_evaluator builds Flat up to here, IVF beyond
+
+
+@dataclasses.dataclass
+class Gates:
+  contain50: float = 0.60
+  eff5: float = 0.68
+  r5: float = 0.40
+  p95_ms: float = 1.45
+
+  def check(self, row: Dict[str, float]) -> Dict[str, bool]:
+    """Each gate's verdict; the latency gate only when latency was measured."""
+    results = {"Contain@50": row["Contain@50"] >= self.contain50,
+               "Eff@5": row["Eff@5"] >= self.eff5, "R@5": row["R@5"] >= self.r5}
+    if "latency_p95_ms" in row:
+      results["latency_p95_ms"] = row["latency_p95_ms"] <= self.p95_ms
+    return results
+
+
+@dataclasses.dataclass
+class EvalOptions:
+  """What a run computes. Rerankers are off when None; latency is skipped at 0 queries."""
+  k: int = 50
+  nprobe: int = index_lib.DEFAULT_NPROBE
+  limit: Optional[int] = None  # None: every sequence
+  latency_queries: int = 1000
+  gate_view: str = "all"
+  mmr_lambda: Optional[float] = None
+  w_same_article: Optional[float] = None
+  w_next_gap: Optional[float] = None
+  w_directional: Optional[float] = None
+  gate_row: str = "model"
+  gate_article_rerankers: bool = False
+  allow_provenance_mismatch: bool = False
+  gates: Gates = dataclasses.field(default_factory=Gates)
+  batch_size: int = 1024  # contexts a predict_fn call; the last batch is zero-padded to it
+  index_recall: bool = True  # compare the model's top-K with an exact search (costs a Flat scan)
+
+  def validate(self, num_rows: int) -> None:
+    """Raises ValueError naming the option (and its CLI flag) and the allowed range."""
+    if not isinstance(self.k, (int, np.integer)) or self.k < GATE_K:
+      raise ValueError(f"k (--k) = {self.k}: must be at least {GATE_K}, because Contain@50 and "
+                       "Eff@5 (both gated) need 50 candidates; use --k 50 (the reference's K).")
+    if self.k > num_rows:
+      raise ValueError(f"k (--k) = {self.k} exceeds the payload's {num_rows} rows; use --k "
+                       f"{num_rows} or less (searching for more rows than exist distorts the "
+                       "latency figure).")
+    if self.nprobe < 1:
+      raise ValueError(f"nprobe (--nprobe) = {self.nprobe}: must be at least 1 (IVF cells "
+                       "scanned a query; the reference used 64).")
+    if self.limit is not None and self.limit < 1:
+      raise ValueError(f"limit (--limit) = {self.limit}: must be at least 1 (or 0 on the CLI "
+                       "for every sequence).")
+    if self.latency_queries < 0:
+      raise ValueError(f"latency_queries (--latency-queries) = {self.latency_queries}: must be "
+                       "0 (skip timing) or more.")
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size = {self.batch_size}: must be at least 1.")
+    if self.gate_view not in VIEWS:
+      raise ValueError(f"gate_view {self.gate_view!r} is not one of {VIEWS}.")
+    if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
+      raise ValueError(f"mmr_lambda (--rerank-mmr) = {self.mmr_lambda}: must be in [0, 1].")
+
+
+def check_provenance(eval_set: EvalSet, payload: Payload, allow: bool) -> List[str]:
+  """embedder_id / norm / metric must agree once spelled canonically (the reference's `l2_once`
+  and `ip` equal `l2` and `inner_product`); returns the mismatches (raises unless allowed).
+  A field one side does not record cannot be checked: that is a warning, not a refusal."""
+  mismatched, unverified = provenance_lib.compare(eval_set.provenance, payload.provenance)
+  mismatches = [f"{field}: eval set {eval_set.provenance.get(field)!r} vs payload "
+                f"{payload.provenance.get(field)!r}" for field in mismatched]
+  if mismatches and not allow:
+    raise data_error(eval_set.source, "provenance", "disagrees with the payload "
+                     f"{payload.source} ({'; '.join(mismatches)}): its vectors may come from "
+                     "another embedder or metric", "use the payload the eval set was built "
+                     "from, or pass --allow-provenance-mismatch if you know they agree")
+  for mismatch in mismatches:
+    logging.warning("Provenance mismatch allowed by the user: %s", mismatch)
+  for field in unverified:
+    logging.warning("Provenance field %r is not recorded by the eval set (%r) or the payload "
+                    "(%r): not checked.", field, eval_set.provenance.get(field),
+                    payload.provenance.get(field))
+  return mismatches
+
+
+def check_alignment(eval_set: EvalSet, payload: Payload,
+                    truth_rows: np.ndarray) -> Dict[str, float]:
+  """Targets must be their payload vectors: mean cosine ≥ 0.98 and 5th percentile ≥ 0.95."""
+  count = len(truth_rows)
+  sample = np.arange(count) if count <= ALIGNMENT_SAMPLE else np.sort(
+      np.random.default_rng(0).choice(count, ALIGNMENT_SAMPLE, replace=False))
+  cosines = metrics_lib.row_cosines(eval_set.targets[sample], payload.vectors[truth_rows[sample]])
+  stats = {"alignment_mean": float(np.mean(cosines)),
+           "alignment_p5": float(np.percentile(cosines, 5))}
+  if stats["alignment_mean"] < ALIGNMENT_MEAN or stats["alignment_p5"] < ALIGNMENT_P5:
+    worst = sample[np.argsort(cosines)[:5]]
+    raise data_error(eval_set.source, "targets", f"do not match their payload vectors: mean "
+                     f"cosine {stats['alignment_mean']:.4f} (need >= {ALIGNMENT_MEAN}), 5th "
+                     f"percentile {stats['alignment_p5']:.4f} (need >= {ALIGNMENT_P5}); worst "
+                     f"rows {worst.tolist()} with cosines "
+                     f"{[round(float(c), 4) for c in np.sort(cosines)[:5]]}", "evaluate against "
+                     "the payload the eval set was built from (truth keys index that payload)")
+  return stats
+
+
+def _context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
+  """Windows run over consecutive chunks, so the context rows precede the target row."""
+  return truth_rows[:, None] - np.arange(context_length, 0, -1)[None, :]
+
+
+def scalars(result: Dict[str, Any], row: str = "model") -> Dict[str, float]:
+  """A report's `row` as flat scalars for logging: r5, contain50, ..., and *_excl for the
+  context-excluded view, cosine, plus latency and index recall when measured."""
+  out = {}
+  for view, suffix in (("all", ""), ("excl", "_excl")):
+    values = result["views"][view][row]
+    out.update({name + suffix: values[key] for key, name in SCALAR_NAMES.items()})
+  out["cosine"] = result["views"]["all"][row]["mean_cosine"]
+  if "latency_p95_ms" in result["latency"]:
+    out["latency_p95_ms"] = result["latency"]["latency_p95_ms"]
+  out.update({key.replace("@", ""): value for key, value in result["index_recall"].items()})
+  return out
+
+
+class RetrievalEvaluator:
+  """`run(predict_fn)` judges predictions of the eval set's next chunks against the payload.
+
+  predict_fn maps contexts [batch, L, dim] to predictions [batch, dim] (numpy or jax);
+  it is always called with `options.batch_size` contexts (the last batch zero-padded),
+  so a jitted function compiles once. The baselines' rows do not depend on it and
+  are computed on the first run only.
+  """
+
+  def __init__(self, eval_set: EvalSet, payload: Payload, index: Any,
+               options: EvalOptions):
+    options.validate(payload.num_rows)
+    self.options = options
+    self.provenance_mismatches = check_provenance(eval_set, payload,
+                                                  options.allow_provenance_mismatch)
+    count = eval_set.num_sequences if options.limit is None else min(options.limit,
+                                                                     eval_set.num_sequences)
+    if options.limit is not None and options.limit > eval_set.num_sequences:
+      logging.info("limit %d exceeds the %d sequences of %s: evaluating all of them",
+                   options.limit, eval_set.num_sequences, eval_set.source)
+    self.contexts = eval_set.contexts[:count]
+    self.targets = eval_set.targets[:count]
+    self.truth_keys = eval_set.truth_keys[:count]
+    self.truth_rows = payload_rows_for_keys(payload, self.truth_keys,
+                                                    source=eval_set.source)
+    self.alignment = check_alignment(
+        dataclasses.replace(eval_set, targets=self.targets), payload, self.truth_rows)
+    self.payload = payload
+    self.index = index
+    ivf_cells = index_lib.ivf_cells(index)
+    if ivf_cells is not None and options.nprobe > ivf_cells:
+      logging.warning("nprobe %d exceeds the index's %d IVF cells: scanning all %d (exact).",
+                      options.nprobe, ivf_cells, ivf_cells)
+    index_lib.set_nprobe(index, options.nprobe)
+    self._baseline_views: Optional[Dict[str, Dict[str, Dict]]] = None
+
+  # -------------------------------------------------------------------------- predictions
+
+  def predict(self, predict_fn: Callable) -> np.ndarray:
+    """predict_fn over the contexts in fixed-size batches -> [n, dim] float32."""
+    size = self.options.batch_size
+    out = []
+    for start in range(0, len(self.contexts), size):
+      batch = self.contexts[start:start + size]
+      if len(batch) < size:
+        batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:],
+                                                batch.dtype)])
+      out.append(np.asarray(predict_fn(batch), np.float32)[:min(size, len(self.contexts) - start)])
+    predictions = np.concatenate(out)
+    if predictions.shape != self.targets.shape:
+      raise ValueError(f"predict_fn returned predictions of shape {predictions.shape} for "
+                       f"{len(self.contexts)} contexts; expected {self.targets.shape} "
+                       "([batch, dim], the last position's prediction).")
+    return predictions
+
+  # -------------------------------------------------------------------------- search
+
+  def _candidates(self, queries: np.ndarray) -> Dict[str, tuple]:
+    """{view: (scores [n, k], rows [n, k], batched qps)} from one search of k + L rows."""
+    k, context_length = self.options.k, self.contexts.shape[1]
+    depth = min(k + context_length, self.payload.num_rows)
+    scores, rows, qps = search.search(self.index, queries, depth)
+    own = (rows[:, :, None] == _context_rows(self.truth_rows, context_length)[:, None, :]).any(-1)
+    keep = np.argsort(own, axis=1, kind="stable")[:, :k]  # non-context rows first, in order
+    excl = tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))
+    return {"all": (scores[:, :k], rows[:, :k], qps), "excl": excl + (qps,)}
+
+  def _row(self, name: str, queries: np.ndarray, candidates: tuple, ranked=None) -> Dict:
+    _, rows, qps = candidates
+    return {"name": name,
+            **metrics_lib.retrieval_metrics(rows, rows if ranked is None else ranked,
+                                            self.truth_rows),
+            "mean_cosine": metrics_lib.mean_cosine(queries, self.targets), "batched_qps": qps}
+
+  def _baseline_rows(self) -> Dict[str, Dict[str, Dict]]:
+    """oracle, copy_last and mean_of_context rows per view (computed once)."""
+    if self._baseline_views is None:
+      queries = {"oracle": self.targets, "copy_last": baselines.copy_last(self.contexts),
+                 "mean_of_context": baselines.mean_of_context(self.contexts)}
+      views = {view: {} for view in VIEWS}
+      for name, query in queries.items():
+        query = metrics_lib.unit_rows(query)
+        for view, candidates in self._candidates(query).items():
+          views[view][name] = self._row(name, query, candidates)
+      misses = self._duplicate_misses()
+      for view in VIEWS:
+        views[view]["oracle"]["exact_duplicate_misses"] = misses
+      self._baseline_views = views
+    return self._baseline_views
+
+  def _reranked(self, scores, candidates, predictions, last_context) -> Dict[str, np.ndarray]:
+    o, p = self.options, self.payload
+    articles, last_chunks = self.truth_keys[:, 0], self.truth_keys[:, 1] - 1
+    out = {}
+    if o.mmr_lambda is not None:
+      out[f"model+mmr(λ={o.mmr_lambda})"] = rerank.mmr(candidates, scores, p.vectors, o.mmr_lambda)
+    if o.w_same_article is not None:
+      out[f"model+same_article(w={o.w_same_article})"] = rerank.same_article(
+          candidates, scores, p.article_index, articles, o.w_same_article)
+    if o.w_next_gap is not None:
+      out[f"model+next_gap(w={o.w_next_gap})"] = rerank.next_gap(
+          candidates, scores, p.article_index, p.chunk_index, articles, last_chunks, o.w_next_gap)
+    if o.w_directional is not None:
+      out[f"model+directional(w={o.w_directional})"] = rerank.directional(
+          candidates, scores, p.vectors, last_context, predictions, o.w_directional)
+    return out
+
+  # -------------------------------------------------------------------------- runs
+
+  def report(self, predict_fn: Callable) -> Dict[str, Any]:
+    """Everything the CLI prints and writes: rows per view, latency, gates, checks."""
+    options = self.options
+    logging.info("Predicting %d sequences", len(self.contexts))
+    start = time.perf_counter()
+    predictions = self.predict(predict_fn)
+    inference_ms = (time.perf_counter() - start) * 1e3 / len(self.contexts)
+    # Unit queries, as the reference searched: ranking by inner product is unchanged, and the
+    # rerankers' weights then mean the same thing for every query.
+    queries = metrics_lib.unit_rows(predictions)
+    logging.info("Searching %d queries (k=%d, nprobe=%d)", len(queries), options.k, options.nprobe)
+    fixed = self._baseline_rows()
+    model_candidates = self._candidates(queries)
+    views = {}
+    for view in VIEWS:
+      rows = {name: dict(row) for name, row in fixed[view].items()}
+      rows["model"] = self._row("model", queries, model_candidates[view])
+      scores, candidates, _ = model_candidates[view]
+      for name, ranked in self._reranked(scores, candidates, queries,
+                                         self.contexts[:, -1]).items():
+        rows[name] = self._row(name, queries, model_candidates[view], ranked=ranked)
+        rows[name]["uses_article_identity"] = any(a in name for a in rerank.ARTICLE_RERANKERS)
+      views[view] = rows
+
+    latency = {}
+    if options.latency_queries:
+      latency_queries = queries[:options.latency_queries]
+      logging.info("Timing %d single-threaded queries", len(latency_queries))
+      latency = search.latency_summary(search.per_query_latency_ms(self.index, latency_queries,
+                                                                   options.k))
+    recall = self._index_recall(queries) if options.index_recall else {}
+    gate_row = views[options.gate_view].get(options.gate_row)
+    if gate_row is None:
+      raise ValueError(f"--gate-row {options.gate_row!r} is not a report row; rows: "
+                       f"{list(views[options.gate_view])}")
+    if gate_row.get("uses_article_identity") and not options.gate_article_rerankers:
+      raise ValueError(f"--gate-row {options.gate_row!r} uses the query's article identity "
+                       "(continuation within a known article); pass --gate-article-rerankers "
+                       "to gate on it anyway.")
+    gated = {**gate_row, **latency}
+    return {"views": views, "rows": views[options.gate_view], "gate_view": options.gate_view,
+            "gated_row": options.gate_row, "gated": gated, "latency": latency,
+            "gate_results": options.gates.check(gated), "index_recall": recall,
+            "inference_ms_per_sequence": inference_ms, "alignment": self.alignment,
+            "provenance_mismatches": self.provenance_mismatches,
+            "n_samples": int(len(predictions)), "predictions": predictions}
+
+  def run(self, predict_fn: Callable) -> Dict[str, float]:
+    """The model's metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, cosine, ...)."""
+    return scalars(self.report(predict_fn))
+
+  def baseline_scalars(self) -> Dict[str, Dict[str, float]]:
+    """{copy_last | mean_of_context | oracle: flat scalars}, the numbers a model must beat."""
+    views = self._baseline_rows()
+    out = {}
+    for name in views["all"]:
+      out[name] = {SCALAR_NAMES[key] + suffix: views[view][name][key]
+                   for view, suffix in (("all", ""), ("excl", "_excl")) for key in SCALAR_NAMES}
+      out[name]["cosine"] = views["all"][name]["mean_cosine"]
+    return out
+
+  def _duplicate_misses(self) -> int:
+    """Oracle queries whose top hit is another row holding exactly the true vector."""
+    _, rows, _ = search.search(self.index, self.targets, 1)
+    top = rows[:, 0]
+    missed = top != self.truth_rows
+    same_vector = np.all(self.payload.vectors[np.maximum(top, 0)] ==
+                         self.payload.vectors[self.truth_rows], axis=1)
+    return int(np.sum(missed & same_vector))
+
+  def _index_recall(self, queries: np.ndarray) -> Dict[str, float]:
+    """Overlap of this index's top-K with exact (Flat) top-K for the model's queries."""
+    k = self.options.k
+    if index_lib.index_kind(self.index) == "flat":
+      return {f"recall@{k}_vs_flat": 1.0}
+    exact = index_lib.build_index(self.payload.vectors, kind="flat")
+    _, exact_rows, _ = search.search(exact, queries, k)
+    _, approximate_rows, _ = search.search(self.index, queries, k)
+    return {f"recall@{k}_vs_flat": search.index_recall(approximate_rows, exact_rows)}
+
+
+def load_eval_set(path: str, payload: Payload) -> EvalSet:
+  """read_eval_set checked against this payload's dimension (a damaged archive, CRC error
+  or truncation, is named by the reader)."""
+  return read_eval_set(path, expected_dim=payload.vector_dim,
+                       expected_source=f"the payload {payload.source}")
+
+
+def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
+                             index_path: Optional[str] = None, **options) -> RetrievalEvaluator:
+  """Loads the eval set, payload and index once; `run(predict_fn)` is then cheap to repeat.
+
+  Without an index path, builds Flat (exact) up to FLAT_INDEX_MAX_ROWS payload rows and
+  IVF-Flat beyond. `options` are EvalOptions fields; the defaults here suit the training
+  loop (no latency timing, no index recall, no rerankers): pass latency_queries=1000 etc.
+  for the CLI's full report.
+  """
+  known = {f.name for f in dataclasses.fields(EvalOptions)}
+  unknown = sorted(set(options) - known)
+  if unknown:
+    raise TypeError(f"make_retrieval_evaluator: unknown option(s) {unknown}; known: "
+                    f"{sorted(known)}")
+  settings = {"latency_queries": 0, "index_recall": False, **options}
+  payload = read_payload(payload_path, load_texts=False)
+  eval_set = load_eval_set(eval_set_path, payload)
+  if index_path:
+    index = index_lib.read_index(index_path, payload.vectors)
+  else:
+    kind = "flat" if payload.num_rows <= FLAT_INDEX_MAX_ROWS else "ivf_flat"
+    logging.info("No index given: building %s over %d payload rows", kind, payload.num_rows)
+    index = index_lib.build_index(payload.vectors, kind=kind)
+  return RetrievalEvaluator(eval_set, payload, index, EvalOptions(**settings))
