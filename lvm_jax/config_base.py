@@ -82,6 +82,19 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 1024
+
+  # Evaluators run in the loop besides validation (big_vision's config.evals). The FAISS
+  # retrieval evaluation of the eval set (as `python -m lvm_jax.eval` runs it); its
+  # metrics enter history.json as retrieval_<name> (retrieval_contain50_excl, ...), so
+  # train.best_metric can pick the best checkpoint by one of them.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.retrieval = ml_collections.ConfigDict()
+  config.evals.retrieval.every_epochs = 0  # 0: off
+  config.evals.retrieval.eval_path = ""  # default: the synthetic corpus's eval.npz
+  config.evals.retrieval.payload_path = ""  # default: config.data.payload_path / synthetic
+  config.evals.retrieval.index_path = ""  # default: built from the payload (Flat when small)
+  config.evals.retrieval.nprobe = 64
+  config.evals.retrieval.limit = 0  # eval windows used; 0: all
   return config
 
 

@@ -80,6 +80,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       "nothing would be trained. Fix: make at least one of them > 0.")
   for field in ("augment.article_dropout", "augment.span_corruption", "model.dropout"):
     _number(config, field, low=0, high=1, high_open=True)
+  _number(config, "evals.retrieval.every_epochs", low=0, integer=True)
+  _number(config, "evals.retrieval.nprobe", low=1, integer=True)
+  _number(config, "evals.retrieval.limit", low=0, integer=True)
+  if config.train.best_metric.startswith("retrieval_") and config.evals.retrieval.every_epochs < 1:
+    raise ConfigError(f"config field train.best_metric={config.train.best_metric!r} is a retrieval "
+                      "metric, but config.evals.retrieval.every_epochs is 0 (off). Fix: pass "
+                      "--config.evals.retrieval.every_epochs=1, or pick a val_ metric.")
   if not config.train.best_metric:
     raise ConfigError("config field train.best_metric is empty. Fix: name a validation metric, "
                       "e.g. --config.train.best_metric=val_cosine.")

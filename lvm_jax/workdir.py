@@ -37,6 +37,11 @@ class Workdir:
     return self._path("val_baselines.json")
 
   @property
+  def retrieval_baselines(self) -> str:
+    """Copy-last, mean-of-context and oracle rows of the in-loop retrieval evaluation."""
+    return self._path("retrieval_baselines.json")
+
+  @property
   def checkpoints(self) -> str:
     return self._path("checkpoints")
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -136,3 +137,26 @@ def test_bfloat16_matmuls_train_to_the_float32_metrics(finished_run, tmp_path):
                                                                last32[metric])
   assert all(leaf.dtype == np.float32
              for leaf in jax.tree_util.tree_leaves(bfloat16["final_state"].params))
+
+
+def test_retrieval_evaluation_in_the_loop_picks_the_best_checkpoint(finished_run, tmp_path):
+  """config.evals.retrieval runs the FAISS evaluation each epoch; best_metric may be its metric."""
+  workdir, _ = finished_run
+  config = tiny_config()
+  config.data.synthetic.num_articles = 80  # the finished run's corpus, reused below
+  config.evals.retrieval.every_epochs = 1
+  config.train.best_metric = "retrieval_contain50_excl"
+  run = str(tmp_path / "retrieval")
+  shutil.copytree(os.path.join(workdir, "data"), os.path.join(run, "data"))
+  summary = train.train_and_evaluate(config, run)
+  history = summary["history"]
+  for entry in history:
+    for name in ("retrieval_contain50_excl", "retrieval_r5_excl", "retrieval_contain50",
+                 "retrieval_r5"):
+      assert 0.0 <= entry[name] <= 1.0, name
+  with open(os.path.join(run, "retrieval_baselines.json")) as f:
+    reference = json.load(f)
+  assert {"copy_last", "mean_of_context"} <= set(reference)
+  best = max(history, key=lambda h: h["retrieval_contain50_excl"])
+  assert checkpoint.load(run).step == best["step"]
+  assert summary["best_metric"] == "retrieval_contain50_excl"

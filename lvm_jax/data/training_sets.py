@@ -29,6 +29,7 @@ class TrainingSets:
   val_path: str
   payload_path: str
   article_overlap: int
+  eval_path: str = ""  # the held-out eval set, when known (the synthetic default has one)
 
   def describe(self) -> dict:
     return {"train": self.train_path, "val": self.val_path, "payload": self.payload_path,
@@ -51,7 +52,9 @@ def load_training_sets(config: ml_collections.ConfigDict, data_dir: str) -> Trai
                        "train_path too, or clear all three to use the synthetic corpus.")
     paths = synthetic_paths(config, data_dir)
     train_path, val_path, payload_path = paths["train_rows"], paths["val_rows"], paths["payload"]
+    eval_path = paths["eval"]
   else:
+    eval_path = ""
     if not data.val_path:
       raise ValueError(f"config.data.val_path is empty while train_path={data.train_path!r}; "
                        "give the validation set built with the training set "
@@ -74,4 +77,4 @@ def load_training_sets(config: ml_collections.ConfigDict, data_dir: str) -> Trai
                     overlap.size, train_path, val_path, overlap[:5].tolist())
   return TrainingSets(train=train_set, val=val_set, payload=payload, train_path=train_path,
                       val_path=val_path, payload_path=payload_path,
-                      article_overlap=int(overlap.size))
+                      article_overlap=int(overlap.size), eval_path=eval_path)

@@ -72,21 +72,38 @@ def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int], suffix: str = "") ->
   return {f"r{k}{suffix}": float(np.mean(ranks < k)) for k in ks}
 
 
-def rank_metrics(predictions, targets, *, ks: Sequence[int] = (1, 5),
-                 block: int = 1024) -> Dict[str, float]:
+def rank_metrics(predictions, targets, *, ks: Sequence[int] = (1, 5), target_ids=None,
+                 context_length: Optional[int] = None, block: int = 1024) -> Dict[str, float]:
   """The in-training validation proxy: mean cosine, and R@k of each prediction's own target
   among all the set's targets.
 
   predictions, targets: [N, dim] (numpy or jax); row i of targets is prediction i's truth.
-  Returns {"cosine", "r1", "r5", ...}.
+  target_ids [N] and context_length: also the view with each window's own context chunks
+  excluded ("r{k}_excl"). Ids grow by one per chunk within an article, so target j is one
+  of window i's context chunks exactly when target_ids[i] - target_ids[j] is in 1..L.
+  Returns {"cosine", "r1", "r5", ...[, "r1_excl", ...]}.
   """
   predictions = np.asarray(predictions, np.float32)
   targets = np.asarray(targets, np.float32)
   if predictions.shape != targets.shape or predictions.ndim != 2:
     raise ValueError(f"predictions {predictions.shape} and targets {targets.shape} must both be "
                      "[N, dim].")
-  ranks = exact_ranks(predictions, np.arange(len(targets)), targets, block=block)
-  return {"cosine": mean_cosine(predictions, targets), **recall_from_ranks(ranks, ks)}
+  result = {"cosine": mean_cosine(predictions, targets)}
+  if target_ids is None:
+    ranks = exact_ranks(predictions, np.arange(len(targets)), targets, block=block)
+    return {**result, **recall_from_ranks(ranks, ks)}
+  ids = np.asarray(target_ids, np.int64)
+  ranks, ranks_excl = np.empty(len(ids), np.int64), np.empty(len(ids), np.int64)
+  for start in range(0, len(ids), block):
+    rows = slice(start, min(start + block, len(ids)))
+    scores = predictions[rows] @ targets.T  # [b, N]
+    true = scores[np.arange(scores.shape[0]), np.arange(len(ids))[rows]]
+    better = scores > true[:, None]
+    offset = ids[rows, None] - ids[None, :]
+    is_context = (offset >= 1) & (offset <= context_length)
+    ranks[rows] = better.sum(axis=1)
+    ranks_excl[rows] = (better & ~is_context).sum(axis=1)
+  return {**result, **recall_from_ranks(ranks, ks), **recall_from_ranks(ranks_excl, ks, "_excl")}
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from lvm_jax import losses
-from lvm_jax.retrieval import baselines
+from lvm_jax.retrieval import baselines, metrics
 from lvm_jax.data.sequences import SequenceSet
 from lvm_jax.train import step as step_lib
 
@@ -29,41 +29,6 @@ PROXY_KS = (1, 5, 50)
 def dataset_batches(dataset: SequenceSet, batch_size: int) -> Iterator[Tuple[np.ndarray, ...]]:
   for start in range(0, dataset.num_sequences, batch_size):
     yield dataset.batch(np.arange(start, min(start + batch_size, dataset.num_sequences)))
-
-
-@functools.partial(jax.jit, static_argnames=("context_length",))
-def _ranks_of_true_targets(predictions, own_targets, own_ids, all_targets, all_ids, *,
-                           context_length: int):
-  """Rank of each prediction's own target among all targets (0 = nearest), in two views.
-
-  Ids grow by one per chunk within an article, so candidate j is one of query
-  i's own context chunks exactly when own_ids[i] - all_ids[j] is in 1..L.
-  """
-  true_score = jnp.sum(predictions * own_targets, axis=-1)
-  # The own target scores the same as true_score up to rounding: never count it as better.
-  better = (predictions @ all_targets.T > true_score[:, None]) & (
-      all_ids[None, :] != own_ids[:, None])
-  offset = own_ids[:, None] - all_ids[None, :]
-  is_context = (offset >= 1) & (offset <= context_length)
-  return jnp.sum(better, axis=-1), jnp.sum(better & ~is_context, axis=-1)
-
-
-def retrieval_proxy(predictions: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
-                    context_length: int, block: int) -> Dict[str, float]:
-  """Mean cosine, and R@k of each prediction among all the set's targets, both views."""
-  all_targets, all_ids = jnp.asarray(targets), jnp.asarray(target_ids)
-  ranks = [_ranks_of_true_targets(predictions[s:s + block], targets[s:s + block],
-                                  target_ids[s:s + block], all_targets, all_ids,
-                                  context_length=context_length)
-           for s in range(0, len(targets), block)]
-  ranks_all = np.concatenate([np.asarray(r[0]) for r in ranks])
-  ranks_excl = np.concatenate([np.asarray(r[1]) for r in ranks])
-  cosine = np.asarray(losses.cosine_similarity(jnp.asarray(predictions), all_targets))
-  metrics = {"cosine": float(np.mean(cosine))}
-  for k in PROXY_KS:
-    metrics[f"r{k}"] = float(np.mean(ranks_all < k))
-    metrics[f"r{k}_excl"] = float(np.mean(ranks_excl < k))
-  return metrics
 
 
 def _eval_sums(params, contexts, targets, target_ids, *, apply_fn, temperature):
@@ -96,9 +61,9 @@ class ValidationEvaluator:
 
   def _proxy(self, predictions: np.ndarray) -> Dict[str, float]:
     targets, target_ids = self._all_targets()
-    return retrieval_proxy(predictions, targets, target_ids,
-                           context_length=self.dataset.context_length,
-                           block=self.config.eval.batch_size)
+    return metrics.rank_metrics(predictions, targets, ks=PROXY_KS, target_ids=target_ids,
+                                context_length=self.dataset.context_length,
+                                block=self.config.eval.batch_size)
 
   def run(self, params) -> Dict[str, float]:
     sums = {"infonce": 0.0, "ar_loss": 0.0}
@@ -124,3 +89,48 @@ class ValidationEvaluator:
       for name, predict in predictors.items():
         predictions[name].append(np.asarray(predict(contexts), np.float32))
     return {name: self._proxy(np.concatenate(p)) for name, p in predictions.items()}
+
+
+class RetrievalEvaluation:
+  """config.evals.retrieval in the loop: FAISS retrieval of the eval set, both views.
+
+  The evaluator (eval set, payload, index) loads on first use, and FAISS is imported only
+  then, so a run without it never loads FAISS. Metrics come back as retrieval_<name>.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, apply_fn: Callable, *, eval_path: str,
+               payload_path: str):
+    self.settings = config.evals.retrieval
+    self.eval_path = self.settings.eval_path or eval_path
+    self.payload_path = self.settings.payload_path or payload_path
+    self.batch_size = config.eval.batch_size
+    self._predict = jax.jit(lambda params, contexts: step_lib.predict(apply_fn, params,
+                                                                      contexts)[:, -1])
+    self._evaluator = None
+
+  @property
+  def enabled(self) -> bool:
+    return self.settings.every_epochs > 0
+
+  def due(self, epoch: int) -> bool:
+    return self.enabled and epoch % self.settings.every_epochs == 0
+
+  def evaluator(self):
+    if self._evaluator is None:
+      if not self.eval_path or not self.payload_path:
+        raise ValueError("config.evals.retrieval is on but has no eval set or payload: set "
+                         "config.evals.retrieval.eval_path and payload_path (the synthetic "
+                         "default provides both).")
+      from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
+      self._evaluator = evaluator.make_retrieval_evaluator(
+          self.eval_path, self.payload_path, self.settings.index_path or None,
+          nprobe=self.settings.nprobe, limit=self.settings.limit or None,
+          batch_size=self.batch_size)
+    return self._evaluator
+
+  def run(self, params) -> Dict[str, float]:
+    scores = self.evaluator().run(lambda contexts: self._predict(params, contexts))
+    return {f"retrieval_{name}": value for name, value in scores.items()}
+
+  def baselines(self) -> Dict[str, Dict[str, float]]:
+    return self.evaluator().baseline_scalars()

@@ -109,6 +109,6 @@ class SmokeGate:
     return self.passed
 
 
-def write_baselines(workdir: Workdir, baselines: Dict[str, Dict[str, float]]) -> None:
+def write_baselines(path: str, baselines: Dict[str, Dict[str, float]]) -> None:
   if is_writer():
-    atomic.write_json(workdir.baselines, baselines)
+    atomic.write_json(path, baselines)

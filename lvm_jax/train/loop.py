@@ -23,7 +23,7 @@ from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.data.training_sets import load_training_sets
 from lvm_jax.train import hooks
 from lvm_jax.train import step as step_lib
-from lvm_jax.train.evaluators import ValidationEvaluator
+from lvm_jax.train.evaluators import RetrievalEvaluation, ValidationEvaluator
 from lvm_jax.workdir import Workdir
 
 
@@ -138,10 +138,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
 
   validation = ValidationEvaluator(sets.val, config, state.apply_fn)
   reference = validation.baselines()
-  hooks.write_baselines(workdir, reference)
+  hooks.write_baselines(workdir.baselines, reference)
   baseline_note = ", ".join(f"{name} {m['cosine']:.4f} / R@5 {m['r5']:.4f} / R@5 excl. "
                             f"{m['r5_excl']:.4f}" for name, m in reference.items())
   logging.info("Validation baselines (cosine / R@5 / R@5 context excluded): %s", baseline_note)
+  retrieval = RetrievalEvaluation(config, state.apply_fn, eval_path=sets.eval_path,
+                                  payload_path=sets.payload_path)
+  if retrieval.enabled:
+    retrieval_reference = retrieval.baselines()
+    hooks.write_baselines(workdir.retrieval_baselines, retrieval_reference)
+    logging.info("Retrieval baselines on %s (Contain@50 / R@5, context excluded): %s",
+                 retrieval.eval_path, ", ".join(
+                     f"{name} {m['contain50_excl']:.4f} / {m['r5_excl']:.4f}"
+                     for name, m in retrieval_reference.items()))
 
   p_train_step = step_lib.make_parallel_train_step(config, use_pmap)
   state = replicate(state, num_devices)  # pmap/vmap place the leading axis per device
@@ -168,6 +177,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
                "train_cosine": train_means["cosine"],
                "masked_negatives_per_step": train_means["masked_negatives"], **val,
                "lr": float(schedule(max(step - 1, 0))), **speed}
+      if retrieval.due(epoch + 1):
+        entry.update(retrieval.run(host_state.params))
       history.append(entry)
       logging.info("epoch %d: %s", epoch + 1,
                    " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
