@@ -1,7 +1,13 @@
-"""Chooses CPU / GPU / Apple Metal before JAX starts: the only module that knows platforms."""
+"""Chooses CPU / GPU / Apple Metal before JAX starts: the only module that knows platforms.
+
+Apple GPUs have two JAX plugins: jax-metal (Apple's, jax 0.5.0 only, unmaintained;
+platform "METAL") and jax-mps (maintained, current jax; platform "mps").
+`--backend=metal` uses whichever is installed, jax-mps first.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from typing import Optional
 
@@ -9,13 +15,17 @@ from absl import logging
 
 from lvm_jax.cli import UserFacingError
 
-# config.backend value -> JAX_PLATFORMS value (None: let JAX pick its best).
+# config.backend value -> JAX_PLATFORMS value (None: let JAX pick its best; "metal": see
+# APPLE_PLUGINS).
 PLATFORMS = {"auto": None, "cpu": "cpu", "gpu": "cuda", "metal": "METAL"}
+# Apple GPU plugins in order of preference: (distribution, JAX_PLATFORMS value, reported platform).
+APPLE_PLUGINS = (("jax-mps", "mps", "mps"), ("jax-metal", "METAL", "metal"))
 # What jax.default_backend() reports for each choice.
-_REPORTED = {"cpu": "cpu", "gpu": "gpu", "metal": "metal"}
+_REPORTED = {"cpu": ("cpu",), "gpu": ("gpu",), "metal": ("metal", "mps")}
 _INSTALL_HINT = {
     "gpu": 'install a CUDA build of JAX (pip install -U "jax[cuda12]") on a machine with an NVIDIA GPU',
-    "metal": 'install the Metal stack on an Apple-silicon Mac (pip install -e ".[metal]")',
+    "metal": 'install a Metal plugin on an Apple-silicon Mac: pip install -e ".[mps]" (jax-mps, '
+             'current jax) or pip install -e ".[metal]" (jax-metal 0.1.1 with jax 0.5.0)',
     "cpu": "check JAX_PLATFORMS in the environment",
 }
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -31,6 +41,8 @@ def configure(name: str) -> None:
     raise BackendError(f"backend {name!r} is not one of {tuple(PLATFORMS)} "
                        "(config field `backend` or flag --backend).")
   platform = PLATFORMS[name]
+  if name == "metal":
+    platform = installed_apple_plugin()[1]
   if platform is None:
     return
   import jax  # pylint: disable=g-import-not-at-top
@@ -57,7 +69,7 @@ def initialize(name: str) -> str:
     reason = f"{type(error).__name__}: {error}" if str(error) else "no plugin for it is installed"
     raise BackendError(f"backend {name!r} was asked for but JAX could not start it ({reason}). "
                        f"To fix: {_INSTALL_HINT.get(name, 'use --backend=auto')}.") from error
-  if name != "auto" and platform != _REPORTED[name]:
+  if name != "auto" and platform not in _REPORTED[name]:
     raise BackendError(f"backend {name!r} was asked for but JAX runs on {platform!r} "
                        f"(devices: {jax.devices()}). To fix: "
                        f"{_INSTALL_HINT[name]}, or pass --backend=auto.")
@@ -67,6 +79,18 @@ def initialize(name: str) -> str:
   return platform
 
 
+def installed_apple_plugin():
+  """(distribution, JAX_PLATFORMS value, platform) of the installed Apple GPU plugin; jax-metal's
+  spelling when none is (JAX then fails with the install hint)."""
+  for plugin in APPLE_PLUGINS:
+    try:
+      importlib.metadata.version(plugin[0])
+      return plugin
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return APPLE_PLUGINS[-1]
+
+
 def current_platform(platform: Optional[str] = None) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   return (platform or jax.default_backend()).lower()
@@ -74,7 +98,7 @@ def current_platform(platform: Optional[str] = None) -> str:
 
 def is_metal(platform: Optional[str] = None) -> bool:
   """Metal (jax-metal) lacks associative_scan, host callbacks and multi-device pmap."""
-  return current_platform(platform) == "metal"
+  return current_platform(platform) in _REPORTED["metal"]
 
 
 def uses_pmap(parallel: str, platform: Optional[str] = None) -> bool:

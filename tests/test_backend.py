@@ -47,3 +47,20 @@ def test_unknown_backend_names_the_choices():
 
 def test_metal_detection():
   assert backend.is_metal("METAL") and not backend.is_metal("cpu")
+
+
+def test_apple_plugin_preference_and_platform_names(monkeypatch):
+  installed = set()
+
+  def version(name):
+    if name not in installed:
+      raise backend.importlib.metadata.PackageNotFoundError(name)
+    return "1"
+
+  monkeypatch.setattr(backend.importlib.metadata, "version", version)
+  assert backend.installed_apple_plugin()[0] == "jax-metal"  # none: jax-metal's hint path
+  installed.add("jax-metal")
+  assert backend.installed_apple_plugin()[1] == "METAL"
+  installed.add("jax-mps")
+  assert backend.installed_apple_plugin()[1] == "mps"
+  assert backend.is_metal("mps") and backend.is_metal("METAL")

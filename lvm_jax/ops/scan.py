@@ -53,6 +53,8 @@ import jax.numpy as jnp
 from absl import logging
 from jax import lax
 
+from lvm_jax import backend
+
 class ScanType(str, enum.Enum):
   """How the time recurrence is evaluated; the module docstring says when each wins."""
   AUTO = "auto"
@@ -80,7 +82,7 @@ _NEEDS_ASSOCIATIVE = (ScanType.ASSOCIATIVE, ScanType.CHUNKED)
 
 def unroll_max_length(platform: Optional[str] = None) -> int:
   """Longest sequence whose time loop is unrolled (the Mamba scan and the GRU share it)."""
-  return METAL_UNROLL_MAX_LENGTH if _platform(platform) == "metal" else UNROLL_MAX_LENGTH
+  return METAL_UNROLL_MAX_LENGTH if backend.is_metal(_platform(platform)) else UNROLL_MAX_LENGTH
 
 
 def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> ScanType:
@@ -98,7 +100,7 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> Scan
   except ValueError:
     raise ValueError(f"selective_scan: unknown mode {mode!r}; choose one of {MODES}.") from None
   platform = _platform(platform)
-  if platform == "metal" and scan_type in _NEEDS_ASSOCIATIVE:
+  if backend.is_metal(platform) and scan_type in _NEEDS_ASSOCIATIVE:
     logging.warning("scan mode %r needs lax.associative_scan, which jax-metal cannot compile; "
                     "using 'auto' on Metal.", scan_type.value)
     scan_type = ScanType.AUTO
@@ -108,7 +110,7 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> Scan
     return ScanType.PALLAS
   if length <= unroll_max_length(platform):
     return ScanType.UNROLLED
-  if platform in ("cpu", "metal"):
+  if platform == "cpu" or backend.is_metal(platform):
     return ScanType.SEQUENTIAL
   return ScanType.CHUNKED
 
