@@ -12,7 +12,7 @@ import jax
 import pytest
 from absl import flags
 
-from benchmarks import common, scan_bench, scan_share, train_bench
+from benchmarks import common, epoch_bench, scan_bench, scan_share, train_bench
 
 TINY_CONFIG = "configs/s_contrastive.py:tiny"
 
@@ -103,8 +103,22 @@ def test_scan_share_writes_the_ablation(tmp_path, monkeypatch):
   assert report["shape"]["batch"] == 2 and report["shape"]["d_model"] == 8
 
 
+def test_epoch_bench_times_a_tiny_epoch_with_compile_apart(tmp_path, monkeypatch):
+  settings = parse(epoch_bench, [f"--config={TINY_CONFIG}", "--sequences=512",
+                                 "--payload-rows=300", "--scan-share-repeats=1",
+                                 "--config.data.prefetch=0", f"--out-dir={tmp_path}"],
+                   monkeypatch)
+  epoch_bench.run(**settings)
+  report = read(tmp_path, "epoch_bench")
+  assert report["steps"] == 512 // 64 and report["sequences"] == 512  # micro 32 x accum 2
+  assert report["compile_and_first_step_s"] > 0 and report["epoch_s"] > 0
+  assert report["sequences_per_s"] == pytest.approx(report["sequences"] / report["epoch_s"])
+  assert 0 < report["fraction_of_matmul_peak"] and 0 <= report["scan_share"] < 1
+  assert (tmp_path / common.machine_name() / "epoch_bench.png").exists()
+
+
 @pytest.mark.parametrize("module, flag", [(scan_bench, "--quick"), (train_bench, "--config"),
-                                          (scan_share, "--d-state")])
+                                          (scan_share, "--d-state"), (epoch_bench, "--sequences")])
 def test_help_prints_the_docstring_and_flags(module, flag):
   result = subprocess.run([sys.executable, "-m", module.__name__, "--help"], capture_output=True,
                           text=True, timeout=600, check=False)
