@@ -28,12 +28,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common, scan_share, train_bench
-from lvm_jax import backend, checkpoint
+from lvm_jax import checkpoint
 from lvm_jax.data.payload import Payload
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.data.sequences import SequenceSet
 from lvm_jax.train import step as step_lib
-from lvm_jax.train.loop import replicate
+from lvm_jax.train.parallel import DataParallel
 
 DEFAULT_CONFIG = "configs/s_contrastive.py"
 REFERENCE_EPOCH = 396_000  # sequences in one epoch of the reference's training set
@@ -57,12 +57,13 @@ def synthetic_sequences(num_sequences: int, payload_rows: int, context_length: i
 
 def time_epoch(config: ml_collections.ConfigDict, sequences: SequenceSet) -> Dict:
   """Compile seconds, then the seconds of the epoch's remaining steps."""
-  use_pmap = backend.uses_pmap(config.train.parallel)
-  num_devices = jax.local_device_count() if use_pmap else 1
+  data_parallel = DataParallel.create(config.train.parallel)
+  num_devices = data_parallel.num_local_devices
   dim = sequences.vector_dim
   pipeline = TrainingPipeline(sequences, micro_batch=config.train.batch_size,
                               accum_steps=config.train.accum_steps, num_devices=num_devices,
-                              prefetch=config.data.prefetch)
+                              prefetch=config.data.prefetch, devices=data_parallel.local_devices,
+                              place=data_parallel.place_batch)
   if pipeline.steps_per_epoch < 2:
     raise ValueError(f"--sequences={sequences.num_sequences} gives {pipeline.steps_per_epoch} "
                      f"step(s) of {pipeline.sequences_per_step}; give at least two steps' worth.")
@@ -70,8 +71,8 @@ def time_epoch(config: ml_collections.ConfigDict, sequences: SequenceSet) -> Dic
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim,
                                       pipeline.steps_per_epoch)
   flops_per_sequence = train_bench.model_flops_per_sequence(config, state.params)
-  p_step = step_lib.make_parallel_train_step(config, use_pmap)
-  state = replicate(state, num_devices)
+  p_step = step_lib.make_parallel_train_step(config, data_parallel)
+  state = data_parallel.replicate(state)
   rng = jax.random.PRNGKey(0)
   batches = pipeline.iterate(0)
   start = time.perf_counter()

@@ -36,7 +36,7 @@ from ml_collections import config_flags
 from benchmarks import common
 from lvm_jax import checkpoint
 from lvm_jax.train import step as step_lib
-from lvm_jax.train.loop import replicate
+from lvm_jax.train.parallel import DataParallel
 
 DEFAULT_CONFIG = "configs/s_contrastive.py"
 # Spellings of the argparse version that absl does not parse, and what they mean now.
@@ -69,10 +69,12 @@ def jax_step_throughput(config: ml_collections.ConfigDict, steps: int) -> Dict:
   predictor = checkpoint.predictor_from_config(config, dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim, 1000)
   flops = model_flops_per_sequence(config, state.params)
-  step = step_lib.make_parallel_train_step(config, use_pmap=True)
+  data_parallel = DataParallel.create(config.train.parallel, devices=jax.local_devices()[:1])
+  step = step_lib.make_parallel_train_step(config, data_parallel)
   batch = random_batch(config.train.accum_steps, config.train.batch_size,
                        config.data.context_length, dim)
-  state = replicate(state, 1)
+  state = data_parallel.replicate(state)
+  batch = data_parallel.place_batch(batch)
   rng = jax.random.PRNGKey(0)
   start = time.perf_counter()
   state, metrics = step(state, batch, rng)

@@ -100,10 +100,3 @@ def is_metal(platform: Optional[str] = None) -> bool:
   """Metal (jax-metal) lacks associative_scan, host callbacks and multi-device pmap."""
   return current_platform(platform) in _REPORTED["metal"]
 
-
-def uses_pmap(parallel: str, platform: Optional[str] = None) -> bool:
-  """config.train.parallel -> pmap over local devices, or vmap under jit on one device.
-
-  "auto" is pmap everywhere except Metal, whose one device has no pmap.
-  """
-  return {"auto": not is_metal(platform), "pmap": True, "vmap": False}[parallel]

@@ -9,7 +9,7 @@ import ml_collections
 
 NEGATIVES = ("micro", "accum", "global")
 POSITIONS = ("last", "all")
-PARALLEL = ("auto", "pmap", "vmap")
+PARALLEL = ("auto", "mesh", "vmap")
 BEST_MODES = ("max", "min")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 
@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.early_stopping_patience = 3
   config.train.smoke_gate_epoch = 2
   config.train.smoke_gate_val_cosine = 0.50
-  config.train.parallel = "auto"  # auto (pmap; vmap on Metal) | pmap | vmap
+  config.train.parallel = "auto"  # auto (mesh; vmap on Metal) | mesh | vmap
   config.train.log_every_steps = 50  # metrics leave the device (and are checked) this often
   config.train.keep_checkpoints = 2  # newest steps kept for resume, besides the best one
   config.train.best_metric = "val_cosine"  # history field that picks the best checkpoint

@@ -70,3 +70,15 @@ def eval_workdir(tmp_path_factory):
   saver.close()
   hooks.History(workdir).append({"epoch": 1, "step": 0, "val_cosine": 0.25})
   return workdir.root
+
+
+# ----------------------------------------------------------------------------- data tests
+# The helpers themselves are plain functions in tests/data_helpers.py.
+
+
+@pytest.fixture
+def payload_dir(tmp_path):
+  """A valid payload directory (data_helpers.make_payload: 4 articles x 12 chunks, 8-d)."""
+  from data_helpers import make_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import write_payload  # pylint: disable=g-import-not-at-top
+  return write_payload(str(tmp_path / "payload"), make_payload())

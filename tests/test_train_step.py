@@ -109,22 +109,25 @@ DEVICE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests_dir!r})
     import jax, numpy as np
     import test_train_step as t
-    from lvm_jax.train import loop, step as step_lib
+    from lvm_jax.train import step as step_lib
+    from lvm_jax.train import parallel
+    from lvm_jax.train.parallel import DataParallel
     assert jax.local_device_count() == 4, jax.devices()
     def run(num_devices, accum_steps):
       config = t.small_config("global", accum_steps=accum_steps, batch_size=4)
       state = t.build(config)
-      step = step_lib.make_parallel_train_step(config, use_pmap=True)
-      state = loop.replicate(state, num_devices)
+      data_parallel = DataParallel.create("mesh", devices=jax.devices()[:num_devices])
+      step = step_lib.make_parallel_train_step(config, data_parallel)
+      state = data_parallel.replicate(state)
       for i in range(3):
         batch = t.reshape_step(t.make_batch(1, 8, 4, seed=i), num_devices, accum_steps)
-        state, metrics = step(state, batch, jax.random.PRNGKey(0))
-      return jax.device_get(loop.unreplicate(state.params)), metrics
+        state, metrics = step(state, data_parallel.place_batch(batch), jax.random.PRNGKey(0))
+      return data_parallel.to_host(state.params), parallel.first(metrics)
     one, m1 = run(1, 8)
     four, m4 = run(4, 2)
     diffs = [float(np.max(np.abs(a - b))) for a, b in
              zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(four))]
-    print("MAXDIFF", max(diffs), "LOSS", float(m1["loss"][0]), float(m4["loss"][0]))
+    print("MAXDIFF", max(diffs), "LOSS", m1["loss"], m4["loss"])
 """)
 
 
@@ -142,3 +145,21 @@ def test_four_devices_equal_one_device_with_global_negatives(tmp_path):
   # differs between the layouts, so allow 1e-5 absolute.
   assert max_diff < 1e-5, line
   np.testing.assert_allclose(loss_one, loss_four, rtol=1e-5)
+
+
+def test_mesh_and_vmap_layouts_take_the_same_step():
+  """The Metal path (vmap on one device) and the mesh compute the same update."""
+  from lvm_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  config = small_config("global", accum_steps=2, batch_size=4)
+  batch = make_batch(1, 2, 4)
+  results = []
+  for mode in ("mesh", "vmap"):
+    data_parallel = parallel.DataParallel.create(mode, devices=jax.local_devices()[:1])
+    step = step_lib.make_parallel_train_step(config, data_parallel)
+    state, metrics = step(data_parallel.replicate(build(config)), data_parallel.place_batch(batch),
+                          jax.random.PRNGKey(0))
+    results.append((data_parallel.to_host(state.params), parallel.first(metrics)))
+  (mesh_params, mesh_metrics), (vmap_params, vmap_metrics) = results
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                         mesh_params, vmap_params)
+  assert mesh_metrics["loss"] == pytest.approx(vmap_metrics["loss"], rel=1e-6)

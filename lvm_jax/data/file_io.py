@@ -140,13 +140,19 @@ class _NpzHandle:
   """np.load's NpzFile as a context manager with readable errors for bad archives."""
 
   def __init__(self, path):
-    self.npz = np.load(path, allow_pickle=False)
+    self.file = open(path, "rb")  # ours to close: np.load leaks it when the archive is bad
+    try:
+      self.npz = np.load(self.file, allow_pickle=False)
+    except BaseException:
+      self.file.close()
+      raise
 
   def __enter__(self):
     return self.npz
 
   def __exit__(self, *exc):
     self.npz.close()
+    self.file.close()
 
 
 def describe_content(path) -> str:

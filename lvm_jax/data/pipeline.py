@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -66,12 +66,15 @@ class TrainingPipeline:
     prefetch: batches staged on device ahead of the consumer; 0 returns numpy
       batches from the calling thread.
     devices: the devices to place batches on (default: the first num_devices local ones).
+    place: numpy batch -> device batch (default: split over `devices` along axis 0); the
+      training loop passes the mesh's placement, which builds global arrays.
   """
 
   def __init__(self, sequence_set: SequenceSet, *, micro_batch: int, accum_steps: int = 1,
                num_devices: Optional[int] = None, seed: int = 0, process_index: int = 0,
                process_count: int = 1, prefetch: int = 2,
-               devices: Optional[Sequence[jax.Device]] = None):
+               devices: Optional[Sequence[jax.Device]] = None,
+               place: Optional[Callable[[Dict[str, np.ndarray]], Dict]] = None):
     if devices is None:
       local = jax.local_devices()
       devices = local[:num_devices] if num_devices else local
@@ -94,6 +97,7 @@ class TrainingPipeline:
     self.process_index = int(process_index)
     self.process_count = int(process_count)
     self.prefetch = int(prefetch)
+    self.place = place
     self.sequences_per_step = self.num_devices * self.accum_steps * self.micro_batch  # this host
     self.global_sequences_per_step = self.sequences_per_step * self.process_count
     self.num_sequences = sequence_set.num_sequences
@@ -143,11 +147,12 @@ class TrainingPipeline:
     """Batches of `epoch` from `start_step`; prefetched to device when prefetch > 0."""
     batches = self.host_batches(epoch, start_step)
     if self.prefetch <= 0:
-      return batches
-    return _prefetch_to_devices(batches, self.devices, self.prefetch)
+      return batches if self.place is None else map(self.place, batches)
+    place = self.place or (lambda batch: put_on_devices(batch, self.devices))
+    return _prefetch_to_devices(batches, place, self.prefetch)
 
 
-def _prefetch_to_devices(batches: Iterator[Dict[str, np.ndarray]], devices, depth: int):
+def _prefetch_to_devices(batches: Iterator[Dict[str, np.ndarray]], place, depth: int):
   """Runs gather + device_put in a daemon thread `depth` batches ahead of the consumer.
 
   Errors in the thread are re-raised in the consumer; closing the generator
@@ -169,7 +174,7 @@ def _prefetch_to_devices(batches: Iterator[Dict[str, np.ndarray]], devices, dept
   def produce():
     try:
       for batch in batches:
-        if not offer(put_on_devices(batch, devices)):
+        if not offer(place(batch)):
           return
       offer(finished)
     except BaseException as error:  # handed to the consumer, which re-raises it

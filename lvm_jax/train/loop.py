@@ -18,10 +18,10 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from lvm_jax import backend, checkpoint, config_checks, workdir_lock
+from lvm_jax import checkpoint, config_checks, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.data.training_sets import load_training_sets
-from lvm_jax.train import hooks
+from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.evaluators import RetrievalEvaluation, ValidationEvaluator
 from lvm_jax.workdir import Workdir
@@ -29,16 +29,6 @@ from lvm_jax.workdir import Workdir
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the last good checkpoint is left as it was."""
-
-
-def replicate(tree, num_devices: int):
-  """A leading device axis of size num_devices (host copies; the step places them)."""
-  return jax.tree_util.tree_map(
-      lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)), tree)
-
-
-def unreplicate(tree):
-  return jax.tree_util.tree_map(lambda x: x[0], tree)
 
 
 def check_finite(metrics: Dict[str, float], step: int, workdir: Workdir) -> None:
@@ -58,7 +48,7 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
   sums, pending, done, start = {}, [], 0, time.perf_counter()
 
   def fetch(step: int) -> Dict[str, float]:
-    fetched = [{k: float(v[0]) for k, v in m.items()} for m in jax.device_get(pending)]
+    fetched = [parallel.first(m) for m in pending]
     for metrics in fetched:
       check_finite(metrics, step, workdir)
       for k, v in metrics.items():
@@ -100,8 +90,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> Dict[str, Any]:
   jax.config.update("jax_default_matmul_precision", config.model.matmul_precision)
-  use_pmap = backend.uses_pmap(config.train.parallel)
-  num_devices = jax.local_device_count() if use_pmap else 1
+  data_parallel = parallel.DataParallel.create(config.train.parallel)
+  num_devices = data_parallel.num_local_devices
 
   sets = load_training_sets(config, workdir.data)
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
@@ -114,7 +104,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   pipeline = TrainingPipeline(
       sets.train, micro_batch=config.train.batch_size, accum_steps=config.train.accum_steps,
       num_devices=num_devices, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), prefetch=config.data.prefetch)
+      process_count=jax.process_count(), prefetch=config.data.prefetch,
+      devices=data_parallel.local_devices, place=data_parallel.place_batch)
   steps_per_epoch = pipeline.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -152,8 +143,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
                      f"{name} {m['contain50_excl']:.4f} / {m['r5_excl']:.4f}"
                      for name, m in retrieval_reference.items()))
 
-  p_train_step = step_lib.make_parallel_train_step(config, use_pmap)
-  state = replicate(state, num_devices)  # pmap/vmap place the leading axis per device
+  p_train_step = step_lib.make_parallel_train_step(config, data_parallel)
+  state = data_parallel.replicate(state)
   writer = hooks.MetricWriter(workdir)
   schedule = step_lib.learning_rate_schedule(config, total_steps)
   metric, mode = config.train.best_metric, config.train.best_mode
@@ -169,7 +160,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
       state, train_means, speed = train_epoch(
           p_train_step, state, pipeline, epoch, first_step, step_rng, config=config,
           workdir=workdir, writer=writer, schedule=schedule)
-      host_state = jax.device_get(unreplicate(state))
+      host_state = data_parallel.to_host(state)
       val = validation.run(host_state.params)
       step = int(host_state.step)
       entry = {"epoch": epoch + 1, "step": step, "train_loss": train_means["loss"],
@@ -197,5 +188,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
     writer.close()
   summary.update(history=history.entries, best=history.best(metric, mode), best_metric=metric,
                  best_val_cosine=history.best("val_cosine"), data=sets.describe(),
-                 baselines=reference, final_state=jax.device_get(unreplicate(state)))
+                 baselines=reference, final_state=data_parallel.to_host(state))
   return summary

@@ -1,7 +1,7 @@
 """The update, as pure functions: optimizer, state, accumulated gradients, train_step.
 
 One update = `accum_steps` micro-batches per device, scanned with summed
-float32 gradients, averaged across devices (`lax.pmean` over AXIS), then one
+float32 gradients, averaged across devices (`lax.pmean` over the mesh's data axis), then one
 optax step (clip by global norm -> AdamW with a warm-up-cosine schedule).
 """
 
@@ -20,8 +20,8 @@ from jax import lax
 from lvm_jax import losses
 from lvm_jax.data import augment
 from lvm_jax.models import LatentVectorPredictor, weight_decay_mask
+from lvm_jax.train.parallel import AXIS, DataParallel
 
-AXIS = "batch"
 METRIC_SUMS = ("loss", "infonce", "ar_loss", "cosine", "masked_negatives")
 
 
@@ -171,9 +171,6 @@ def train_step(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *
   return state.apply_gradients(grads=grads), metrics
 
 
-def make_parallel_train_step(config: ml_collections.ConfigDict, use_pmap: bool):
-  """The step over a leading device axis: pmap, or vmap under jit on one device (Metal)."""
-  step = functools.partial(train_step, config=config)
-  if use_pmap:
-    return jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
-  return jax.jit(jax.vmap(step, axis_name=AXIS, in_axes=(0, 0, None)), donate_argnums=(0,))
+def make_parallel_train_step(config: ml_collections.ConfigDict, data_parallel: DataParallel):
+  """The step over every device (jit over the mesh, or vmap on Metal); the state is donated."""
+  return data_parallel.compile_step(functools.partial(train_step, config=config))
