@@ -4,7 +4,7 @@
   python -m benchmarks.epoch_bench --sequences=8192         # a shrunken epoch (CPU)
   python -m benchmarks.epoch_bench --config=configs/s_contrastive.py:tiny --sequences=512
 
-The epoch runs the real step (pmap over local devices, accumulation, AdamW) and
+The epoch runs the real step (jit over the device mesh, accumulation, AdamW) and
 the real input pipeline over a compact synthetic set: `--payload-rows` random
 unit vectors and windows of consecutive rows, so 396k sequences cost one
 payload's memory, not 396k copies. The first step (compilation) is timed and

@@ -97,6 +97,6 @@ def current_platform(platform: Optional[str] = None) -> str:
 
 
 def is_metal(platform: Optional[str] = None) -> bool:
-  """Metal (jax-metal) lacks associative_scan, host callbacks and multi-device pmap."""
+  """Apple GPUs (jax-metal, jax-mps): one device, no associative_scan in jax-metal."""
   return current_platform(platform) in _REPORTED["metal"]
 
