@@ -28,7 +28,7 @@ from lvm_jax import backend, checkpoint, losses
 from lvm_jax.config_base import NEGATIVES, PARALLEL, POSITIONS
 from lvm_jax.data import augment, baselines, formats, synthetic
 from lvm_jax.data.pipeline import TrainingPipeline
-from lvm_jax.models import ProjectionHead, weight_decay_mask
+from lvm_jax.models import create_head, weight_decay_mask
 from lvm_jax.progress import ProgressBar
 from lvm_jax.tensorboard import SummaryWriter
 
@@ -322,7 +322,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_model(config: ml_collections.ConfigDict, model) -> None:
   if config.loss.positions == "all" and not model.is_causal:
     raise ValueError("config field loss.positions='all' needs a causal model, but "
-                     f"{config.model.name} with gru_state_handoff sees the whole window at every "
+                     f"{config.model.name} (with gru_state_handoff, or an lnsp_* model with "
+                     "look-ahead attention or GRU hand-off) sees the whole window at every "
                      "position; set loss.positions='last' or model.gru_state_handoff=False.")
 
 
@@ -382,7 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     logging.warning("scan_mode %r needs lax.associative_scan, which jax-metal cannot compile; "
                     "using 'auto' (unrolled or sequential) on Metal.", model.scan_mode)
     model = model.clone(scan_mode="auto")
-  head = ProjectionHead(config.head.hidden_dim, config.head.out_dim)
+  head = create_head(config.head)
   check_model(config, model)
   checkpoint.write_config(workdir, config)
 

@@ -66,6 +66,13 @@ def test_mlp_block_matches_the_reference():
   assert np.max(np.abs(np.asarray(block.apply({"params": params}, inputs)) - outputs)) <= TOLERANCE
 
 
+def test_projection_head_matches_the_reference_trainers():
+  inputs, outputs, kwargs, state = load_fixture("lnsp_projection_head")
+  head = LnspProjectionHead(kwargs["hidden_dim"], kwargs["out_dim"])
+  params = state_dict_to_params(state, shapes_of(head, inputs))
+  assert np.max(np.abs(np.asarray(head.apply({"params": params}, inputs)) - outputs)) <= TOLERANCE
+
+
 def test_parameter_counts_equal_pytorch_at_reference_defaults():
   with open(os.path.join(FIXTURES, "lnsp_param_counts.json")) as f:
     torch_counts = json.load(f)["counts"]
