@@ -5,6 +5,7 @@ pipeline and the synthetic corpus.
   validate   the checks every reader runs
   formats    Payload, SequenceSet (full and compact), EvalSet: read/write
   convert    CLI: the reference's pickled payload -> the safe payload directory
+  import_torch CLI: the reference trainer's best.pt -> a workdir (the torch extra)
   build      CLI: payload -> windows, article-disjoint splits, manifest, FAISS index
   index      FAISS index build/read/check (owned by eval)
   augment    article dropout and span corruption, jittable
