@@ -209,9 +209,10 @@ def test_continues_training_from_its_step_and_evaluates(imported, tmp_path):
   config.data.synthetic.num_articles = 60
   config.data.prefetch = 0
   config.eval.batch_size = 256
+  config.train.num_epochs = 1  # the rest of the reference's epoch 1: steps 3 .. steps_per_epoch
   summary = train.train_and_evaluate(config, workdir)
   steps = [h["step"] for h in summary["history"]]
-  assert steps and steps[0] > 2 and int(summary["final_state"].step) == steps[-1]
+  assert len(steps) == 1 and steps[0] > 2 and int(summary["final_state"].step) == steps[0]
   assert np.isfinite(summary["history"][-1]["val_loss"])
   out = str(tmp_path / "eval.json")
   code = eval_cli.main(["--checkpoint", workdir, "--out", out, "--latency-queries", "5",
