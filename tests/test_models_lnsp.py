@@ -151,3 +151,15 @@ def test_mapping_round_trips_and_names_every_problem():
   assert "missing (the model needs them): gru_gates.1.new_gate.bias" in message
   assert "unmapped (the model has no such parameter): extra.weight, layers.0.D" in message
   assert "wrong shape: input_proj.weight: shape (4, 768) in the file, (8, 768) expected" in message
+
+
+def test_head_kind_selects_the_head():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from lvm_jax.models import ProjectionHead, create_head  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"kind": "lnsp", "hidden_dim": 16, "out_dim": 8})
+  assert isinstance(create_head(config), LnspProjectionHead)
+  del config["kind"]
+  assert isinstance(create_head(config), ProjectionHead)
+  config.kind = "mlp"
+  with pytest.raises(ValueError, match=r"head.kind='mlp' is not one of \('native', 'lnsp'\)"):
+    create_head(config)

@@ -10,7 +10,7 @@ transposed, and everything else (RMSNorm weight, A_log, D, biases) is equal.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, Mapping, Tuple
 
 import flax
 import numpy as np
@@ -98,8 +98,3 @@ def params_to_state_dict(params) -> Dict[str, np.ndarray]:
     out[torch_name(path)] = np.ascontiguousarray(value)
   return out
 
-
-def names_in_order(state_dict: Mapping[str, np.ndarray]) -> List[str]:
-  """The state dict's names in its own order: PyTorch's parameter order for these models,
-  which have no buffers (optimizer states are indexed by it)."""
-  return list(state_dict)
