@@ -26,7 +26,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from lvm_jax import atomic
 from lvm_jax.cli import UserFacingError
-from lvm_jax.models import LatentVectorPredictor, ProjectionHead, create_model
+from lvm_jax.models import LatentVectorPredictor, create_head, create_model
 from lvm_jax.workdir import Workdir
 
 DEFAULT_BEST_METRIC = "val_cosine"
@@ -156,7 +156,7 @@ def predictor_from_config(config: ml_collections.ConfigDict,
                           vector_dim: int) -> LatentVectorPredictor:
   """The model and projection head that `config` describes, as one module."""
   return LatentVectorPredictor(model=model_from_config(config, vector_dim),
-                               head=ProjectionHead(config.head.hidden_dim, config.head.out_dim))
+                               head=create_head(config.head))
 
 
 @dataclasses.dataclass

@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.alignment_head = False
 
   config.head = ml_collections.ConfigDict()
+  config.head.kind = "native"  # native | lnsp (the reference trainer's head, for imports)
   config.head.hidden_dim = 512
   config.head.out_dim = 256
 

@@ -11,6 +11,7 @@ from numbers import Number
 
 import ml_collections
 
+from lvm_jax.models.projection import HEAD_KINDS
 from lvm_jax.config_base import BEST_MODES, MATMUL_PRECISIONS, NEGATIVES, PARALLEL, POSITIONS
 
 
@@ -56,7 +57,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError on the first value the run cannot honour."""
   choices = {"loss.negatives": NEGATIVES, "loss.positions": POSITIONS,
              "train.parallel": PARALLEL, "train.best_mode": BEST_MODES,
-             "model.matmul_precision": MATMUL_PRECISIONS}
+             "model.matmul_precision": MATMUL_PRECISIONS, "head.kind": HEAD_KINDS}
   for field, valid in choices.items():
     value = _value(config, field)
     if value not in valid:
@@ -95,5 +96,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_model(config: ml_collections.ConfigDict, model) -> None:
   if config.loss.positions == "all" and not model.is_causal:
     raise ConfigError("config field loss.positions='all' needs a causal model, but "
-                      f"{config.model.name} with gru_state_handoff sees the whole window at every "
+                       f"{config.model.name} (with gru_state_handoff, or an lnsp_* model with "
+                      "look-ahead attention or GRU hand-off) sees the whole window at every "
                       "position; set loss.positions='last' or model.gru_state_handoff=False.")

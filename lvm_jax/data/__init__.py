@@ -10,6 +10,7 @@ pipeline, text ingestion and the synthetic corpus.
   eval_sets      EvalSet (held-out windows for retrieval): read/write
   legacy         the reference's pickled payload: read, convert
   convert        CLI: the reference's pickled payload -> the safe payload directory
+  import_torch   CLI: the reference trainer's best.pt -> a workdir (the torch extra)
   build          CLI: payload -> windows, article-disjoint splits, manifest, FAISS index
   training_sets  the train/val sets a run trains on (configured, or the synthetic default)
   augment        article dropout and span corruption, jittable

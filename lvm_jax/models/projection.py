@@ -5,7 +5,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lvm_jax.models.lnsp import LnspProjectionHead
 from lvm_jax.models.model import l2_normalize
+
+HEAD_KINDS = ("native", "lnsp")
 
 
 class ProjectionHead(nn.Module):
@@ -20,3 +23,14 @@ class ProjectionHead(nn.Module):
     x = nn.LayerNorm(name="norm")(x)
     x = nn.Dense(self.out_dim, use_bias=False, param_dtype=jnp.float32, name="out")(x)
     return l2_normalize(x)
+
+
+def create_head(head_config):
+  """The head config.head describes: kind "native" (this project's) or "lnsp" (the reference
+  trainer's, which imported reference checkpoints need). Configs without `kind` are native."""
+  kind = head_config.get("kind", "native")
+  if kind == "lnsp":
+    return LnspProjectionHead(head_config.hidden_dim, head_config.out_dim)
+  if kind == "native":
+    return ProjectionHead(head_config.hidden_dim, head_config.out_dim)
+  raise ValueError(f"config field head.kind={kind!r} is not one of {HEAD_KINDS}.")

@@ -7,6 +7,7 @@ from typing import Any, Dict, Tuple
 
 import jax.numpy as jnp
 
+from lvm_jax.models.lnsp import LNSP_VARIANTS, build_lnsp_model
 from lvm_jax.models.model import BlockKind, LatentVectorModel
 from lvm_jax.ops.scan import MODES
 
@@ -58,15 +59,16 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def model_names() -> Tuple[str, ...]:
-  return tuple(VARIANTS) + tuple(ALIASES)
+  return tuple(VARIANTS) + tuple(ALIASES) + tuple(LNSP_VARIANTS)
 
 
 def resolve_sizes(name: str, **overrides) -> Dict[str, Any]:
   """The variant's defaults with `overrides` applied and checked."""
   canonical = ALIASES.get(name, name)
-  if canonical not in VARIANTS:
+  known = {**VARIANTS, **LNSP_VARIANTS}  # lnsp_*: the reference's own blocks (lnsp.py)
+  if canonical not in known:
     raise ValueError(f"create_model: unknown model {name!r}; valid names: {', '.join(model_names())}.")
-  sizes = dict(VARIANTS[canonical].defaults)
+  sizes = dict(known[canonical].defaults)
   unknown = sorted(set(overrides) - set(sizes))
   if unknown:
     raise ValueError(f"create_model({name!r}): unknown option(s) {unknown}; "
@@ -95,6 +97,8 @@ def resolve_sizes(name: str, **overrides) -> Dict[str, Any]:
 def create_model(name: str, **overrides) -> LatentVectorModel:
   """Builds variant `name` (see VARIANTS) with its reference sizes, overridden by `overrides`."""
   sizes = resolve_sizes(name, **overrides)
+  if name in LNSP_VARIANTS:
+    return build_lnsp_model(name, sizes, _DTYPES[sizes["dtype"]])
   blocks = VARIANTS[ALIASES.get(name, name)].layout(sizes)
   return LatentVectorModel(
       vector_dim=sizes["vector_dim"],
