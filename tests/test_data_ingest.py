@@ -129,7 +129,7 @@ def test_articles_with_too_few_chunks_are_dropped(tmp_path):
 def test_html_paragraphs_come_from_block_elements_without_scripts_or_styles():
   page = ("<html><head><title>Page title</title><style>p { color: red }</style></head><body>"
           "<nav><a href='/'>Home</a></nav><h1>The heading</h1>"
-          "<p>First <b>bold</b> and <a href='#'>linked</a>\n  words &amp; an entity.</p>"
+          "<p>First <b>bold</b> and <a href='#'>linked</a>\n  words &amp; an<br>entity.</p>"
           "<script>var x = '<p>not text</p>';</script>"
           "<ul><li>item one</li><li>item <i>two</i></li></ul>"
           "<div>outer<div>inner</div>tail</div><pre>code   line\n  two</pre><p>last</p>")

@@ -62,7 +62,7 @@ class _BlockTextParser(html.parser.HTMLParser):
   BLOCK_TAGS = frozenset(
       "p li pre h1 h2 h3 h4 h5 h6 div section article header footer nav aside main blockquote "
       "dt dd dl ul ol table tr td th caption figure figcaption form fieldset legend address "
-      "br hr body title details summary".split())
+      "hr body title details summary".split())
   SKIPPED_TAGS = frozenset("script style head noscript template svg".split())
 
   def __init__(self):
@@ -82,10 +82,14 @@ class _BlockTextParser(html.parser.HTMLParser):
       self._skip_depth += 1
     elif tag in self.BLOCK_TAGS:
       self._flush()
+    elif tag == "br":
+      self._parts.append(" ")
 
   def handle_startendtag(self, tag, attrs):
     if tag in self.BLOCK_TAGS:
       self._flush()
+    elif tag == "br":  # a line break inside a paragraph, not a paragraph break
+      self._parts.append(" ")
 
   def handle_endtag(self, tag):
     if tag in self.SKIPPED_TAGS:

@@ -161,6 +161,13 @@ def _shard_path(out: str, shard: int) -> str:
   return os.path.join(out, WORK_DIR, f"shard_{shard:05d}.npy")
 
 
+def _remove_shards(work_dir: str) -> None:
+  """Shards and half-written shard temporaries (a kill during a save leaves one)."""
+  for name in os.listdir(work_dir):
+    if name.startswith("shard_"):
+      os.remove(os.path.join(work_dir, name))
+
+
 def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFAULT_MIN_CHARS,
                max_chars: int = chunking.DEFAULT_MAX_CHARS,
                min_chunks: int = DEFAULT_MIN_CHUNKS, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -211,6 +218,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
   if (os.path.exists(provenance_path) and
       _read_json(provenance_path).get("ingest_plan_hash") == plan_hash):
     logging.info("%s is already complete (plan %s); nothing to do.", out, plan_path)
+    _remove_shards(work_dir)  # left by a kill between the payload and the clean-up
     return dict(summary, status="already complete")
 
   num_shards = -(-len(texts) // shard_size)
@@ -253,8 +261,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
                             chunk_index=chunk_index, ids=np.arange(len(texts), dtype=np.int64),
                             texts=texts, provenance=provenance, source=out)
   formats.write_payload(out, payload)  # provenance.json last: its plan hash marks completion
-  for shard in range(num_shards):
-    os.remove(_shard_path(out, shard))
+  _remove_shards(work_dir)
   summary.update(status="complete", vector_dim=int(vectors.shape[1]),
                  seconds=round(time.perf_counter() - started, 1))
   return summary
