@@ -19,6 +19,8 @@ Steps (each rerunnable; ingest resumes where it stopped):
   prepare   ROOT/src/kernel/**/*.txt from the .rst.gz files
   ingest    ROOT/payload     (python -m lvm_jax.data.ingest)
   build     ROOT/sets        (python -m lvm_jax.data.build --forms full,compact)
+  baselines ROOT/baselines.txt (python -m lvm_jax.data.baselines on the eval split)
+  readme    ROOT/README.txt  (paths and counts, for whoever trains on it)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 DOC_PACKAGE = "linux-doc-6.1"
 DOC_ROOT = f"/usr/share/doc/{DOC_PACKAGE}/Documentation"
 EXCLUDED_DIRS = ("translations", "ABI", "output", "sphinx", "sphinx-static")
-STEPS = ("install", "prepare", "ingest", "build")
+STEPS = ("install", "prepare", "ingest", "build", "baselines", "readme")
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 TARGET_WINDOWS = 31_000  # about 25k training windows after an 80/10/10 article split
 
@@ -125,9 +127,47 @@ def prepare(root: str, target_windows: int) -> int:
   return written
 
 
-def run(command) -> None:
+def run(command, stdout=None) -> None:
   print("+ " + " ".join(command), flush=True)
-  subprocess.run(command, check=True)
+  subprocess.run(command, check=True, stdout=stdout)
+
+
+def write_readme(root: str) -> None:
+  """ROOT/README.txt: where everything is and how big it is."""
+  from lvm_jax.data import build  # pylint: disable=g-import-not-at-top
+  sets = os.path.join(root, "sets")
+  manifest = build.read_manifest(sets)
+  provenance = manifest["payload"]["provenance"]
+  splits = manifest["splits"]
+  lines = [
+      "Development corpus: Linux kernel documentation (Debian linux-doc-6.1), prose of the .rst",
+      f"files, {manifest['num_articles']} articles, {manifest['payload']['num_rows']} chunks, "
+      f"embedded by {provenance['embedder_id']} ({manifest['payload']['vector_dim']}-d, unit "
+      "norm). Rebuilt by scripts/build_dev_corpus.py.", "",
+      "windows (context 5 + target), split by article:"]
+  lines += [f"  {name:5s} {splits[name]['num_sequences']:6d} windows, "
+            f"{splits[name]['num_articles']:4d} articles" for name in build.SPLITS]
+  lines += ["", f"payload   {os.path.join(root, 'payload')}  (texts.jsonl, articles.json, "
+            "provenance.json)"]
+  for key, name in sorted(manifest["files"].items()):
+    lines.append(f"{key:9s} {os.path.join(sets, name)}")
+  if "index" in manifest:
+    lines.append(f"index     {os.path.join(sets, manifest['index']['path'])}  "
+                 f"({manifest['index']['kind']})")
+  lines.append(f"manifest  {os.path.join(sets, build.MANIFEST_FILE)}")
+  lines += ["", "train: python -m lvm_jax.main --config=... "
+            f"--config.data.train_path={os.path.join(sets, 'train_rows.npz')} "
+            f"--config.data.val_path={os.path.join(sets, 'val_rows.npz')} "
+            f"--config.data.payload_path={os.path.join(root, 'payload')}"]
+  baselines = os.path.join(root, "baselines.txt")
+  if os.path.exists(baselines):
+    with open(baselines) as f:
+      table = [line for line in f.read().splitlines() if line.startswith("|")]
+    lines += ["", "baselines on the eval split (python -m lvm_jax.data.baselines --data "
+              f"{sets}):"] + table
+  with open(os.path.join(root, "README.txt"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines), flush=True)
 
 
 def main() -> None:
@@ -146,6 +186,7 @@ def main() -> None:
   python = sys.executable
   started = time.perf_counter()
   if "install" in steps:
+    run(["apt-get", "update"])
     run(["apt-get", "install", "-y", "--no-install-recommends", DOC_PACKAGE])
   if "prepare" in steps:
     prepare(args.root, args.target_windows)
@@ -161,6 +202,12 @@ def main() -> None:
   if "build" in steps:
     run([python, "-m", "lvm_jax.data.build", "--payload", os.path.join(args.root, "payload"),
          "--out", os.path.join(args.root, "sets"), "--forms", "full,compact"])
+  if "baselines" in steps:
+    with open(os.path.join(args.root, "baselines.txt"), "w") as f:
+      run([python, "-m", "lvm_jax.data.baselines", "--data", os.path.join(args.root, "sets")],
+          stdout=f)
+  if "readme" in steps:
+    write_readme(args.root)
   print(f"done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
