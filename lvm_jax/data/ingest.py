@@ -168,6 +168,30 @@ def _remove_shards(work_dir: str) -> None:
       os.remove(os.path.join(work_dir, name))
 
 
+def _embed_missing_shards(out: str, texts: List[str], shard_size: int,
+                          make_encoder: Callable[[], Encoder]):
+  """Embeds and saves every shard not on disk yet; returns (chunks embedded, seconds).
+
+  The encoder is made only when there is work, so finishing a finished run needs no model.
+  """
+  num_shards = -(-len(texts) // shard_size)
+  missing = [s for s in range(num_shards) if not os.path.exists(_shard_path(out, s))]
+  if not missing:
+    return 0, 0.0
+  encoder = make_encoder()
+  bar = ProgressBar(sum(len(texts[s * shard_size:(s + 1) * shard_size]) for s in missing),
+                    f"embed {len(missing)}/{num_shards} shards", unit="chunks")
+  start, embedded = time.perf_counter(), 0
+  for shard in missing:
+    shard_texts = texts[shard * shard_size:(shard + 1) * shard_size]
+    vectors = encoder(shard_texts)  # [n, dim]; batched inside, by length
+    formats._atomic_save_npy(_shard_path(out, shard), vectors)  # pylint: disable=protected-access
+    embedded += len(shard_texts)
+    bar.update(len(shard_texts))
+  bar.close()
+  return embedded, time.perf_counter() - start
+
+
 def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFAULT_MIN_CHARS,
                max_chars: int = chunking.DEFAULT_MAX_CHARS,
                min_chunks: int = DEFAULT_MIN_CHUNKS, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -213,7 +237,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
   summary = {"out": out, "articles_read": len(sources.articles),
              "files_skipped": len(sources.skipped), "articles": len(kept),
              "articles_dropped_too_few_chunks": len(dropped), "chunks": len(texts),
-             **{f"{k}": v for k, v in stats.as_dict().items()}}
+             **stats.as_dict()}
   provenance_path = os.path.join(out, formats.PROVENANCE_FILE)
   if (os.path.exists(provenance_path) and
       _read_json(provenance_path).get("ingest_plan_hash") == plan_hash):
@@ -222,23 +246,11 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
     return dict(summary, status="already complete")
 
   num_shards = -(-len(texts) // shard_size)
-  missing = [s for s in range(num_shards) if not os.path.exists(_shard_path(out, s))]
-  embedded = 0
-  if missing:
-    encoder = encoder or load_encoder(model, batch_size)
-    bar = ProgressBar(sum(min(shard_size, len(texts) - s * shard_size) for s in missing),
-                      f"embed {len(missing)}/{num_shards} shards", unit="chunks")
-    embed_start = time.perf_counter()
-    for shard in missing:
-      shard_texts = texts[shard * shard_size:(shard + 1) * shard_size]
-      vectors = encoder(shard_texts)  # in batches of batch_size, sorted by length inside
-      formats._atomic_save_npy(_shard_path(out, shard), vectors)  # pylint: disable=protected-access
-      embedded += len(shard_texts)
-      bar.update(len(shard_texts))
-    embed_seconds = time.perf_counter() - embed_start
-    bar.close()
-    summary["embed_chunks_per_second"] = round(embedded / max(embed_seconds, 1e-9), 2)
+  embedded, seconds = _embed_missing_shards(
+      out, texts, shard_size, lambda: encoder or load_encoder(model, batch_size))
   summary["chunks_embedded_this_run"] = embedded
+  if embedded:
+    summary["embed_chunks_per_second"] = round(embedded / max(seconds, 1e-9), 2)
 
   vectors = np.concatenate([np.load(_shard_path(out, s)) for s in range(num_shards)])
   if vectors.shape[0] != len(texts):
