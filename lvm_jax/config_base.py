@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.warmup_steps = 1000
   config.train.final_lr_fraction = 0.01
   config.train.clip_norm = 1.0
-  config.train.early_stopping_patience = 3
+  config.train.early_stopping_patience = 3  # epochs without a gain in best_metric; 0: never stop
   config.train.smoke_gate_epoch = 2
   config.train.smoke_gate_val_cosine = 0.50
   config.train.parallel = "auto"  # auto (mesh; vmap on Metal) | mesh | vmap

@@ -11,7 +11,11 @@ def test_early_stopping_replays_history_and_counts_epochs_without_gain(tmp_path)
   stopper = hooks.early_stopping_from(history, "val_cosine", "max", patience=3)
   assert stopper.patience_count == 2 and not stopper.should_stop
   stopper = hooks.update_early_stopping(stopper, 0.49, "max")
-  assert stopper.should_stop
+  assert stopper.should_stop  # three epochs in a row without a gain
+  never = hooks.early_stopping_from(history, "val_cosine", "max", patience=0)
+  for _ in range(10):
+    never = hooks.update_early_stopping(never, 0.0, "max")
+  assert not never.should_stop
   reread = hooks.History(Workdir(tmp_path))
   reread.truncate_to(20)
   assert [e["epoch"] for e in reread.entries] == [1, 2]

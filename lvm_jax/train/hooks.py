@@ -74,10 +74,18 @@ class MetricWriter:
       self._writer.close()
 
 
+NEVER = 2**62  # a patience no run reaches
+
+
 def early_stopping_from(history: History, metric: str, mode: str,
                         patience: int) -> early_stopping.EarlyStopping:
-  """flax's EarlyStopping (which minimises), replayed over the epochs already run."""
-  stopper = early_stopping.EarlyStopping(patience=patience, min_delta=0.0)
+  """flax's EarlyStopping (which minimises), replayed over the epochs already run.
+
+  `patience` epochs in a row without a gain stop the run, as in the reference (flax
+  stops when its count exceeds its patience, hence patience - 1); 0 never stops.
+  """
+  flax_patience = patience - 1 if patience > 0 else NEVER
+  stopper = early_stopping.EarlyStopping(patience=flax_patience, min_delta=0.0)
   for entry in history.entries:
     if metric in entry:
       stopper = stopper.update(_minimised(entry[metric], mode))
