@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, IO, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -29,6 +29,19 @@ def atomic_open(path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
       yield f
       f.flush()
       os.fsync(f.fileno())
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+
+
+def write_with(path, write: Callable[[str], None]) -> None:
+  """For writers that take a path (FAISS): write(temporary path), then rename onto `path`."""
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  temporary = f"{path}.tmp{os.getpid()}"
+  try:
+    write(temporary)
     os.replace(temporary, path)
   finally:
     if os.path.exists(temporary):

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from lvm_jax import atomic
+from lvm_jax.workdir import Workdir
 from lvm_jax.retrieval.evaluator import VIEW_TITLES, VIEWS
 
 TABLE_COLUMNS = ("R@1", "R@5", "R@10", "R@20", "Contain@20", "Contain@50", "Eff@5", "MRR",
@@ -67,7 +69,7 @@ def our_section(result: Dict, *, checkpoint: Optional[str], val_cosine: Optional
 
 def val_cosine_of(workdir: Optional[str]) -> Optional[float]:
   """Best val_cosine in the training workdir's history.json, if there is one."""
-  path = os.path.join(workdir, "history.json") if workdir else None
+  path = Workdir(workdir).history if workdir else None
   if not path or not os.path.exists(path):
     return None
   with open(path) as f:
@@ -83,6 +85,5 @@ def write_json(path: str, report: Dict) -> None:
       return value.item()
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
-  with open(path + ".tmp", "w") as f:
+  with atomic.atomic_open(path, "w") as f:
     json.dump(report, f, indent=2, default=default)
-  os.replace(path + ".tmp", path)

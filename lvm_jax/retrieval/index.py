@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
+from lvm_jax import atomic
 from lvm_jax.data.errors import data_error
 
 INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "hnsw")
@@ -116,8 +117,7 @@ def index_kind(index: faiss.Index) -> str:
 def write_index(index: faiss.Index, path: str) -> None:
   """Written beside, then renamed: a crash never leaves half an index."""
   faiss = _faiss()
-  faiss.write_index(index, path + ".tmp")
-  os.replace(path + ".tmp", path)
+  atomic.write_with(path, lambda temporary: faiss.write_index(index, temporary))
 
 
 def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CHECK_SAMPLE,
