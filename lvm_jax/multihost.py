@@ -153,8 +153,9 @@ def initialize() -> None:
 def _unreachable(address: str, process_id: int, num_processes: int, seconds: int,
                  reason: str) -> MultihostError:
   role = "start the coordinator on" if process_id == 0 else "reach the coordinator at"
+  within = f" within {seconds} s" if seconds else ""
   return MultihostError(
-      f"process {process_id} of {num_processes} could not {role} {address} within {seconds} s "
+      f"process {process_id} of {num_processes} could not {role} {address}{within} "
       f"({reason}). Check: every process was started with the same JAX_COORDINATOR_ADDRESS "
       "and JAX_NUM_PROCESSES and its own JAX_PROCESS_ID; process 0 runs and its port is free "
       f"and reachable from this host (firewall, host name); raise {TIMEOUT_ENV['init']} if the "
@@ -220,8 +221,10 @@ def barrier(name: str) -> None:
 
 
 def on_process_zero(name: str, work: Callable[[], T]) -> Optional[T]:
-  """Runs `work` on process 0 only while the others wait at barrier `name`; returns its result
-  there and None elsewhere. For work that writes shared files the others then read."""
+  """Runs `work` on process 0 while the others wait at barrier `name`, then they read its files.
+
+  Returns work's result on process 0 and None on the others.
+  """
   result = work() if process_index() == 0 else None
   barrier(name)
   return result
