@@ -50,23 +50,34 @@ launch_default_workdir() {
   echo "runs/${name}${variant}"
 }
 
-# launch_run BACKEND [EXTRA_ARGS...]: prints and runs `python -m lvm_jax.main` on BACKEND.
-launch_run() {
+# launch_command BACKEND [EXTRA_ARGS...]: sets LAUNCH_COMMAND to `python -m lvm_jax.main ...`
+# and LAUNCH_WORKDIR to its workdir.
+launch_command() {
   local backend="$1"
   shift
   local config="${CONFIG:-configs/s_contrastive.py}"
-  local workdir="${WORKDIR:-$(launch_default_workdir "$config")}"
+  LAUNCH_WORKDIR="${WORKDIR:-$(launch_default_workdir "$config")}"
   local python="${PYTHON:-}"
   if [[ -z "$python" ]]; then
     if command -v python >/dev/null 2>&1; then python=python; else python=python3; fi
   fi
-  local command=("$python" -m lvm_jax.main "--config=$config" "--workdir=$workdir"
-                 "--backend=$backend" "$@")
+  LAUNCH_COMMAND=("$python" -m lvm_jax.main "--config=$config" "--workdir=$LAUNCH_WORKDIR"
+                  "--backend=$backend" "$@")
+}
+
+# Prints `+ NAME=value ... command` for the given words, shell-quoted.
+launch_print() {
   local printed
-  printed="$(printf '%q ' ${LAUNCH_ENV[@]+"${LAUNCH_ENV[@]}"} "${command[@]}")"
+  printed="$(printf '%q ' "$@")"
   echo "+ ${printed% }"
+}
+
+# launch_run BACKEND [EXTRA_ARGS...]: prints and runs `python -m lvm_jax.main` on BACKEND.
+launch_run() {
+  launch_command "$@"
+  launch_print ${LAUNCH_ENV[@]+"${LAUNCH_ENV[@]}"} "${LAUNCH_COMMAND[@]}"
   if [[ "${LAUNCH_DRY_RUN:-0}" == "1" ]]; then
     exit 0
   fi
-  exec env ${LAUNCH_ENV[@]+"${LAUNCH_ENV[@]}"} "${command[@]}"
+  exec env ${LAUNCH_ENV[@]+"${LAUNCH_ENV[@]}"} "${LAUNCH_COMMAND[@]}"
 }

@@ -25,10 +25,17 @@
 #   CUDA_VISIBLE_DEVICES, XLA_PYTHON_CLIENT_MEM_FRACTION, XLA_PYTHON_CLIENT_PREALLOCATE,
 #   XLA_FLAGS            as in launch/gpu.sh
 #   NCCL_DEBUG, NCCL_SOCKET_IFNAME  NCCL logging / the network interface between hosts
+#   LVM_JAX_INIT_TIMEOUT_S, LVM_JAX_HEARTBEAT_TIMEOUT_S, LVM_JAX_BARRIER_TIMEOUT_S
+#                        bounds (seconds) on reaching the coordinator, on a silent process
+#                        being declared dead, on a barrier or checkpoint commit (defaults 300,
+#                        100, 1800); a process that loses the others exits with an error that
+#                        names it instead of hanging. See lvm_jax/multihost.py
 #   PYTHON               interpreter; default python
 #   LAUNCH_DRY_RUN       1: print the command and exit 0 without running it
-# Every process runs the same program; TensorBoard scalars are meant for process 0 only
-# (SummaryWriter(enabled=jax.process_index() == 0)), so the event files are not duplicated.
+# Every process runs the same program; process 0 alone generates the synthetic corpus (the
+# others wait, then read it) and writes config.json, history, baselines and TensorBoard
+# events; every process takes part in each checkpoint. launch/multihost_cpu.sh runs the
+# same thing as processes on one machine.
 #
 # SLURM: one task per node, each task sees all GPUs of its node; NUM_PROCESSES and PROCESS_ID
 # then come from SLURM_NTASKS and SLURM_PROCID, and process 0 runs on the first node:
@@ -60,5 +67,6 @@ LAUNCH_ENV+=("JAX_COORDINATOR_ADDRESS=$COORDINATOR_ADDRESS"
              "JAX_NUM_PROCESSES=$NUM_PROCESSES"
              "JAX_PROCESS_ID=$PROCESS_ID")
 launch_pass_env CUDA_VISIBLE_DEVICES XLA_PYTHON_CLIENT_MEM_FRACTION \
-  XLA_PYTHON_CLIENT_PREALLOCATE XLA_FLAGS NCCL_DEBUG NCCL_SOCKET_IFNAME
+  XLA_PYTHON_CLIENT_PREALLOCATE XLA_FLAGS NCCL_DEBUG NCCL_SOCKET_IFNAME \
+  LVM_JAX_INIT_TIMEOUT_S LVM_JAX_HEARTBEAT_TIMEOUT_S LVM_JAX_BARRIER_TIMEOUT_S
 launch_run gpu "$@"

@@ -13,6 +13,7 @@ from typing import Optional
 
 from absl import logging
 
+from lvm_jax import multihost
 from lvm_jax.cli import UserFacingError
 
 # config.backend value -> JAX_PLATFORMS value (None: let JAX pick its best; "metal": see
@@ -28,7 +29,6 @@ _INSTALL_HINT = {
              'current jax) or pip install -e ".[metal]" (jax-metal 0.1.1 with jax 0.5.0)',
     "cpu": "check JAX_PLATFORMS in the environment",
 }
-DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
 class BackendError(UserFacingError, RuntimeError):
@@ -57,11 +57,8 @@ def initialize(name: str) -> str:
   """
   configure(name)
   import jax  # pylint: disable=g-import-not-at-top
-  if all(os.environ.get(var) for var in DISTRIBUTED_ENV):
-    jax.distributed.initialize(
-        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=int(os.environ["JAX_PROCESS_ID"]))
+  if multihost.requested():
+    multihost.initialize()  # bounded timeouts, CPU collectives; see lvm_jax/multihost.py
   try:
     platform = jax.default_backend().lower()
   except (RuntimeError, AssertionError, ValueError) as error:

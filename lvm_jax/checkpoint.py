@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from lvm_jax import atomic
+from lvm_jax import atomic, multihost
 from lvm_jax.cli import UserFacingError
 from lvm_jax.models import LatentVectorPredictor, create_head, create_model
 from lvm_jax.workdir import Workdir
@@ -58,7 +58,8 @@ def _manager(directory: str, *, keep_latest: int, best_metric: str, best_mode: s
                                 reverse=reverse, n=1, keep_checkpoints_without_metrics=False)])
   options = ocp.CheckpointManagerOptions(
       preservation_policy=None if read_only else policy, create=not read_only,
-      best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode, read_only=read_only)
+      best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode, read_only=read_only,
+      async_options=ocp.AsyncOptions(timeout_secs=multihost.timeouts().barrier))
   return ocp.CheckpointManager(directory, options=options)
 
 
@@ -112,10 +113,16 @@ class Checkpointer:
       logging.warning("Resuming from step %d instead of the newest step %d, which is damaged.",
                       step, steps[0])
       self._set_aside([s for s in steps if s > step])
+    multihost.assert_same_on_every_process(restored, f"training state after restoring step {step} "
+                                           f"of {self.directory}")
     return flax.serialization.from_state_dict(state_template, restored)
 
   def _set_aside(self, damaged_steps) -> None:
-    """Renames damaged steps to <step>.damaged (kept for inspection) so they can be redone."""
+    """Renames damaged steps to <step>.damaged (kept for inspection) so they can be redone.
+
+    Process 0 renames once every process has finished reading; all reload after.
+    """
+    multihost.barrier("checkpoint restored")
     if jax.process_index() == 0:
       for step in damaged_steps:
         path = os.path.join(self.directory, str(step))
@@ -125,6 +132,7 @@ class Checkpointer:
             shutil.rmtree(aside)
           os.rename(path, aside)
           logging.warning("Moved the damaged step %s aside to %s.", path, aside)
+    multihost.barrier("damaged steps set aside")
     self.manager.reload()
 
   def wait_until_finished(self) -> None:

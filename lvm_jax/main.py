@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lvm_jax import backend, checkpoint, cli
+from lvm_jax import backend, checkpoint, cli, multihost
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -34,13 +34,14 @@ def main(argv):
       config.backend = FLAGS.backend
   backend.initialize(config.backend)
   from lvm_jax import train  # pylint: disable=g-import-not-at-top  (after the backend is set)
-  try:
-    summary = train.train_and_evaluate(config, FLAGS.workdir)
-  except train.NonFiniteLossError as error:
-    if FLAGS.verbose:
-      raise
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  with multihost.failures_end_the_process(FLAGS.verbose):  # multi-process: no shutdown hang
+    try:
+      summary = train.train_and_evaluate(config, FLAGS.workdir)
+    except train.NonFiniteLossError as error:
+      if FLAGS.verbose:
+        raise
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(1)
   logging.info("Done: best %s %.4f after %d epochs; workdir %s", summary["best_metric"],
                summary["best"], len(summary["history"]), FLAGS.workdir)
 

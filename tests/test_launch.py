@@ -18,7 +18,8 @@ _SCRUBBED = ("CONFIG", "WORKDIR", "DEVICES", "PYTHON", "LAUNCH_DRY_RUN", "XLA_FL
              "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_ALLOCATOR",
              "TF_CPP_MIN_LOG_LEVEL", "ENABLE_PJRT_COMPATIBILITY", "NCCL_DEBUG",
              "NCCL_SOCKET_IFNAME", "SLURM_NTASKS", "SLURM_PROCID", "COORDINATOR_ADDRESS",
-             "NUM_PROCESSES", "PROCESS_ID")
+             "NUM_PROCESSES", "PROCESS_ID", "PORT", "LVM_JAX_INIT_TIMEOUT_S",
+             "LVM_JAX_HEARTBEAT_TIMEOUT_S", "LVM_JAX_BARRIER_TIMEOUT_S")
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -41,14 +42,14 @@ def printed_command(result):
   return shlex.split(line[2:])
 
 
-@pytest.mark.parametrize("script", SCRIPTS + ("common.sh",))
+@pytest.mark.parametrize("script", SCRIPTS + ("common.sh", "multihost_cpu.sh"))
 def test_syntax(script):
   result = subprocess.run(["bash", "-n", str(LAUNCH_DIR / script)], capture_output=True,
                           text=True, check=False)
   assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", SCRIPTS + ("multihost_cpu.sh",))
 def test_help_prints_documentation(script):
   for flag in ("--help", "-h"):
     result = run_script(script, flag, dry_run=False)
@@ -145,3 +146,47 @@ def test_metal_refuses_other_platforms():
     pytest.skip("this is an Apple-silicon Mac")
   result = run_script("metal.sh", dry_run=False, PYTHON="false")
   assert result.returncode != 0 and "Apple silicon" in result.stderr
+
+
+def test_multihost_cpu_prints_one_command_per_process():
+  result = run_script("multihost_cpu.sh", "--config.train.num_epochs=2", NUM_PROCESSES="3",
+                      PORT="23456", LVM_JAX_HEARTBEAT_TIMEOUT_S="20")
+  assert result.returncode == 0, result.stderr
+  lines = [shlex.split(l[2:]) for l in result.stdout.splitlines() if l.startswith("+ ")]
+  assert len(lines) == 3
+  for process_id, words in enumerate(lines):
+    assert words[:5] == ["JAX_COORDINATOR_ADDRESS=127.0.0.1:23456", "JAX_NUM_PROCESSES=3",
+                         "LVM_JAX_HEARTBEAT_TIMEOUT_S=20", f"JAX_PROCESS_ID={process_id}",
+                         "python"]
+    assert words[-2:] == ["--backend=cpu", "--config.train.num_epochs=2"]
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"NUM_PROCESSES": "1"}, "NUM_PROCESSES"),
+    ({"NUM_PROCESSES": "two"}, "NUM_PROCESSES"),
+    ({"PORT": "http"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+])
+def test_multihost_cpu_rejects_bad_settings(env, variable):
+  result = run_script("multihost_cpu.sh", **env)
+  assert result.returncode != 0
+  assert variable in result.stderr and "+ " not in result.stdout
+
+
+def test_multihost_cpu_runs_every_process_and_returns_the_first_failure(tmp_path):
+  """A fake python records each process's id and fails as process 1: the script waits for
+  all and exits with that status; process 1's output goes to WORKDIR.process1.log."""
+  fake_python = tmp_path / "python"
+  fake_python.write_text("#!/usr/bin/env bash\n"
+                         f"echo \"$JAX_PROCESS_ID $JAX_NUM_PROCESSES\" >> {tmp_path}/ids.txt\n"
+                         "echo output of $JAX_PROCESS_ID\n"
+                         "[[ $JAX_PROCESS_ID == 1 ]] && exit 7\nexit 0\n")
+  fake_python.chmod(0o755)
+  workdir = tmp_path / "runs" / "w"
+  result = run_script("multihost_cpu.sh", dry_run=False, PYTHON=str(fake_python),
+                      WORKDIR=str(workdir))
+  assert result.returncode == 7, result.stderr
+  assert sorted((tmp_path / "ids.txt").read_text().splitlines()) == ["0 2", "1 2"]
+  assert "output of 0" in result.stdout
+  assert (tmp_path / "runs" / "w.process1.log").read_text() == "output of 1\n"
+  assert "process 1 exited with status 7" in result.stderr

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lvm_jax import multihost
 from lvm_jax.data import synthetic
 from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.data.sequences import SequenceSet, read_sequence_set
@@ -50,7 +51,10 @@ def load_training_sets(config: ml_collections.ConfigDict, data_dir: str) -> Trai
     if data.val_path or data.payload_path:
       raise ValueError("config.data: val_path/payload_path are set but train_path is empty; set "
                        "train_path too, or clear all three to use the synthetic corpus.")
-    paths = synthetic_paths(config, data_dir)
+    # Process 0 writes the corpus while the others wait; they then reuse its files.
+    paths = multihost.on_process_zero("synthetic corpus",
+                                      lambda: synthetic_paths(config, data_dir))
+    paths = paths or synthetic_paths(config, data_dir)
     train_path, val_path, payload_path = paths["train_rows"], paths["val_rows"], paths["payload"]
     eval_path = paths["eval"]
   else:

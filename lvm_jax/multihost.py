@@ -1,0 +1,305 @@
+"""Several processes, one run: start-up, barriers, work done once, and failures that end fast.
+
+A launcher sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID;
+`backend.initialize` then calls `initialize` here before anything touches a
+device. Every wait between processes is bounded, so a dead or unreachable
+process ends the others with an error that names it instead of a hang. The
+bounds, in seconds, come from the environment (a launcher or test sets them):
+
+  LVM_JAX_INIT_TIMEOUT_S       reaching the coordinator (process 0) at start   default 300
+  LVM_JAX_HEARTBEAT_TIMEOUT_S  silence after which a process counts as dead    default 100
+  LVM_JAX_BARRIER_TIMEOUT_S    waiting for the others at a barrier or for a     default 1800
+                               checkpoint's commit (process 0 may be generating
+                               the synthetic corpus meanwhile)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import os
+import socket
+import sys
+import time
+import traceback
+import zlib
+from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
+
+from absl import logging
+
+from lvm_jax.cli import EXIT_BAD_INPUT, USER_ERRORS, UserFacingError
+
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+TIMEOUT_ENV = {"init": "LVM_JAX_INIT_TIMEOUT_S", "heartbeat": "LVM_JAX_HEARTBEAT_TIMEOUT_S",
+               "barrier": "LVM_JAX_BARRIER_TIMEOUT_S"}
+DEFAULT_TIMEOUTS = {"init": 300, "heartbeat": 100, "barrier": 1800}
+# Exit status of a process that stops because the run across processes failed.
+EXIT_MULTIHOST_FAILURE = 3
+# Words in XLA / Gloo / coordination-service errors that mean another process is gone or stuck.
+_PEER_FAILURE_MARKERS = ("gloo", "heartbeat", "barrier", "coordination", "deadline_exceeded",
+                         "unavailable", "connection reset", "connection refused",
+                         "distributed service", "task is set to error")
+
+T = TypeVar("T")
+_BARRIER_USES: Dict[str, int] = {}
+
+
+class MultihostError(UserFacingError, RuntimeError):
+  """A process of a multi-process run cannot reach, or lost, the others."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+  init: int
+  heartbeat: int
+  barrier: int
+
+
+def timeouts() -> Timeouts:
+  """The bounds from LVM_JAX_*_TIMEOUT_S, else the defaults; whole seconds >= 1."""
+  values = {}
+  for name, variable in TIMEOUT_ENV.items():
+    text = os.environ.get(variable, "").strip()
+    if not text:
+      values[name] = DEFAULT_TIMEOUTS[name]
+      continue
+    try:
+      values[name] = int(text)
+    except ValueError:
+      values[name] = 0
+    if values[name] < 1:
+      raise MultihostError(f"environment {variable}={text!r} is not a whole number of seconds "
+                           f">= 1. Fix: set it to e.g. {DEFAULT_TIMEOUTS[name]}, or unset it.")
+  return Timeouts(**values)
+
+
+def requested() -> bool:
+  """Whether the launcher asked for a multi-process run (all three JAX_* variables set)."""
+  return all(os.environ.get(variable) for variable in DISTRIBUTED_ENV)
+
+
+def process_index() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index()
+
+
+def process_count() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count()
+
+
+def is_multiprocess() -> bool:
+  return process_count() > 1
+
+
+def _where() -> str:
+  return f"process {process_index()} of {process_count()}"
+
+
+def initialize() -> None:
+  """jax.distributed.initialize from the JAX_* variables, bounded, with CPU collectives on.
+
+  Call after the platform is chosen and before any computation. jax 0.5.0's
+  public initialize takes no heartbeat setting, so there the same call goes
+  through its State.initialize, which does (interval x missed beats).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  address = os.environ["JAX_COORDINATOR_ADDRESS"]
+  try:
+    num_processes, process_id = (int(os.environ[v]) for v in DISTRIBUTED_ENV[1:])
+  except ValueError as error:
+    raise MultihostError(f"JAX_NUM_PROCESSES={os.environ['JAX_NUM_PROCESSES']!r} and "
+                         f"JAX_PROCESS_ID={os.environ['JAX_PROCESS_ID']!r} must be integers. Fix: "
+                         "set them as launch/multihost_gpu.sh does.") from error
+  if not 0 <= process_id < num_processes:
+    raise MultihostError(f"JAX_PROCESS_ID={process_id} is not in 0..{num_processes - 1} "
+                         f"(JAX_NUM_PROCESSES={num_processes}). Fix: give every process its own "
+                         "id in that range.")
+  bounds = timeouts()
+  # Cross-process collectives on CPU (jax 0.5.0 has none by default; newer JAX defaults to gloo).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  arguments = dict(coordinator_address=address, num_processes=num_processes,
+                   process_id=process_id, initialization_timeout=bounds.init)
+  public = inspect.signature(jax.distributed.initialize).parameters
+  if "heartbeat_timeout_seconds" in public:
+    start = functools.partial(jax.distributed.initialize,
+                              heartbeat_timeout_seconds=bounds.heartbeat)
+  else:
+    interval = max(1, min(10, bounds.heartbeat // 5))
+    beats = max(2, -(-bounds.heartbeat // interval))
+    start = functools.partial(distributed.global_state.initialize,
+                              service_heartbeat_interval_seconds=interval,
+                              service_max_missing_heartbeats=beats,
+                              client_heartbeat_interval_seconds=interval,
+                              client_max_missing_heartbeats=beats)
+  # JAX aborts the process (no Python error) when the coordinator stays out of reach, so
+  # first wait for its port here, where the message can say what to check.
+  waited = _wait_for_coordinator(address, process_id, num_processes, bounds.init)
+  arguments["initialization_timeout"] = max(bounds.init - int(waited), 10)
+  logging.info("Process %d of %d: connecting to the coordinator at %s (timeout %d s, heartbeat "
+               "timeout %d s). If JAX stops this process with DEADLINE_EXCEEDED, check that every "
+               "process has the same JAX_NUM_PROCESSES and its own JAX_PROCESS_ID.", process_id,
+               num_processes, address, arguments["initialization_timeout"], bounds.heartbeat)
+  try:
+    start(**arguments)
+  except Exception as error:  # XLA raises its own runtime error types, differing by version
+    raise _unreachable(address, process_id, num_processes, bounds.init,
+                       _first_line(error)) from error
+
+
+def _unreachable(address: str, process_id: int, num_processes: int, seconds: int,
+                 reason: str) -> MultihostError:
+  role = "start the coordinator on" if process_id == 0 else "reach the coordinator at"
+  within = f" within {seconds} s" if seconds else ""
+  return MultihostError(
+      f"process {process_id} of {num_processes} could not {role} {address}{within} "
+      f"({reason}). Check: every process was started with the same JAX_COORDINATOR_ADDRESS "
+      "and JAX_NUM_PROCESSES and its own JAX_PROCESS_ID; process 0 runs and its port is free "
+      f"and reachable from this host (firewall, host name); raise {TIMEOUT_ENV['init']} if the "
+      "processes start far apart.")
+
+
+def _wait_for_coordinator(address: str, process_id: int, num_processes: int,
+                          seconds: int) -> float:
+  """Process 0: its port is free. Others: it accepts connections within `seconds`.
+
+  Returns the seconds spent waiting.
+  """
+  host, _, port_text = address.rpartition(":")
+  host = host.strip("[]")
+  try:
+    port = int(port_text)
+  except ValueError:
+    raise MultihostError(f"JAX_COORDINATOR_ADDRESS={address!r} is not host:port. Fix: set it to "
+                         "process 0's host and a free port, e.g. host0:12345.") from None
+  if process_id == 0:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      try:
+        probe.bind(("", port))
+      except OSError as error:
+        raise _unreachable(address, process_id, num_processes, 0,
+                           f"port {port} is taken: {error.strerror}") from error
+    return 0.0
+  started = time.monotonic()
+  last_error = "no answer"
+  while time.monotonic() - started < seconds:
+    try:
+      with socket.create_connection((host, port), timeout=2):
+        return time.monotonic() - started
+    except OSError as error:
+      last_error = error.strerror or type(error).__name__
+      time.sleep(0.5)
+  raise _unreachable(address, process_id, num_processes, seconds,
+                     f"the port did not accept a connection: {last_error}")
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches barrier `name` (at most LVM_JAX_BARRIER_TIMEOUT_S).
+
+  Uses the coordination service, not a collective, so a long wait (process 0
+  generating data) never trips a collective library's own connect timeout.
+  """
+  if not is_multiprocess():
+    return
+  from orbax.checkpoint import multihost as orbax_multihost  # pylint: disable=g-import-not-at-top
+  seconds = timeouts().barrier
+  # A barrier id serves once; every process passes the same barriers in the same order.
+  _BARRIER_USES[name] = _BARRIER_USES.get(name, 0) + 1
+  key = f"lvm_jax.{name.replace(' ', '_')}.{_BARRIER_USES[name]}"
+  try:
+    orbax_multihost.get_barrier_sync_fn()(key=key, timeout_ms=seconds * 1000)
+  except Exception as error:  # XLA raises its own runtime error types, differing by version
+    raise MultihostError(
+        f"{_where()} waited at barrier {name!r} for the other processes and gave up "
+        f"({_first_line(error)}). Check the other processes' logs for an earlier error; a "
+        f"process that died, was killed or is stuck stops them all. Raise "
+        f"{TIMEOUT_ENV['barrier']} (now {seconds} s) if one of them is only slow.") from error
+
+
+def on_process_zero(name: str, work: Callable[[], T]) -> Optional[T]:
+  """Runs `work` on process 0 while the others wait at barrier `name`, then they read its files.
+
+  Returns work's result on process 0 and None on the others.
+  """
+  result = work() if process_index() == 0 else None
+  barrier(name)
+  return result
+
+
+def assert_same_on_every_process(tree: Any, what: str) -> None:
+  """Raises MultihostError unless every process holds the same bytes in `tree` (host arrays).
+
+  One CRC per process is compared, not the arrays, so the check costs one tiny collective.
+  """
+  if not is_multiprocess():
+    return
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  checksum = 0
+  for leaf in jax.tree_util.tree_leaves(tree):
+    checksum = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).tobytes(), checksum)
+  checksums = np.asarray(multihost_utils.process_allgather(np.asarray([checksum], np.uint32)))
+  if len(set(checksums.reshape(-1).tolist())) > 1:
+    raise MultihostError(
+        f"{_where()}: the processes hold different {what} (checksums by process: "
+        f"{checksums.reshape(-1).tolist()}). Check that every process reads the same workdir "
+        "on a filesystem all hosts see (WORKDIR in launch/multihost_gpu.sh), and the same data "
+        "files.")
+
+
+def explain(error: BaseException) -> Optional[MultihostError]:
+  """A MultihostError naming this process for an error that means another process failed."""
+  if isinstance(error, MultihostError):
+    return error
+  if isinstance(error, UserFacingError) or not is_multiprocess():
+    return None
+  text = f"{type(error).__name__} {error}".lower()
+  if not any(marker in text for marker in _PEER_FAILURE_MARKERS):
+    return None
+  seconds = timeouts()
+  return MultihostError(
+      f"{_where()} lost contact with the other processes ({_first_line(error)}). Most likely "
+      "another process died or was killed: check the other processes' logs for an earlier "
+      "error and that they all still run; across hosts, check the network between them. "
+      f"Rerun every process to resume from the last checkpoint (timeouts: "
+      f"{TIMEOUT_ENV['heartbeat']}={seconds.heartbeat} s, "
+      f"{TIMEOUT_ENV['barrier']}={seconds.barrier} s).")
+
+
+@contextlib.contextmanager
+def failures_end_the_process(verbose: bool = False) -> Iterator[None]:
+  """In a multi-process run, an error prints `error: process i of n: ...` and exits at once.
+
+  Exiting normally would enter JAX's shutdown barrier, which waits for the
+  processes that are gone; single-process runs re-raise unchanged.
+  """
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except
+    try:
+      multi = is_multiprocess()
+    except Exception:  # pylint: disable=broad-except  (JAX itself failed to start)
+      multi = False
+    if not multi:
+      raise
+    explained = explain(error)
+    if explained is not None:
+      message, status = str(explained), EXIT_MULTIHOST_FAILURE
+    else:
+      message = f"{_where()}: {error}"
+      status = EXIT_BAD_INPUT if isinstance(error, USER_ERRORS) else 1
+    if verbose or status == 1:
+      traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)  # pylint: disable=protected-access
+
+
+def _first_line(error: BaseException) -> str:
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
