@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains on the CPU: the tiny configs, tests, debugging, and multi-device code paths
-# (pmap, all_gather negatives) on one machine through fake host devices.
+# (the device mesh, all_gather negatives) on one machine through fake host devices.
 #
 # Usage (from the repository root):
 #   launch/cpu.sh [MAIN_FLAGS...]

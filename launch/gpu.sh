@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains on the NVIDIA GPUs of one host (every visible GPU becomes a pmap device).
+# Trains on the NVIDIA GPUs of one host (every visible GPU joins the device mesh).
 # Needs a CUDA build of JAX: pip install -U "jax[cuda12]".
 #
 # Usage (from the repository root):

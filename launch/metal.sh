@@ -15,7 +15,7 @@
 #
 # What Metal cannot do, and so what a run here uses:
 #   - float32 only: no float64 and no bfloat16 compute; keep config.model.dtype=float32.
-#   - one device: no multi-device pmap, so negatives are gathered over that one device.
+#   - one device: the step is vmapped on it, so negatives are gathered over that one device.
 #   - no associative_scan: the selective scan runs unrolled or sequential (scan_mode=auto picks
 #     it; force one with --config.model.scan_mode=unrolled or =sequential).
 #

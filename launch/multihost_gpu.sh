@@ -2,7 +2,7 @@
 # Trains on GPUs across several hosts: run this script once on every host, each with its own
 # PROCESS_ID. It exports JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, from
 # which lvm_jax.main calls jax.distributed.initialize() before anything else touches JAX; then
-# every process drives its local GPUs and pmap spans all of them.
+# every process drives its local GPUs and the device mesh spans all of them.
 #
 # Usage (from the repository root, on every host):
 #   COORDINATOR_ADDRESS=host0:12345 NUM_PROCESSES=2 PROCESS_ID=0 launch/multihost_gpu.sh [MAIN_FLAGS...]
