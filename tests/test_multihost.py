@@ -268,8 +268,8 @@ def test_killing_both_processes_then_rerunning_resumes_on_prebuilt_data(
 @pytest.mark.parametrize("killed", [1, 0])
 def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebuilt_flags,
                                                                  reference_run, killed):
-  """Process 1 killed: process 0 stops with our error, and a rerun resumes. Process 0 (the
-  coordinator) killed: JAX's own client may end process 1 first, with its message."""
+  """The survivor stops with our error within the bound, and a rerun resumes. JAX's own
+  client may end the survivor first (seen for either kill under load), with its message."""
   workdir = str(tmp_path / "prebuilt")
   processes = start_pair(workdir, *prebuilt_flags)
   first_step = wait_for_checkpoint(processes, workdir)
@@ -288,7 +288,8 @@ def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebui
   if committed_steps(workdir)[-1] != first_step:
     pytest.skip("the run finished its last step before the kill landed")
   ours = f"error: process {1 - killed} of 2 lost contact with the other processes" in text
-  assert ours or (killed == 0 and JAX_PEER_DIED in text), text[-3000:]
+  jax_ended_it = JAX_PEER_DIED in text
+  assert ours or jax_ended_it, (text[:3000], text[-3000:])
   if ours:
     assert "check the other processes' logs" in text
   assert stopped_after < STOP_AFTER_KILL_S
