@@ -46,6 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
   # float32 matmul precision: default (TF32 on NVIDIA Ampere+ GPUs) | high | highest (full fp32).
   config.model.matmul_precision = "default"
   config.model.alignment_head = False
+  config.model.residual = False  # predict a correction to context vector t (see LatentVectorModel)
+  config.model.residual_decay = 0.0  # residual base: recency-weighted context average (0: vector t)
 
   config.head = ml_collections.ConfigDict()
   config.head.kind = "native"  # native | lnsp (the reference trainer's head, for imports)
@@ -58,6 +60,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.loss.temperature = 0.07
   config.loss.negatives = "accum"  # micro | accum | global
   config.loss.positions = "last"  # last | all
+  # InfoNCE of the predictions themselves against the raw next vectors (the retrieval space),
+  # added to the head's InfoNCE with this weight; 0 leaves the reference loss.
+  config.loss.vector_infonce_weight = 0.0
+  config.loss.vector_temperature = 0.05
+  # Every context vector of the step joins the negatives of both InfoNCE terms: among them each
+  # window's own context, which a prediction near its input retrieves before the true next chunk.
+  config.loss.context_negatives = False
 
   config.augment = ml_collections.ConfigDict()
   config.augment.article_dropout = 0.2

@@ -76,9 +76,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "loss.temperature", low=0, low_open=True)
   _number(config, "loss.contrastive_weight", low=0)
   _number(config, "loss.ar_weight", low=0)
-  if config.loss.contrastive_weight + config.loss.ar_weight <= 0:
-    raise ConfigError("config fields loss.contrastive_weight and loss.ar_weight are both 0: "
-                      "nothing would be trained. Fix: make at least one of them > 0.")
+  _number(config, "loss.vector_infonce_weight", low=0)
+  _number(config, "loss.vector_temperature", low=0, low_open=True)
+  _number(config, "model.residual_decay", low=0, high=1)
+  if (config.loss.contrastive_weight + config.loss.ar_weight +
+      config.loss.vector_infonce_weight) <= 0:
+    raise ConfigError("config fields loss.contrastive_weight, loss.ar_weight and "
+                      "loss.vector_infonce_weight are all 0: nothing would be trained. Fix: make "
+                      "at least one of them > 0.")
   for field in ("augment.article_dropout", "augment.span_corruption", "model.dropout"):
     _number(config, field, low=0, high=1, high_open=True)
   _number(config, "evals.retrieval.every_epochs", low=0, integer=True)

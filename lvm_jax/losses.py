@@ -48,6 +48,27 @@ def info_nce(queries, keys, positive_index, query_ids, key_ids, temperature):
   return loss, jnp.sum(duplicate, axis=1)
 
 
+def context_negatives(contexts, target_ids, positions: str):
+  """The context vectors of a batch as extra InfoNCE keys, with their chunk ids.
+
+  Args:
+    contexts: [..., L, dim]; target_ids: [...], ids that grow by one per chunk.
+    positions: "last" takes every context position; "all" only position 0, as
+      positions 1..L-1 are already keys there (the next vectors of 0..L-2).
+
+  Returns:
+    vectors [..., E, dim] and ids [..., E], E = L or 1; context position t of a
+    window has id target_id - (L - t).
+  """
+  length = contexts.shape[-2]
+  target_ids = jnp.asarray(target_ids)
+  offsets = jnp.arange(length, 0, -1, dtype=target_ids.dtype)
+  ids = target_ids[..., None] - offsets
+  if positions == "all":
+    return contexts[..., :1, :], ids[..., :1]
+  return contexts, ids
+
+
 def combined_loss(infonce, ar, contrastive_weight, ar_weight):
   """λ_con · InfoNCE + λ_ar · AR (0.7 / 0.3 in the reference)."""
   return contrastive_weight * infonce + ar_weight * ar

@@ -47,7 +47,7 @@ def test_each_bad_value_is_named_with_its_range(field, value, words):
 def test_both_loss_weights_zero_is_rejected():
   config = base_config()
   config.loss.contrastive_weight = config.loss.ar_weight = 0.0
-  with pytest.raises(config_checks.ConfigError, match="both 0: nothing would be trained"):
+  with pytest.raises(config_checks.ConfigError, match="are all 0: nothing would be trained"):
     config_checks.check_config(config)
 
 

@@ -27,7 +27,8 @@ class Variant:
 
 
 _COMMON = dict(vector_dim=768, d_conv=4, expand=2, dropout=0.05, alignment_head=False,
-               alignment_alpha=0.25, scan_mode="auto", scan_chunk_size=None, dtype="float32")
+               alignment_alpha=0.25, scan_mode="auto", scan_chunk_size=None, dtype="float32",
+               residual=False, residual_decay=0.0)
 
 VARIANTS: Dict[str, Variant] = {
     "mamba_s": Variant(
@@ -117,4 +118,6 @@ def create_model(name: str, **overrides) -> LatentVectorModel:
       scan_mode=sizes["scan_mode"],
       scan_chunk_size=sizes["scan_chunk_size"],
       dtype=_DTYPES[sizes["dtype"]],
+      residual=bool(sizes["residual"]),
+      residual_decay=float(sizes["residual_decay"]),
   )

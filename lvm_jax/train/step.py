@@ -113,10 +113,22 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
     step_key_ids = lax.all_gather(step_key_ids, AXIS, tiled=True)
     pool_offset = device_index * accum_steps * per_micro
   queries_per_device = accum_steps * per_micro
+  use_vectors = config.loss.vector_infonce_weight > 0
+  step_vectors = next_vectors.reshape(-1, next_vectors.shape[-1]).astype(jnp.float32)
+  if use_vectors and negatives == "global":
+    step_vectors = lax.all_gather(step_vectors, AXIS, tiled=True)
+  extras, step_extras = None, None  # context negatives: (keys, vectors, ids) per micro-batch
+  if config.loss.context_negatives:
+    extra_vectors, extra_ids = losses.context_negatives(contexts, target_ids, config.loss.positions)
+    extra_vectors = extra_vectors.reshape(accum_steps, -1, extra_vectors.shape[-1])
+    extra_keys = lax.stop_gradient(project(state, state.params, extra_vectors))
+    extras = (extra_keys, extra_vectors.astype(jnp.float32), extra_ids.reshape(accum_steps, -1))
+    step_extras = tuple(a.reshape((-1,) + a.shape[2:]) for a in extras)
+  metric_names = METRIC_SUMS + (("vector_infonce",) if use_vectors else ())
 
   def micro_step(carry, inputs):
     grad_sum, metric_sum = carry
-    micro_contexts, micro_next, micro_ids, micro_keys, micro_key_ids, index = inputs
+    micro_contexts, micro_next, micro_ids, micro_keys, micro_key_ids, index, micro_extras = inputs
     micro_rng = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
         rng, state.step), device_index), index)
     augment_rng, dropout_rng = jax.random.split(micro_rng)
@@ -125,9 +137,15 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
         span_corruption_p=config.augment.span_corruption)
     if negatives == "micro":
       pool, pool_ids, positive = micro_keys, micro_key_ids, jnp.arange(per_micro)
+      vector_pool = micro_next.reshape(per_micro, -1).astype(jnp.float32)
     else:
-      pool, pool_ids = step_keys, step_key_ids
+      pool, pool_ids, vector_pool = step_keys, step_key_ids, step_vectors
       positive = pool_offset + index * per_micro + jnp.arange(per_micro)
+    if extras is not None:  # appended after the positives, so their indices hold
+      extra_keys, extra_vectors, extra_ids = micro_extras if negatives == "micro" else step_extras
+      pool = jnp.concatenate([pool, extra_keys])
+      pool_ids = jnp.concatenate([pool_ids, extra_ids.astype(pool_ids.dtype)])
+      vector_pool = jnp.concatenate([vector_pool, extra_vectors])
 
     def loss_fn(params):
       predictions = predict(state, params, micro_contexts, train=True,
@@ -142,9 +160,16 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
       # to exactly the gradient of the mean over one big batch.
       loss = losses.combined_loss(jnp.sum(infonce), jnp.sum(ar), config.loss.contrastive_weight,
                                   config.loss.ar_weight) / queries_per_device
-      sums = {"loss": loss * queries_per_device, "infonce": jnp.sum(infonce),
+      sums = {"infonce": jnp.sum(infonce),
               "ar_loss": jnp.sum(ar), "cosine": jnp.sum(1.0 - ar[:, -1]) * per_micro / micro_batch,
               "masked_negatives": jnp.sum(masked).astype(jnp.float32)}
+      if use_vectors:  # InfoNCE in the space FAISS searches: predictions vs raw next vectors
+        vector_infonce, _ = losses.info_nce(predictions.reshape(per_micro, -1), vector_pool,
+                                            positive, micro_ids.reshape(-1), pool_ids,
+                                            config.loss.vector_temperature)
+        sums["vector_infonce"] = jnp.sum(vector_infonce)
+        loss = loss + config.loss.vector_infonce_weight * sums["vector_infonce"] / queries_per_device
+      sums["loss"] = loss * queries_per_device
       return loss, sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -153,8 +178,8 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
     return (grad_sum, metric_sum), None
 
   zero_grads = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-  zero_metrics = {k: jnp.float32(0) for k in METRIC_SUMS}
-  inputs = (contexts, next_vectors, next_ids, keys, key_ids, jnp.arange(accum_steps))
+  zero_metrics = {k: jnp.float32(0) for k in metric_names}
+  inputs = (contexts, next_vectors, next_ids, keys, key_ids, jnp.arange(accum_steps), extras)
   (grads, sums), _ = lax.scan(micro_step, (zero_grads, zero_metrics), inputs)
   return grads, sums, queries_per_device
 

@@ -1,6 +1,6 @@
 """Rebuilds the development corpus end to end: Debian docs -> text -> payload -> train/val/eval.
 
-  python scripts/build_dev_corpus.py [--root /work/corpus] [--steps install,prepare,ingest,build]
+  python -m benchmarks.dev_corpus [--root /work/corpus] [--steps install,prepare,ingest,build]
 
 Source: the Linux kernel's own documentation (Debian package linux-doc-6.1,
 reStructuredText under /usr/share/doc/linux-doc-6.1/Documentation), one
@@ -151,7 +151,7 @@ def write_readme(root: str) -> None:
       "Development corpus: Linux kernel documentation (Debian linux-doc-6.1), prose of the .rst",
       f"files, {manifest['num_articles']} articles, {manifest['payload']['num_rows']} chunks, "
       f"embedded by {provenance['embedder_id']} ({manifest['payload']['vector_dim']}-d, unit "
-      "norm). Rebuilt by scripts/build_dev_corpus.py.", "",
+      "norm). Rebuilt by benchmarks/dev_corpus.py.", "",
       "windows (context 5 + target), split by article:"]
   lines += [f"  {name:5s} {splits[name]['num_sequences']:6d} windows, "
             f"{splits[name]['num_articles']:4d} articles" for name in build.SPLITS]
