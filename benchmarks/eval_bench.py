@@ -68,11 +68,16 @@ def sweep(args, kind: str) -> List[dict]:
           for nprobe in args.nprobes for k_factor in k_factors]
 
 
-def choose_default(rows: List[dict], k: int) -> Optional[dict]:
-  """The fastest setting (P95) that meets both the recall floor and the latency gate."""
+def choose_default(rows: List[dict], k: int, clock: str = "latency") -> Optional[dict]:
+  """The fastest setting (P95) that meets both the recall floor and the latency gate.
+
+  clock "latency": wall-clock P95 (the reference's gate); "cpu_latency": the queries'
+  own CPU time, which other processes on a shared machine do not inflate.
+  """
+  p95 = f"{clock}_p95_ms"
   passing = [r for r in rows if r[f"recall@{k}_vs_flat"] >= RECALL_FLOOR
-             and r["latency_p95_ms"] <= P95_GATE_MS]
-  return min(passing, key=lambda r: r["latency_p95_ms"]) if passing else None
+             and r[p95] <= P95_GATE_MS]
+  return min(passing, key=lambda r: r[p95]) if passing else None
 
 
 def run(args) -> dict:
@@ -114,18 +119,25 @@ def run(args) -> dict:
       if "k_factor" in knobs:
         index_lib.set_k_factor(index, knobs["k_factor"])
       _, approximate_rows, qps = search.search(index, queries, args.k)
-      latency = search.latency_summary(search.per_query_latency_ms(index, queries, args.k))
+      wall_ms, cpu_ms = search.per_query_wall_and_cpu_ms(index, queries, args.k)
+      latency = search.latency_summary(wall_ms)
+      cpu = {f"cpu_{name}": value for name, value in search.latency_summary(cpu_ms).items()}
       row = {"kind": kind, **knobs,
              f"recall@{args.k}_vs_flat": search.index_recall(approximate_rows, exact_rows),
-             "batched_qps": qps, **latency, "build_seconds": build_seconds[kind],
+             "batched_qps": qps, **latency, **cpu, "build_seconds": build_seconds[kind],
              "loadavg_1min": (loadavg() or [None])[0]}
       rows.append(row)
       print(f"{kind:15s} {knob_text(knobs):22s} recall@{args.k} "
             f"{row[f'recall@{args.k}_vs_flat']:.4f}  P50 {latency['latency_p50_ms']:.3f} ms  "
             f"P95 {latency['latency_p95_ms']:.3f} ms  P99 {latency['latency_p99_ms']:.3f} ms  "
+            f"(CPU P50 {cpu['cpu_latency_p50_ms']:.3f} P95 {cpu['cpu_latency_p95_ms']:.3f})  "
             f"batched {qps:,.0f} q/s  load {row['loadavg_1min']}", flush=True)
     del index
   chosen = choose_default(rows, args.k)
+  chosen_by_cpu = choose_default(rows, args.k, clock="cpu_latency")
+  if chosen_by_cpu is not None:
+    print(f"by CPU time (load-independent): {chosen_by_cpu['kind']} {knob_text(chosen_by_cpu)} "
+          f"(CPU P95 {chosen_by_cpu['cpu_latency_p95_ms']:.3f} ms)", flush=True)
   if chosen is None:
     print(f"chosen default: none meets recall@{args.k} >= {RECALL_FLOOR} at P95 <= "
           f"{P95_GATE_MS} ms", flush=True)
@@ -141,7 +153,7 @@ def run(args) -> dict:
           "generate_seconds": generate_s, "build_seconds": build_seconds,
           "exact_search_seconds": exact_s, "results": rows,
           "targets": {"latency_p95_ms": P95_GATE_MS, f"recall_at_{args.k}": RECALL_FLOOR},
-          "chosen_default": chosen,
+          "chosen_default": chosen, "chosen_default_by_cpu_time": chosen_by_cpu,
           "code_default": {"kind": index_lib.DEFAULT_KIND, **default_knobs()},
           "loadavg": {"start": load_start, "end": loadavg()}}
 

@@ -21,6 +21,9 @@ def test_eval_bench_writes_json(tmp_path):
     assert row["build_seconds"] > 0
   assert report["rows_in_payload"] >= 2900 and report["nlist"] >= 1
   assert report["chosen_default"] == eval_bench.choose_default(report["results"], 50)
+  assert report["chosen_default_by_cpu_time"] == eval_bench.choose_default(
+      report["results"], 50, clock="cpu_latency")
+  assert all(0 < r["cpu_latency_p50_ms"] <= r["cpu_latency_p95_ms"] for r in report["results"])
   assert report["code_default"]["kind"] == index_lib.DEFAULT_KIND
   assert len(report["loadavg"]["start"]) == 3
 
