@@ -55,7 +55,7 @@ def define_flags(values: flags.FlagValues) -> None:
                        "1000); 0: every sequence.", **d)
   flags.DEFINE_integer("nprobe", None, "IVF cells scanned a query; default: the index's own, "
                        "set when built (retrieval.index.KIND_NPROBE: 64 for ivf_flat as the "
-                       "reference, 32 for ivf_fp16).", **d)
+                       "reference, 32 for ivf_sq8_refine).", **d)
   flags.DEFINE_integer("k", 50, "Candidates a query (at least 50: Contain@50 is gated).", **d)
   flags.DEFINE_integer("latency-queries", 1000, "Queries timed one at a time on one thread.", **d)
   flags.DEFINE_enum("gate-view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "

@@ -8,13 +8,12 @@ Vectors are unit norm, so inner product is cosine. Kinds:
             bytes scanned a query (search is memory-bound), at a small recall cost;
   ivf_sq8_refine  ivf_sq8 whose k_factor·k best candidates are re-scored exactly
             against a float copy of the payload: the 8-bit codes only shortlist, so
-            recall is IVF-Flat's at the same nprobe, for about SQ8's scan cost;
-  ivf_fp16  the lists in 16-bit floats: half IVF-Flat's bytes and its recall (fp16
-            keeps ~3 decimal digits; neighbours' scores differ by more), decoded by
-            one instruction on AVX-512/F16C, so it scans faster than SQ8 here. The
-            default (DEFAULT_KIND) for large payloads: the fastest kind that meets
-            P95 <= 1.45 ms at recall@50 >= 0.98 on 584k x 768
-            (benchmarks/results/x86_64-2cpu/eval_bench.json);
+            recall is IVF-Flat's at the same nprobe, for about SQ8's scan cost (the
+            file holds both: ~1.25x IVF-Flat's bytes). The default (DEFAULT_KIND) for
+            large payloads: the fastest kind that meets P95 <= 1.45 ms at recall@50
+            >= 0.98 on 584k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json);
+  ivf_fp16  the lists in 16-bit floats: half IVF-Flat's bytes and nearly its recall,
+            a close second there;
   hnsw      a graph index (M links a node), no training.
 
 Search-time knobs live in the index file (FAISS writes them): nprobe (IVF kinds,
@@ -35,7 +34,7 @@ from lvm_jax.data.errors import data_error
 
 INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16", "hnsw")
 IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16")
-DEFAULT_KIND = "ivf_fp16"  # what data.build ("auto") and the eval CLI build for large payloads
+DEFAULT_KIND = "ivf_sq8_refine"  # what data.build ("auto") and the eval CLI build for large payloads
 DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
 # nprobe set at build time, per kind: at the default nlist the exact-rescored kinds reach
 # recall@50 >= 0.98 at 32 cells (benchmarks/results/x86_64-2cpu/eval_bench.json).
