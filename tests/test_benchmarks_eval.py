@@ -3,16 +3,35 @@
 import json
 
 from benchmarks import common, eval_bench
+from lvm_jax.retrieval import index as index_lib
 
 
 def test_eval_bench_writes_json(tmp_path):
   eval_bench.main(["--rows", "3000", "--dim", "32", "--queries", "40", "--nprobes", "2,8",
-                   "--out-dir", str(tmp_path)])
+                   "--k_factors", "1,2", "--out-dir", str(tmp_path)])
   path = tmp_path / common.machine_name() / "eval_bench.json"
   report = json.loads(path.read_text())
-  assert [(r["kind"], r["nprobe"]) for r in report["results"]] == [
-      ("ivf_flat", 2), ("ivf_flat", 8), ("ivf_sq8", 2), ("ivf_sq8", 8)]
+  assert [(r["kind"], r["nprobe"], r.get("k_factor")) for r in report["results"]] == [
+      ("ivf_flat", 2, None), ("ivf_flat", 8, None), ("ivf_sq8", 2, None), ("ivf_sq8", 8, None),
+      ("ivf_sq8_refine", 2, 1.0), ("ivf_sq8_refine", 2, 2.0), ("ivf_sq8_refine", 8, 1.0),
+      ("ivf_sq8_refine", 8, 2.0), ("ivf_fp16", 2, None), ("ivf_fp16", 8, None)]
   for row in report["results"]:
     assert 0.0 <= row["recall@50_vs_flat"] <= 1.0
     assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
+    assert row["build_seconds"] > 0
   assert report["rows_in_payload"] >= 2900 and report["nlist"] >= 1
+  assert report["chosen_default"] == eval_bench.choose_default(report["results"], 50)
+  assert report["chosen_default_by_cpu_time"] == eval_bench.choose_default(
+      report["results"], 50, clock="cpu_latency")
+  assert all(0 < r["cpu_latency_p50_ms"] <= r["cpu_latency_p95_ms"] for r in report["results"])
+  assert report["code_default"]["kind"] == index_lib.DEFAULT_KIND
+  assert len(report["loadavg"]["start"]) == 3
+
+
+def test_chosen_default_is_the_fastest_setting_meeting_both_targets():
+  row = lambda kind, recall, p95: {"kind": kind, "nprobe": 32, "recall@50_vs_flat": recall,
+                                   "latency_p95_ms": p95}
+  rows = [row("fast_but_inexact", 0.97, 0.5), row("exact_but_slow", 0.999, 3.0),
+          row("passes", 0.985, 1.2), row("passes_faster", 0.981, 0.9)]
+  assert eval_bench.choose_default(rows, 50)["kind"] == "passes_faster"
+  assert eval_bench.choose_default(rows[:2], 50) is None

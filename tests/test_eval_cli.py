@@ -25,7 +25,8 @@ def test_cli_writes_both_views_and_exits_0_when_gates_pass(eval_workdir, capsys,
   with open(out) as f:
     report = json.load(f)
   assert report["gates_failed"] == [] and report["val_cosine"] == 0.25
-  assert report["retrieval_knobs"] == {"nprobe": 64, "mmr_lambda": 0.5, "seq_bias_same": 0.05,
+  # The workdir's small payload has an exact Flat index: no nprobe to report.
+  assert report["retrieval_knobs"] == {"nprobe": None, "mmr_lambda": 0.5, "seq_bias_same": 0.05,
                                        "seq_bias_gap": 0.1, "directional": 0.03,
                                        "shard_assist": "false"}
   ours = report["lvm_jax"]

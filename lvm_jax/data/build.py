@@ -150,11 +150,12 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
 
 
 def resolve_index_kind(kind: str, num_rows: int) -> str:
-  """"auto": exact Flat for small payloads, IVF-Flat (inner product) otherwise."""
+  """"auto": exact Flat for small payloads, index.DEFAULT_KIND (the fastest kind meeting the
+  latency gate at recall@50 >= 0.98, per benchmarks.eval_bench) otherwise."""
   if kind not in INDEX_KINDS:
     raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS} (--index_kind).")
   if kind == "auto":
-    return "flat" if num_rows < SMALL_PAYLOAD_ROWS else "ivf_flat"
+    return "flat" if num_rows < SMALL_PAYLOAD_ROWS else index_lib.DEFAULT_KIND
   return kind
 
 
@@ -166,7 +167,7 @@ def build_index_file(payload: Payload, path: str, *, kind: str = "auto",
   index_lib.write_index(built, path)
   logging.info("FAISS %s index over %d payload rows -> %s", kind, payload.num_rows, path)
   return {"path": os.path.basename(path), "kind": kind, "nlist": nlist,
-          "num_vectors": payload.num_rows}
+          "num_vectors": payload.num_rows, "search": index_lib.search_knobs(built)}
 
 
 def write_sets(out_dir: str, sets: Mapping[str, SequenceSet],

@@ -48,12 +48,14 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_string("payload-cache", None, "Directory for converted .npy payloads (default: "
                       "beside the .npy).", **d)
   flags.DEFINE_string("faiss", None, "FAISS index of the payload; built when absent.", **d)
-  flags.DEFINE_enum("index-kind", "ivf_flat", index_lib.INDEX_KINDS,
+  flags.DEFINE_enum("index-kind", index_lib.DEFAULT_KIND, index_lib.INDEX_KINDS,
                     "Kind built when --faiss is absent.", **d)
   flags.DEFINE_integer("nlist", None, "IVF cells when building (default ≈ 4·√M).", **d)
   flags.DEFINE_integer("limit", 1000, "Evaluate the first N sequences (the reference's default "
                        "1000); 0: every sequence.", **d)
-  flags.DEFINE_integer("nprobe", 64, "IVF cells scanned a query (the reference's locked 64).", **d)
+  flags.DEFINE_integer("nprobe", None, "IVF cells scanned a query; default: the index's own, "
+                       "set when built (retrieval.index.KIND_NPROBE: 64 for ivf_flat as the "
+                       "reference, 32 for ivf_sq8_refine).", **d)
   flags.DEFINE_integer("k", 50, "Candidates a query (at least 50: Contain@50 is gated).", **d)
   flags.DEFINE_integer("latency-queries", 1000, "Queries timed one at a time on one thread.", **d)
   flags.DEFINE_enum("gate-view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "
@@ -213,11 +215,12 @@ def evaluate(f) -> int:
         + ", ".join(f"{k}={v:.3f}" for k, v in result["latency"].items()))
   print(report.gate_table(result, options.gates))
   if f.out:
-    knobs = {"nprobe": f.nprobe, **{name: f[flag].value for flag, name, _ in reference.KNOBS},
+    nprobe = index_lib.search_knobs(index).get("nprobe")  # the one searched with
+    knobs = {"nprobe": nprobe, **{name: f[flag].value for flag, name, _ in reference.KNOBS},
              "shard_assist": f["shard-assist"].value}
     val_cosine = report.val_cosine_of(loaded.workdir)
     ours = report.our_section(result, checkpoint=loaded.path, val_cosine=val_cosine, options={
-        "index": index_lib.index_kind(index), "index_path": faiss_path, "nprobe": f.nprobe,
+        "index": index_lib.index_kind(index), "index_path": faiss_path, "nprobe": nprobe,
         "k": f.k, "limit": options.limit, "latency_queries": options.latency_queries,
         "eval_npz": eval_npz, "payload": payload_path, "mmr_lambda": options.mmr_lambda,
         "w_same_article": options.w_same_article, "w_next_gap": options.w_next_gap,

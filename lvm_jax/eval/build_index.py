@@ -20,7 +20,7 @@ def define_flags(values: flags.FlagValues) -> None:
   d = dict(flag_values=values)
   flags.DEFINE_string("payload", None, "Payload directory.", **d)
   flags.DEFINE_string("out", None, "Index file to write.", **d)
-  flags.DEFINE_enum("kind", "ivf_flat", index_lib.INDEX_KINDS, "Index kind.", **d)
+  flags.DEFINE_enum("kind", index_lib.DEFAULT_KIND, index_lib.INDEX_KINDS, "Index kind.", **d)
   flags.DEFINE_integer("nlist", None, "IVF cells (default ≈ 4·√M).", **d)
   flags.DEFINE_integer("train-sample", None, "k-means training points (default 64 a cell).", **d)
   flags.DEFINE_integer("seed", 0, "k-means sample seed.", **d)

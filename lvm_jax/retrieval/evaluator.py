@@ -61,7 +61,7 @@ class Gates:
 class EvalOptions:
   """What a run computes. Rerankers are off when None; latency is skipped at 0 queries."""
   k: int = 50
-  nprobe: int = index_lib.DEFAULT_NPROBE
+  nprobe: Optional[int] = None  # None: the index's own (set when built: index.KIND_NPROBE)
   limit: Optional[int] = None  # None: every sequence
   latency_queries: int = 1000
   gate_view: str = "all"
@@ -85,7 +85,7 @@ class EvalOptions:
       raise ValueError(f"k (--k) = {self.k} exceeds the payload's {num_rows} rows; use --k "
                        f"{num_rows} or less (searching for more rows than exist distorts the "
                        "latency figure).")
-    if self.nprobe < 1:
+    if self.nprobe is not None and self.nprobe < 1:
       raise ValueError(f"nprobe (--nprobe) = {self.nprobe}: must be at least 1 (IVF cells "
                        "scanned a query; the reference used 64).")
     if self.limit is not None and self.limit < 1:
@@ -192,10 +192,11 @@ class RetrievalEvaluator:
     self.payload = payload
     self.index = index
     ivf_cells = index_lib.ivf_cells(index)
-    if ivf_cells is not None and options.nprobe > ivf_cells:
-      logging.warning("nprobe %d exceeds the index's %d IVF cells: scanning all %d (exact).",
-                      options.nprobe, ivf_cells, ivf_cells)
-    index_lib.set_nprobe(index, options.nprobe)
+    if options.nprobe is not None:
+      if ivf_cells is not None and options.nprobe > ivf_cells:
+        logging.warning("nprobe %d exceeds the index's %d IVF cells: scanning all %d (exact).",
+                        options.nprobe, ivf_cells, ivf_cells)
+      index_lib.set_nprobe(index, options.nprobe)
     self._baseline_views: Optional[Dict[str, Dict[str, Dict]]] = None
 
   # -------------------------------------------------------------------------- predictions
@@ -281,7 +282,8 @@ class RetrievalEvaluator:
     # Unit queries, as the reference searched: ranking by inner product is unchanged, and the
     # rerankers' weights then mean the same thing for every query.
     queries = metrics_lib.unit_rows(predictions)
-    logging.info("Searching %d queries (k=%d, nprobe=%d)", len(queries), options.k, options.nprobe)
+    logging.info("Searching %d queries (k=%d, %s)", len(queries), options.k,
+                 index_lib.search_knobs(self.index) or "exact")
     fixed = self._baseline_rows()
     model_candidates = self._candidates(queries)
     views = {}
@@ -379,7 +381,7 @@ def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
   if index_path:
     index = index_lib.read_index(index_path, payload.vectors)
   else:
-    kind = "flat" if payload.num_rows <= FLAT_INDEX_MAX_ROWS else "ivf_flat"
+    kind = "flat" if payload.num_rows <= FLAT_INDEX_MAX_ROWS else index_lib.DEFAULT_KIND
     logging.info("No index given: building %s over %d payload rows", kind, payload.num_rows)
     index = index_lib.build_index(payload.vectors, kind=kind)
   return RetrievalEvaluator(eval_set, payload, index, EvalOptions(**settings))

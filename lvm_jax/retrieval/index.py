@@ -6,7 +6,18 @@ Vectors are unit norm, so inner product is cosine. Kinds:
             query: the reference's index;
   ivf_sq8   the same lists with 8-bit scalar-quantised vectors: a quarter of the
             bytes scanned a query (search is memory-bound), at a small recall cost;
+  ivf_sq8_refine  ivf_sq8 whose k_factor·k best candidates are re-scored exactly
+            against a float copy of the payload: the 8-bit codes only shortlist, so
+            recall is IVF-Flat's at the same nprobe, for about SQ8's scan cost (the
+            file holds both: ~1.25x IVF-Flat's bytes). The default (DEFAULT_KIND) for
+            large payloads: the fastest kind that meets P95 <= 1.45 ms at recall@50
+            >= 0.98 on 584k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json);
+  ivf_fp16  the lists in 16-bit floats: half IVF-Flat's bytes and nearly its recall,
+            a close second there;
   hnsw      a graph index (M links a node), no training.
+
+Search-time knobs live in the index file (FAISS writes them): nprobe (IVF kinds,
+KIND_NPROBE when built; set_nprobe) and k_factor (ivf_sq8_refine; set_k_factor).
 """
 
 from __future__ import annotations
@@ -22,9 +33,15 @@ from absl import logging
 from lvm_jax import atomic
 from lvm_jax.data.errors import data_error
 
-INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "hnsw")
-IVF_KINDS = ("ivf_flat", "ivf_sq8")
-DEFAULT_NPROBE = 64
+INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16", "hnsw")
+IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16")
+DEFAULT_KIND = "ivf_sq8_refine"  # what data.build ("auto") and the eval CLI build for large payloads
+DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
+# nprobe set at build time, per kind: at the default nlist the exact-rescored kinds reach
+# recall@50 >= 0.98 at 32 cells (benchmarks/results/x86_64-2cpu/eval_bench.json).
+KIND_NPROBE = {"ivf_flat": DEFAULT_NPROBE, "ivf_sq8": DEFAULT_NPROBE, "ivf_sq8_refine": 32,
+               "ivf_fp16": 32}
+REFINE_K_FACTOR = 2.0  # ivf_sq8_refine re-scores this many times k shortlisted candidates
 TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
 HNSW_LINKS = 32
 CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mapping
@@ -73,19 +90,29 @@ def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int
     sample = np.random.default_rng(seed).choice(num_vectors, sample_size, replace=False)
     logging.info("Training IVF (nlist=%d) on %d of %d vectors", nlist, sample_size, num_vectors)
     index.train(vectors[np.sort(sample)])
-    index.nprobe = min(DEFAULT_NPROBE, nlist)
+    set_nprobe(index, KIND_NPROBE[kind])
   index.add(vectors)
   return index
 
 
 def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
-  """An untrained IVF index of `kind` over the cells of `quantizer` (inner product)."""
+  """An untrained IVF index of `kind` over the cells of `quantizer` (inner product).
+
+  For ivf_sq8_refine: train() trains the SQ8 lists, add() fills both them and the
+  float copy that re-scores the shortlist.
+  """
   faiss = _faiss()
   dim = quantizer.d
-  if kind == "ivf_sq8":
-    return faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                         faiss.METRIC_INNER_PRODUCT)
-  return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+  if kind not in IVF_KINDS:
+    raise ValueError(f"index kind {kind!r} is not an IVF kind {IVF_KINDS}.")
+  if kind == "ivf_flat":
+    return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+  codes = faiss.ScalarQuantizer.QT_fp16 if kind == "ivf_fp16" else faiss.ScalarQuantizer.QT_8bit
+  index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, codes, faiss.METRIC_INNER_PRODUCT)
+  if kind == "ivf_sq8_refine":
+    index = faiss.IndexRefineFlat(index)  # the flat copy takes the base's metric (IP)
+    index.k_factor = REFINE_K_FACTOR
+  return index
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
@@ -94,6 +121,30 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
     ivf.nprobe = int(min(nprobe, ivf.nlist))
+
+
+def set_k_factor(index: faiss.Index, k_factor: float) -> None:
+  """Shortlist size, as a multiple of k, re-scored exactly (ivf_sq8_refine; others ignore it)."""
+  faiss = _faiss()
+  if k_factor < 1:
+    raise ValueError(f"k_factor={k_factor}: must be at least 1 (the shortlist holds k_factor·k "
+                     "candidates).")
+  refine = faiss.downcast_index(index)
+  if isinstance(refine, faiss.IndexRefine):
+    refine.k_factor = float(k_factor)
+
+
+def search_knobs(index: faiss.Index) -> dict:
+  """The search-time settings an index holds: {"nprobe": .., "k_factor": ..}, those that apply."""
+  faiss = _faiss()
+  knobs = {}
+  ivf = faiss.try_extract_index_ivf(index)
+  if ivf is not None:
+    knobs["nprobe"] = int(ivf.nprobe)
+  refine = faiss.downcast_index(index)
+  if isinstance(refine, faiss.IndexRefine):
+    knobs["k_factor"] = float(refine.k_factor)
+  return knobs
 
 
 def ivf_cells(index: faiss.Index) -> Optional[int]:
@@ -107,8 +158,13 @@ def index_kind(index: faiss.Index) -> str:
   faiss = _faiss()
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
-    is_sq8 = isinstance(faiss.downcast_index(ivf), faiss.IndexIVFScalarQuantizer)
-    return "ivf_sq8" if is_sq8 else "ivf_flat"
+    lists = faiss.downcast_index(ivf)
+    if not isinstance(lists, faiss.IndexIVFScalarQuantizer):
+      return "ivf_flat"
+    if lists.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
+      return "ivf_fp16"
+    return "ivf_sq8_refine" if isinstance(faiss.downcast_index(index), faiss.IndexRefine) \
+        else "ivf_sq8"
   if isinstance(index, faiss.IndexHNSW):
     return "hnsw"
   return "flat"
