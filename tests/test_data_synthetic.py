@@ -123,14 +123,17 @@ def test_knob_errors_are_clear():
     synthetic.generate_synthetic_corpus("/nonexistent", no_such_knob=1)
 
 
-def test_cli_generates_a_corpus_and_reports_baselines(tmp_path):
+def test_cli_generates_a_corpus_and_the_baselines_cli_reports_on_it(tmp_path):
   out = str(tmp_path / "cli")
   result = subprocess.run(
       [sys.executable, "-m", "lvm_jax.data.synthetic", "--out", out, "--num_articles", "60",
-       "--dim", "32", "--index_kind", "none", "--report_baselines"],
+       "--dim", "32", "--index_kind", "none"],
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert "| linear |" in result.stdout
+  report = subprocess.run([sys.executable, "-m", "lvm_jax.retrieval.baselines", "--data", out],
+                          capture_output=True, text=True, timeout=300)
+  assert report.returncode == 0, report.stderr[-2000:]
+  assert "| linear |" in report.stdout and "| noise_free |" in report.stdout
   manifest = build.read_manifest(out)
   assert manifest["synthetic"]["knobs"]["dim"] == 32
   assert json.loads(result.stdout[:result.stdout.index("}") + 1])["manifest"].endswith(

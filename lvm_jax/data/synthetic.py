@@ -1,7 +1,7 @@
 """A synthetic corpus with a learnable next-chunk task: the embedded default when no data is set.
 
-  python -m lvm_jax.data.synthetic --out DIR [--num_articles 600] [--dim 768] [--seed 0] \
-      [--report_baselines]
+  python -m lvm_jax.data.synthetic --out DIR [--num_articles 600] [--dim 768] [--seed 0]
+  python -m lvm_jax.retrieval.baselines --data DIR     # the baselines' numbers on it
 
 The generating process (all of it fixed by `seed`):
   latent   z_{t+1} = normalise(f(z_t) + innovation_scale * e_t / sqrt(k)), e_t ~ N(0, I_k),
@@ -270,8 +270,6 @@ def define_flags() -> None:
                       "train,val,eval shares of the articles.")
   flags.DEFINE_list("forms", list(build.FORMS), "Which forms to write: full, compact.")
   flags.DEFINE_enum("index_kind", "auto", build.INDEX_KINDS, "FAISS index over the payload.")
-  flags.DEFINE_bool("report_baselines", False,
-                    "Print the baseline predictors' numbers on the eval split.")
 
 
 def main(argv) -> None:
@@ -287,11 +285,6 @@ def main(argv) -> None:
                                     forms=args.forms, index_kind=args.index_kind, reuse=False,
                                     **knob_values)
   print(json.dumps(paths, indent=1))
-  if args.report_baselines:
-    from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
-    report = baselines.synthetic_report(args.out)
-    print(json.dumps(report, indent=1))
-    print(baselines.format_report(report))
 
 
 if __name__ == "__main__":
