@@ -163,3 +163,9 @@ def test_head_kind_selects_the_head():
   config.kind = "mlp"
   with pytest.raises(ValueError, match=r"head.kind='mlp' is not one of \('native', 'lnsp'\)"):
     create_head(config)
+
+
+def test_the_skip_path_is_refused_for_the_reference_models():
+  create_model("lnsp_mamba_s", vector_dim=8, d_model=8, n_layers=1, d_state=4, residual=False)
+  with pytest.raises(ValueError, match="the skip path is part of this project's blocks"):
+    create_model("lnsp_mamba_s", vector_dim=8, d_model=8, n_layers=1, d_state=4, residual=True)
