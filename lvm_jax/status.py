@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from absl import app, flags
 
-from lvm_jax import cli
+from lvm_jax import cli, workdir_lock
 from lvm_jax.workdir import Workdir
 
 LOSS_PARTS = ("train_loss", "train_infonce", "train_ar_cosine", "val_loss")
@@ -40,7 +40,8 @@ def read_run(workdir: Workdir) -> Dict:
   if os.path.isdir(workdir.checkpoints):
     steps = sorted(int(name) for name in os.listdir(workdir.checkpoints) if name.isdigit())
   return {"config": _read_json(workdir.config, {}), "history": _read_json(workdir.history, []),
-          "baselines": _read_json(workdir.baselines, {}), "checkpoint_steps": steps}
+          "baselines": _read_json(workdir.baselines, {}), "checkpoint_steps": steps,
+          "running": workdir_lock.is_held(workdir)}
 
 
 def summarize(run: Dict) -> List[str]:
@@ -73,9 +74,13 @@ def summarize(run: Dict) -> List[str]:
   lines.append(f"speed {last.get('sequences_per_s', float('nan')):.1f} sequences/s, "
                f"{last.get('time', float('nan')):.1f} s per epoch (last epoch)")
   if num_epochs and len(history) < num_epochs:
-    mean_time = sum(h.get("time", 0.0) for h in history) / len(history)
-    lines.append(f"ETA {(num_epochs - len(history)) * mean_time / 60:.1f} min for "
-                 f"{num_epochs - len(history)} more epoch(s), unless early stopping ends it")
+    if run.get("running", True):
+      mean_time = sum(h.get("time", 0.0) for h in history) / len(history)
+      lines.append(f"running: ETA {(num_epochs - len(history)) * mean_time / 60:.1f} min for "
+                   f"{num_epochs - len(history)} more epoch(s), unless early stopping ends it")
+    else:
+      lines.append(f"not running: stopped after {len(history)} of {num_epochs} epochs (early "
+                   "stopping, or the run was interrupted; rerun the same command to resume)")
   else:
     lines.append("finished")
   steps = run["checkpoint_steps"]

@@ -46,3 +46,16 @@ def hold(workdir: Workdir) -> Iterator[None]:
     yield
   finally:
     handle.close()  # closing releases the lock
+
+
+def is_held(workdir: Workdir) -> bool:
+  """Whether a run holds the workdir now (read-only check; takes nothing)."""
+  if not os.path.exists(workdir.lock):
+    return False
+  with open(workdir.lock) as handle:
+    try:
+      fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+  return False

@@ -31,8 +31,10 @@ def _start_holder(workdir):
 
 
 def test_second_writer_fails_naming_pid_and_host(tmp_path):
+  assert not workdir_lock.is_held(Workdir(tmp_path))
   holder = _start_holder(tmp_path)
   try:
+    assert workdir_lock.is_held(Workdir(tmp_path))
     with pytest.raises(workdir_lock.WorkdirLockedError) as raised:
       with workdir_lock.hold(Workdir(tmp_path)):
         pass
