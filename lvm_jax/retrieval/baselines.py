@@ -37,6 +37,7 @@ TRAIN_SAMPLE = 1000  # train windows scored for "linear_on_train"
 RECENCY_DECAYS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # 0: copy-last, 1: mean
 FIT_QUERIES = 2000  # train windows whose Contain@50 excl. picks the decay (ranked among all)
 FIT_K = 50
+FIT_WINDOWS = 30_000  # train windows fitted on at most (a fixed sample beyond)
 LINEAR_RANK = 32
 FITTED_ROWS = ("recency", "linear")
 
@@ -154,10 +155,16 @@ def fit_baselines(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndar
   return FittedBaselines(decay, scores, linear, int(contexts.shape[0]), source)
 
 
-def fit_baselines_on_set(train_set) -> FittedBaselines:
-  """fit_baselines on every window of a SequenceSet (the run's train set)."""
-  contexts, targets, target_ids = train_set.batch(np.arange(train_set.num_sequences))
-  return fit_baselines(contexts, targets, target_ids, source=train_set.source)
+def fit_baselines_on_set(train_set, max_windows: int = FIT_WINDOWS,
+                         rank: int = LINEAR_RANK) -> FittedBaselines:
+  """fit_baselines on a SequenceSet (the run's train set): every window, or a fixed sample of
+  max_windows of them on large sets (memory is [max_windows, L, dim])."""
+  count = train_set.num_sequences
+  chosen = np.arange(count) if count <= max_windows else np.sort(
+      np.random.default_rng(0).permutation(count)[:max_windows])
+  contexts, targets, target_ids = train_set.batch(chosen)
+  return fit_baselines(np.asarray(contexts), np.asarray(targets), np.asarray(target_ids),
+                       source=train_set.source, rank=rank)
 
 
 def nearest_train_neighbour(train_contexts: np.ndarray, train_targets: np.ndarray,
