@@ -43,7 +43,8 @@ def test_cli_writes_both_views_and_exits_0_when_gates_pass(eval_workdir, capsys,
   # best baseline with its interval: in the table, the [EVAL-*] lines and the JSON.
   decay = ours["fitted_baselines"]["recency"]["decay"]
   assert f"| recency (decay {decay:g}, fitted on train) |" in printed and "| linear |" in printed
-  assert "margin R@1=" in lines[0] and "margin R@1=" in lines[1]
+  assert lines[2].startswith("[EVAL-margin-all] R@1=") and "/" in lines[2]
+  assert lines[3].startswith("[EVAL-margin-excl] R@1=")
   assert "margin (all) over the best baseline" in printed
   assert "margin (excl) over the best baseline" in printed
   assert ours["fitted_baselines"]["linear"]["source"].endswith("train_rows.npz")
@@ -86,7 +87,7 @@ def test_baselines_are_fitted_on_train_windows_never_eval_windows(eval_workdir, 
   printed = capsys.readouterr().out
   assert len(fitted_ids) == 1
   assert "no train windows found" in printed and "| recency" not in printed
-  assert "| linear |" not in printed and "margin R@1=" in printed
+  assert "| linear |" not in printed and "[EVAL-margin-all] R@1=" in printed
 
 
 def test_exclude_context_gates_the_excluded_view(eval_workdir, capsys):

@@ -241,12 +241,11 @@ def evaluate(f) -> int:
 
   n, p95 = result["n_samples"], result["latency"]["latency_p95_ms"]
   other = [v for v in VIEWS if v != result["gate_view"]][0]
-  gate_view = result["gate_view"]
-  print(reference.eval_line(result["gated"], n, p95, result["alignment"]) + "  "
-        + margin_lib.compact(result["margin"][gate_view]))
+  print(reference.eval_line(result["gated"], n, p95, result["alignment"]))
   print(reference.eval_line(result["views"][other][options.gate_row], n, p95,
-                            result["alignment"], tag=f"EVAL-{other}") + "  "
-        + margin_lib.compact(result["margin"][other]))
+                            result["alignment"], tag=f"EVAL-{other}"))
+  for view in (result["gate_view"], other):  # the [EVAL] line itself stays the reference's
+    print(f"[EVAL-margin-{view}] " + margin_lib.compact(result["margin"][view]))
   print(report.views_tables(result))
   if any(r.get("uses_article_identity") for r in result["rows"].values()):
     print("Rows marked (article identity) know the query's article: continuation within a "

@@ -82,6 +82,7 @@ def format_margin(margin: Mapping[str, Mapping], label: Optional[str] = None) ->
 
 
 def compact(margin: Mapping[str, Mapping]) -> str:
-  """The margins for the [EVAL-*] lines: 'margin R@5=+0.012[-0.004,+0.028]/linear ...'."""
-  return "margin " + " ".join(f"{metric}={m['margin']:+.3f}[{m['low']:+.3f},{m['high']:+.3f}]/"
+  """The margins for the [EVAL-margin-*] lines: 'R@5=+0.012[-0.004,+0.028]/linear ...'
+  (model minus the best baseline, named after the slash; 95 % interval in brackets)."""
+  return " ".join(f"{metric}={m['margin']:+.3f}[{m['low']:+.3f},{m['high']:+.3f}]/"
                               f"{m['baseline']}" for metric, m in margin.items())
