@@ -53,14 +53,15 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_string("payload-cache", None, "Directory for converted .npy payloads (default: "
                       "beside the .npy).", **d)
   flags.DEFINE_string("faiss", None, "FAISS index of the payload; built when absent.", **d)
-  flags.DEFINE_enum("index-kind", index_lib.DEFAULT_KIND, index_lib.INDEX_KINDS,
-                    "Kind built when --faiss is absent.", **d)
+  flags.DEFINE_enum("index-kind", "auto", ("auto",) + index_lib.INDEX_KINDS,
+                    "Kind built when --faiss is absent; auto: retrieval.index.choose_index_kind "
+                    "(Flat for small payloads, else the default kind).", **d)
   flags.DEFINE_integer("nlist", None, "IVF cells when building (default ≈ 4·√M).", **d)
   flags.DEFINE_integer("limit", 1000, "Evaluate the first N sequences (the reference's default "
                        "1000); 0: every sequence.", **d)
   flags.DEFINE_integer("nprobe", None, "IVF cells scanned a query; default: the index's own, "
                        "set when built (retrieval.index.KIND_NPROBE: 64 for ivf_flat as the "
-                       "reference, 32 for ivf_sq8_refine).", **d)
+                       "reference).", **d)
   flags.DEFINE_integer("k", 50, "Candidates a query (at least 50: Contain@50 is gated).", **d)
   flags.DEFINE_integer("latency-queries", 1000, "Queries timed one at a time on one thread.", **d)
   flags.DEFINE_enum("gate-view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "
@@ -232,9 +233,10 @@ def evaluate(f) -> int:
   if faiss_path:
     index = index_lib.read_index(faiss_path, payload.vectors)
   else:
-    logging.info("No --faiss given: building a %s index over %d rows", f["index-kind"].value,
-                 payload.num_rows)
-    index = index_lib.build_index(payload.vectors, kind=f["index-kind"].value, nlist=f.nlist)
+    kind = f["index-kind"].value
+    kind = index_lib.choose_index_kind(payload.num_rows) if kind == "auto" else kind
+    logging.info("No --faiss given: building a %s index over %d rows", kind, payload.num_rows)
+    index = index_lib.build_index(payload.vectors, kind=kind, nlist=f.nlist)
   fitted = fit_train_baselines(f, loaded, payload)
   evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
   result = evaluator.report(make_predict_fn(loaded, options.batch_size))
