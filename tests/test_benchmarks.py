@@ -125,3 +125,13 @@ def test_help_prints_the_docstring_and_flags(module, flag):
   # absl's --help prints the usage and exits 1 without running main (absl/app.py, HelpFlag).
   assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
   assert module.__doc__.splitlines()[0] in result.stdout and flag in result.stdout
+
+
+def test_kill_soak_ends_where_an_uninterrupted_run_ends(tmp_path):
+  """benchmarks.soak with 3 kills (CI's size; the committed record has 30): the killed and
+  rerun run's final state and history equal the uninterrupted run's, bit for bit."""
+  from benchmarks import soak  # pylint: disable=g-import-not-at-top
+  result = soak.soak(kills=3, seed=1, root=str(tmp_path), epochs=2)
+  assert result["kills_landed"] >= 1, result["kills"]
+  assert result["final_step"]["killed"] == result["final_step"]["reference"]
+  assert result["state_bitwise_equal"] and result["history_equal"], result
