@@ -23,7 +23,7 @@ from typing import List, Optional
 import numpy as np
 from absl import flags, logging
 
-from lvm_jax import backend
+from lvm_jax import backend, cli
 from lvm_jax.eval import reference
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import margin as margin_lib
@@ -289,15 +289,16 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     return evaluate(f)
   except Exception as error:  # pylint: disable=broad-except
-    # Every failure here is bad input (data, index, checkpoint, flags); exit 1 means a gate.
+    # Every failure here is bad input (data, index, checkpoint, flags), exit 2, or the
+    # machine (a full disk writing --out), exit 3; exit 1 means a gate.
     if f.verbose:
       traceback.print_exc()
     if isinstance(error, (ValueError, RuntimeError, OSError)):
-      message = str(error)
+      message = cli.message(error)
     else:
       message = f"{type(error).__name__}: {error} (--verbose shows the traceback)"
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return cli.exit_status(error)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import jax
 from absl import logging
 from flax.training import early_stopping
 
-from lvm_jax import atomic
+from lvm_jax import atomic, multihost
 from lvm_jax.workdir import Workdir
 
 
@@ -90,6 +90,12 @@ def early_stopping_from(history: History, metric: str, mode: str,
     if metric in entry:
       stopper = stopper.update(_minimised(entry[metric], mode))
   return stopper
+
+
+def should_stop(stopper: early_stopping.EarlyStopping) -> bool:
+  """Process 0's early-stopping decision, on every process: all stop at the same epoch even
+  where their metrics differ (a process that stopped alone would leave the rest waiting)."""
+  return multihost.agree(bool(stopper.should_stop), "early stopping")
 
 
 def update_early_stopping(stopper: early_stopping.EarlyStopping, value: float,

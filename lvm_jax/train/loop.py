@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from lvm_jax import checkpoint, config_checks, workdir_lock
+from lvm_jax import checkpoint, config_checks, multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.data.training_sets import load_training_sets
 from lvm_jax.retrieval import baselines as baselines_lib
@@ -33,11 +33,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(metrics: Dict[str, float], step: int, workdir: Workdir) -> None:
+  """Process 0 decides (multihost.agree), so every process stops at the same step."""
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-  if bad:
+  if multihost.agree(bool(bad), f"a non-finite metric at step {step}"):
     raise NonFiniteLossError(
-        f"non-finite training metrics {bad} at step {step}; stopped. The last good checkpoint in "
-        f"{workdir.checkpoints} is untouched: lower train.learning_rate or check the data for NaN.")
+        f"non-finite training metrics {bad or '(on process 0)'} at step {step}; stopped. The "
+        f"last good checkpoint in {workdir.checkpoints} is untouched: lower "
+        "train.learning_rate or check the data for NaN.")
 
 
 def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, first_step: int,
@@ -50,8 +52,9 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
 
   def fetch(step: int) -> Dict[str, float]:
     fetched = [parallel.first(m) for m in pending]
+    check_finite({k: v for metrics in fetched for k, v in metrics.items()
+                  if not math.isfinite(v)}, step, workdir)
     for metrics in fetched:
-      check_finite(metrics, step, workdir)
       for k, v in metrics.items():
         sums[k] = sums.get(k, 0.0) + v
     pending.clear()
@@ -160,7 +163,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   summary = {"stopped_early": False}
   try:
     for epoch in range(start_step // steps_per_epoch, config.train.num_epochs):
-      if stopper.should_stop:
+      if hooks.should_stop(stopper):
         summary["stopped_early"] = True
         break
       first_step = start_step % steps_per_epoch if epoch == start_step // steps_per_epoch else 0
