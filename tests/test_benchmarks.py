@@ -142,3 +142,13 @@ def test_mambapy_bench_alternates_both_steps_and_reports_the_ratio(tmp_path, mon
   assert report["lvm_jax_over_mambapy"] == pytest.approx(
       report["lvm_jax"]["sequences_per_s"] / report["mambapy"]["sequences_per_s"])
   assert len(report["load_average_before"]) == 3
+
+
+def test_kill_soak_ends_where_an_uninterrupted_run_ends(tmp_path):
+  """benchmarks.soak with 3 kills (CI's size; the committed record has 30): the killed and
+  rerun run's final state and history equal the uninterrupted run's, bit for bit."""
+  from benchmarks import soak  # pylint: disable=g-import-not-at-top
+  result = soak.soak(kills=3, seed=1, root=str(tmp_path), epochs=2)
+  assert result["kills_landed"] >= 1, result["kills"]
+  assert result["final_step"]["killed"] == result["final_step"]["reference"]
+  assert result["state_bitwise_equal"] and result["history_equal"], result
