@@ -57,3 +57,21 @@ def test_chosen_default_is_the_smallest_ratio_meeting_both_targets():
   assert eval_bench.choose_default(rows, 50)["kind"] == "passes_faster"
   assert eval_bench.choose_default(rows, 50, clock="cpu_latency")["kind"] == "passes_faster"
   assert eval_bench.choose_default([rows[0], rows[1], rows[4]], 50) is None
+
+
+def test_compare_eval_puts_a_checkpoint_beside_every_baseline_with_its_margin(eval_workdir):
+  import os  # pylint: disable=g-import-not-at-top
+  from benchmarks import compare_eval  # pylint: disable=g-import-not-at-top
+  data = os.path.join(eval_workdir, "data")
+  report = compare_eval.run_comparison(
+      train=os.path.join(data, "train_rows.npz"), payload_path=os.path.join(data, "payload"),
+      eval_path=os.path.join(data, "eval.npz"), checkpoints=[("untrained", eval_workdir)],
+      recency_decays=["0.5"])
+  for view in ("all", "excl"):
+    assert list(report[view]) == ["copy_last", "mean_of_context", "recency", "linear",
+                                  "recency_average(0.5)", "untrained"]
+    assert set(report["margin"]["untrained"][view]) == {"R@1", "R@5", "Contain@50"}
+  decay = report["fitted_baselines"]["recency"]["decay"]
+  table = compare_eval.markdown(report)
+  assert f"| recency (decay {decay:g}, fitted on train) |" in table
+  assert "untrained: margin (excl) over the best baseline" in table
