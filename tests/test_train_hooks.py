@@ -23,10 +23,18 @@ def test_early_stopping_replays_history_and_counts_epochs_without_gain(tmp_path)
 
 
 def test_smoke_gate_reports_at_its_epoch_only():
-  gate = hooks.SmokeGate(epoch=2, minimum=0.5)
+  gate = hooks.SmokeGate(epoch=2, minimum=0.5, metric="val_cosine")
   assert gate.check(1, {"val_cosine": 0.9}) is None
   assert gate.check(2, {"val_cosine": 0.49}) is False
   assert gate.passed is False
+
+
+def test_smoke_gate_judges_the_margin_over_the_best_baseline_by_default():
+  gate = hooks.SmokeGate(epoch=2, minimum=0.0)
+  behind = {"val_cosine": 0.9, "val_r5_excl_margin": -0.01, "val_r5_excl_margin_low": -0.03,
+            "val_r5_excl_margin_high": 0.01}
+  assert gate.check(2, behind) is False  # a high cosine does not pass it
+  assert gate.check(2, {**behind, "val_r5_excl_margin": 0.02}) is True
 
 
 def test_processes_with_different_metrics_stop_at_process_zeros_epoch(tmp_path):
