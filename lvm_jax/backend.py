@@ -66,6 +66,7 @@ def initialize(name: str) -> str:
     reason = f"{type(error).__name__}: {error}" if str(error) else "no plugin for it is installed"
     raise BackendError(f"backend {name!r} was asked for but JAX could not start it ({reason}). "
                        f"To fix: {_INSTALL_HINT.get(name, 'use --backend=auto')}.") from error
+  multihost.guard_compilation_cache(platform)  # jax 0.5.0: cached multi-process programs break
   if name != "auto" and platform not in _REPORTED[name]:
     raise BackendError(f"backend {name!r} was asked for but JAX runs on {platform!r} "
                        f"(devices: {jax.devices()}). To fix: "

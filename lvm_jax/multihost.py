@@ -8,9 +8,15 @@ bounds, in seconds, come from the environment (a launcher or test sets them):
 
   LVM_JAX_INIT_TIMEOUT_S       reaching the coordinator (process 0) at start   default 300
   LVM_JAX_HEARTBEAT_TIMEOUT_S  silence after which a process counts as dead    default 100
-  LVM_JAX_BARRIER_TIMEOUT_S    waiting for the others at a barrier or for a     default 1800
-                               checkpoint's commit (process 0 may be generating
-                               the synthetic corpus meanwhile)
+  LVM_JAX_BARRIER_TIMEOUT_S    waiting for the others at a barrier, for work     default: in
+                               done once by process 0, or for a checkpoint's     proportion to
+                               commit                                            the work, >= 300
+
+Work done once (`on_process_zero`) that fails on process 0 is posted to the
+coordination service's key-value store, so the others stop at once with
+process 0's error instead of waiting out the barrier. Decisions that end the
+run (early stopping, a non-finite loss) are process 0's, broadcast (`agree`),
+so every process stops at the same step.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import math
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 import zlib
@@ -29,14 +37,22 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 from absl import logging
 
-from lvm_jax.cli import EXIT_BAD_INPUT, USER_ERRORS, UserFacingError
+from lvm_jax import cli
+from lvm_jax.cli import EXIT_ENVIRONMENT, USER_ERRORS, UserFacingError
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 TIMEOUT_ENV = {"init": "LVM_JAX_INIT_TIMEOUT_S", "heartbeat": "LVM_JAX_HEARTBEAT_TIMEOUT_S",
                "barrier": "LVM_JAX_BARRIER_TIMEOUT_S"}
-DEFAULT_TIMEOUTS = {"init": 300, "heartbeat": 100, "barrier": 1800}
-# Exit status of a process that stops because the run across processes failed.
-EXIT_MULTIHOST_FAILURE = 3
+DEFAULT_TIMEOUTS = {"init": 300, "heartbeat": 100, "barrier": 300}
+# Unless LVM_JAX_BARRIER_TIMEOUT_S is set, a wait for work of an expected duration gives up
+# after this many times that duration (and never before DEFAULT_TIMEOUTS["barrier"]): ample
+# for a slow or loaded host, and a stuck process 0 still ends the run in proportion.
+BARRIER_SLACK = 10
+# Exit status of a process that stops because the run across processes failed (an
+# environment fault: cli.EXIT_ENVIRONMENT).
+EXIT_MULTIHOST_FAILURE = EXIT_ENVIRONMENT
+# How often a process waiting for process 0's work looks at the key-value store.
+_POLL_S = 0.25
 # Words in XLA / Gloo / coordination-service errors that mean another process is gone or stuck.
 _PEER_FAILURE_MARKERS = ("gloo", "heartbeat", "barrier", "coordination", "deadline_exceeded",
                          "unavailable", "connection reset", "connection refused",
@@ -73,6 +89,17 @@ def timeouts() -> Timeouts:
       raise MultihostError(f"environment {variable}={text!r} is not a whole number of seconds "
                            f">= 1. Fix: set it to e.g. {DEFAULT_TIMEOUTS[name]}, or unset it.")
   return Timeouts(**values)
+
+
+def barrier_timeout(expected_s: float = 0.0) -> int:
+  """Seconds to wait for work expected to take `expected_s` on one host.
+
+  LVM_JAX_BARRIER_TIMEOUT_S when set; else BARRIER_SLACK x expected_s, at least
+  the default (300 s).
+  """
+  if os.environ.get(TIMEOUT_ENV["barrier"], "").strip():
+    return timeouts().barrier
+  return max(DEFAULT_TIMEOUTS["barrier"], int(math.ceil(BARRIER_SLACK * expected_s)))
 
 
 def requested() -> bool:
@@ -138,6 +165,8 @@ def initialize() -> None:
   # JAX aborts the process (no Python error) when the coordinator stays out of reach, so
   # first wait for its port here, where the message can say what to check.
   waited = _wait_for_coordinator(address, process_id, num_processes, bounds.init)
+  if process_id == 0:
+    _WATCHDOG.reserve(num_processes)
   arguments["initialization_timeout"] = max(bounds.init - int(waited), 10)
   logging.info("Process %d of %d: connecting to the coordinator at %s (timeout %d s, heartbeat "
                "timeout %d s). If JAX stops this process with DEADLINE_EXCEEDED, check that every "
@@ -148,6 +177,149 @@ def initialize() -> None:
   except Exception as error:  # XLA raises its own runtime error types, differing by version
     raise _unreachable(address, process_id, num_processes, bounds.init,
                        _first_line(error)) from error
+  _WATCHDOG.start(process_id, num_processes, address, bounds.init)
+
+
+# The first jax release verified to run a cross-process CPU executable loaded from the
+# persistent compilation cache correctly; jax 0.5.0 is not (docs/multihost.md).
+CACHE_SAFE_JAX = (0, 10)
+
+
+def _jax_version() -> tuple:
+  import jax  # pylint: disable=g-import-not-at-top
+  return tuple(int(part) for part in jax.__version__.split(".")[:2])
+
+
+def guard_compilation_cache(platform: str) -> bool:
+  """Turns the persistent compilation cache off where it breaks multi-process runs.
+
+  jax 0.5.0's CPU client runs a cross-process (Gloo) executable that it loaded
+  from the cache wrongly: glibc heap corruption, steps ten times slower, inf or
+  NaN where it does not crash. Compiled afresh, the same program is exact. Call
+  after `initialize`, before anything compiles. Returns True if it turned it off.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if (platform != "cpu" or not is_multiprocess() or _jax_version() >= CACHE_SAFE_JAX
+      or not jax.config.jax_enable_compilation_cache):
+    return False
+  jax.config.update("jax_enable_compilation_cache", False)
+  if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    logging.warning("%s: the persistent compilation cache is off for this run: jax %s loads "
+                    "multi-process CPU programs from it wrongly (NaN); jax >= %s does not. See "
+                    "docs/multihost.md.", _where(), jax.__version__,
+                    ".".join(map(str, CACHE_SAFE_JAX)))
+  return True
+
+
+class _Watchdog:
+  """A TCP connection between process 0 and each other process, watched by a thread.
+
+  JAX notices a dead peer only through its coordination service, and then ends
+  the process from C++ with its own message (a Python callback cannot replace
+  it: jaxlib cannot pass the status to Python). The kernel closes a dead
+  process's sockets at once, so the reader here sees the loss first and prints
+  this project's line. A process that ends on purpose says so first: `bye` (a
+  normal end) or `failed <its error line>`, which the others repeat.
+  """
+
+  def __init__(self):
+    self.peers: Dict[int, socket.socket] = {}
+    self.lock = threading.Lock()
+    self.leaving = False
+    self.failing = False  # this process is failing: its own error line comes, not a peer's
+    self.low_fds: list = []
+
+  def reserve(self, num_processes: int) -> None:
+    """Process 0, before JAX opens its sockets: the lowest free descriptors, for the
+    watchdog's. At exit the kernel closes descriptors in increasing order, so a killed
+    process 0's watchdog connections drop before the coordination service's do."""
+    self.low_fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(num_processes - 1)]
+
+  def start(self, process_id: int, num_processes: int, address: str, seconds: int) -> None:
+    self.process_id, self.num_processes = process_id, num_processes
+    key = "lvm_jax.watchdog"
+    if process_id == 0:
+      server = socket.create_server(("", 0))
+      host = address.rpartition(":")[0].strip("[]")
+      _client().key_value_set(key, f"{host}:{server.getsockname()[1]}")
+      threading.Thread(target=self._accept, args=(server, num_processes - 1), daemon=True,
+                       name="lvm_jax-watchdog-accept").start()
+    else:
+      host, _, port = str(_client().blocking_key_value_get(key, seconds * 1000)).rpartition(":")
+      peer = socket.create_connection((host, int(port)), timeout=seconds)
+      peer.settimeout(None)
+      peer.sendall(f"{process_id}\n".encode())
+      self._watch(0, peer)
+
+  def _accept(self, server: socket.socket, count: int) -> None:
+    for _ in range(count):
+      peer, _ = server.accept()
+      if self.low_fds:
+        low = self.low_fds.pop(0)
+        os.dup2(peer.fileno(), low)
+        peer.close()
+        peer = socket.socket(fileno=low)
+      index = b""
+      while not index.endswith(b"\n"):
+        byte = peer.recv(1)
+        if not byte:
+          break
+        index += byte
+      self._watch(int(index or b"-1"), peer)
+    server.close()
+
+  def _watch(self, index: int, peer: socket.socket) -> None:
+    with self.lock:
+      self.peers[index] = peer
+    threading.Thread(target=self._read, args=(index, peer), daemon=True,
+                     name=f"lvm_jax-watchdog-{index}").start()
+
+  def _read(self, index: int, peer: socket.socket) -> None:
+    said = b""
+    while True:
+      try:
+        chunk = peer.recv(4096)
+      except OSError:
+        chunk = b""
+      if not chunk:
+        break
+      said += chunk
+    words = said.decode(errors="replace").strip()
+    if words.startswith("bye") or self.leaving or self.failing:
+      return
+    if words.startswith("failed "):
+      message = (f"process {self.process_id} of {self.num_processes} stopped because process "
+                 f"{index} failed: {words[len('failed '):]}")
+    else:
+      message = (f"process {self.process_id} of {self.num_processes} lost contact with the other "
+                 f"processes (process {index} ended without a word: killed, out of memory or "
+                 "crashed). Check the other processes' logs for an earlier error and that they "
+                 "all still run; rerun every process to resume from the last checkpoint.")
+    self.leave(f"failed {message}")
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(EXIT_MULTIHOST_FAILURE)  # pylint: disable=protected-access
+
+  def leave(self, words: str) -> None:
+    """Tells every peer why this process ends (`bye` or `failed ...`), once."""
+    with self.lock:
+      if self.leaving:
+        return
+      self.leaving = True
+      peers = list(self.peers.values())
+    for peer in peers:
+      try:
+        peer.sendall(words.replace("\n", " ").encode() + b"\n")
+        peer.shutdown(socket.SHUT_WR)
+      except OSError:
+        pass
+
+
+_WATCHDOG = _Watchdog()
+
+
+def finish() -> None:
+  """Call when this process's work ended normally: the others then take its exit calmly."""
+  _WATCHDOG.leave("bye")
 
 
 def _unreachable(address: str, process_id: int, num_processes: int, seconds: int,
@@ -207,9 +379,7 @@ def barrier(name: str) -> None:
     return
   from orbax.checkpoint import multihost as orbax_multihost  # pylint: disable=g-import-not-at-top
   seconds = timeouts().barrier
-  # A barrier id serves once; every process passes the same barriers in the same order.
-  _BARRIER_USES[name] = _BARRIER_USES.get(name, 0) + 1
-  key = f"lvm_jax.{name.replace(' ', '_')}.{_BARRIER_USES[name]}"
+  key = _key(name)
   try:
     orbax_multihost.get_barrier_sync_fn()(key=key, timeout_ms=seconds * 1000)
   except Exception as error:  # XLA raises its own runtime error types, differing by version
@@ -220,14 +390,79 @@ def barrier(name: str) -> None:
         f"{TIMEOUT_ENV['barrier']} (now {seconds} s) if one of them is only slow.") from error
 
 
-def on_process_zero(name: str, work: Callable[[], T]) -> Optional[T]:
-  """Runs `work` on process 0 while the others wait at barrier `name`, then they read its files.
+def _client():
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.global_state.client
 
-  Returns work's result on process 0 and None on the others.
+
+def _key(name: str) -> str:
+  """A key (or barrier id) that serves once; every process uses names in the same order."""
+  _BARRIER_USES[name] = _BARRIER_USES.get(name, 0) + 1
+  return f"lvm_jax.{name.replace(' ', '_')}.{_BARRIER_USES[name]}"
+
+
+_DONE = "done"
+_FAILED = "failed: "
+
+
+def on_process_zero(name: str, work: Callable[[], T], expected_s: float = 0.0) -> Optional[T]:
+  """Runs `work` on process 0 while the others wait for it, then they read its files.
+
+  Process 0 posts the outcome under a key of the coordination service: the others go on
+  when it reads done, and stop within a second with process 0's error when it failed.
+  They wait at most `barrier_timeout(expected_s)`. Returns work's result on process 0
+  and None on the others.
   """
-  result = work() if process_index() == 0 else None
-  barrier(name)
-  return result
+  if not is_multiprocess():
+    return work()
+  key = _key(name)
+  if process_index() == 0:
+    try:
+      result = work()
+    except BaseException as error:
+      _WATCHDOG.failing = True
+      _client().key_value_set(key, _FAILED + _first_line(error))
+      raise
+    _client().key_value_set(key, _DONE)
+    return result
+  seconds = barrier_timeout(expected_s)
+  outcome = _wait_for_key(key, seconds, name)
+  if outcome.startswith(_FAILED):
+    raise MultihostError(
+        f"{_where()} stopped: process 0 failed at {name!r} ({outcome[len(_FAILED):]}). Fix "
+        "what process 0's own error line says, then rerun every process.")
+  return None
+
+
+def _wait_for_key(key: str, seconds: int, name: str) -> str:
+  """The value of `key` once set; MultihostError after `seconds` or when the service fails."""
+  deadline = time.monotonic() + seconds
+  while True:
+    try:
+      return str(_client().blocking_key_value_get(key, int(_POLL_S * 1000)))
+    except Exception as error:  # XLA raises its own runtime error types, differing by version
+      if "deadline" not in str(error).lower() or time.monotonic() > deadline:
+        raise MultihostError(
+            f"{_where()} waited for process 0 to finish {name!r} and gave up "
+            f"({_first_line(error)}). Check process 0's log for an earlier error; raise "
+            f"{TIMEOUT_ENV['barrier']} (now {seconds} s) if it is only slow.") from error
+
+
+def agree(value: T, what: str) -> T:
+  """Process 0's `value` (a bool or int) on every process: one decision that all act on.
+
+  A tiny collective; call it at the same point on every process.
+  """
+  if not is_multiprocess():
+    return value
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  decided = multihost_utils.broadcast_one_to_all(np.asarray(value, np.int64))
+  decided = type(value)(np.asarray(decided).item())
+  if decided != value:
+    logging.warning("%s: %s is %r here and %r on process 0; process 0 decides.", _where(), what,
+                    value, decided)
+  return decided
 
 
 def assert_same_on_every_process(tree: Any, what: str) -> None:
@@ -291,10 +526,11 @@ def failures_end_the_process(verbose: bool = False) -> Iterator[None]:
     if explained is not None:
       message, status = str(explained), EXIT_MULTIHOST_FAILURE
     else:
-      message = f"{_where()}: {error}"
-      status = EXIT_BAD_INPUT if isinstance(error, USER_ERRORS) else 1
+      message = f"{_where()}: {cli.message(error)}"
+      status = cli.exit_status(error) if isinstance(error, USER_ERRORS) else 1
     if verbose or status == 1:
       traceback.print_exc()
+    _WATCHDOG.leave(f"failed {message}")
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(status)  # pylint: disable=protected-access

@@ -38,7 +38,6 @@ FORMS = ("full", "compact")
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "payload.faiss"
 INDEX_KINDS = ("auto",) + index_lib.INDEX_KINDS + ("none",)
-SMALL_PAYLOAD_ROWS = 50_000  # "auto" builds an exact Flat index below this many rows
 
 
 def output_file(split: str, form: str) -> str:
@@ -150,12 +149,11 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
 
 
 def resolve_index_kind(kind: str, num_rows: int) -> str:
-  """"auto": exact Flat for small payloads, index.DEFAULT_KIND (the fastest kind meeting the
-  latency gate at recall@50 >= 0.98, per benchmarks.eval_bench) otherwise."""
+  """"auto": retrieval.index.choose_index_kind, the one rule (Flat for small payloads)."""
   if kind not in INDEX_KINDS:
     raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS} (--index_kind).")
   if kind == "auto":
-    return "flat" if num_rows < SMALL_PAYLOAD_ROWS else index_lib.DEFAULT_KIND
+    return index_lib.choose_index_kind(num_rows)
   return kind
 
 
