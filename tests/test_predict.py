@@ -120,7 +120,7 @@ def test_another_embedder_is_refused_in_one_line(minilm_corpus, tmp_path):
                         "sentence-transformers/all-mpnet-base-v2"], capture_output=True,
                        text=True, timeout=600)
   assert run.returncode == 2
-  lines = run.stderr.strip().splitlines()
+  lines = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
   assert lines == [f"error: {payload_path}: embedded by 'sentence-transformers/all-MiniLM-L6-v2'"
                    ", but --model sentence-transformers/all-mpnet-base-v2 is "
                    "'sentence-transformers/all-mpnet-base-v2'; pass --model of "
