@@ -66,7 +66,7 @@ def current_rss_bytes() -> int:
 
 
 def generate(workdir: str) -> dict:
-  from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   num_articles = int(round(FLAGS.num_rows / MEAN_CHUNKS_PER_ARTICLE))
   start = time.perf_counter()
   paths = synthetic.generate_synthetic_corpus(

@@ -28,6 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common, scan_share, train_bench
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.data.payload import Payload
 from lvm_jax.data.pipeline import TrainingPipeline
@@ -67,7 +68,7 @@ def time_epoch(config: ml_collections.ConfigDict, sequences: SequenceSet) -> Dic
   if pipeline.steps_per_epoch < 2:
     raise ValueError(f"--sequences={sequences.num_sequences} gives {pipeline.steps_per_epoch} "
                      f"step(s) of {pipeline.sequences_per_step}; give at least two steps' worth.")
-  predictor = checkpoint.predictor_from_config(config, dim)
+  predictor = models_lib.predictor_from_config(config, dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim,
                                       pipeline.steps_per_epoch)
   flops_per_sequence = train_bench.model_flops_per_sequence(config, state.params)

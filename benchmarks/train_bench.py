@@ -34,6 +34,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.parallel import DataParallel
@@ -66,7 +67,7 @@ def model_flops_per_sequence(config, params) -> float:
 
 def jax_step_throughput(config: ml_collections.ConfigDict, steps: int) -> Dict:
   dim = config.data.vector_dim or config.data.synthetic.dim
-  predictor = checkpoint.predictor_from_config(config, dim)
+  predictor = models_lib.predictor_from_config(config, dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim, 1000)
   flops = model_flops_per_sequence(config, state.params)
   data_parallel = DataParallel.create(config.train.parallel, devices=jax.local_devices()[:1])

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from lvm_jax import checkpoint
-from lvm_jax.data import build
+from lvm_jax.corpus import build
 from lvm_jax.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -46,9 +46,9 @@ def test_read_index_rejects_another_payload(tmp_path):
     index_lib.read_index(str(tmp_path / "absent.faiss"), vectors)
 
 
-@pytest.mark.parametrize("module", ["lvm_jax.train", "lvm_jax.data.build",
+@pytest.mark.parametrize("module", ["lvm_jax.train", "lvm_jax.corpus.build",
                                     "lvm_jax.retrieval.metrics", "lvm_jax.retrieval.baselines",
-                                    "lvm_jax.retrieval.index", "lvm_jax.data.synthetic"])
+                                    "lvm_jax.retrieval.index", "lvm_jax.corpus.synthetic"])
 def test_importing_does_not_load_faiss(module):
   """FAISS loads on first use of an index, never on the training path's imports (and each
   module imports first in a fresh interpreter: no import cycle)."""

@@ -5,7 +5,7 @@ and the "auto" rule picks Flat for small payloads and DEFAULT_KIND beyond."""
 import numpy as np
 import pytest
 
-from lvm_jax.data import build
+from lvm_jax.corpus import build
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import search
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.config_base import base_config
 from lvm_jax.train import step as step_lib
@@ -52,7 +53,7 @@ def reshape_step(batch, num_devices, accum_steps):
 
 
 def build(config):
-  predictor = checkpoint.predictor_from_config(config, DIM)
+  predictor = models_lib.predictor_from_config(config, DIM)
   return step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), DIM, total_steps=10)
 
 

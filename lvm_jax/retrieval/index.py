@@ -185,7 +185,7 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
              f"{path}")
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build it with python -m "
-                     "lvm_jax.data.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
+                     "lvm_jax.corpus.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
   if os.path.isdir(path):
     raise data_error(path, "(file)", "is a directory, not a FAISS index file",
                      "pass the index file itself (e.g. DIR/payload.faiss)")

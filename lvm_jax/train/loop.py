@@ -18,9 +18,10 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint, config_checks, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
-from lvm_jax.data.training_sets import load_training_sets
+from lvm_jax.train.training_sets import load_training_sets
 from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.evaluators import RetrievalEvaluation, ValidationEvaluator
@@ -96,7 +97,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   sets = load_training_sets(config, workdir.data)
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim = sets.train.vector_dim
-  predictor = checkpoint.predictor_from_config(config, vector_dim)
+  predictor = models_lib.predictor_from_config(config, vector_dim)
   config_checks.check_model(config, predictor.model)
   if hooks.is_writer():
     checkpoint.write_config(workdir, config)

@@ -18,7 +18,7 @@ from flax.training import train_state
 from jax import lax
 
 from lvm_jax import losses
-from lvm_jax.data import augment
+from lvm_jax.train import augment
 from lvm_jax.models import LatentVectorPredictor, weight_decay_mask
 from lvm_jax.train.parallel import AXIS, DataParallel
 

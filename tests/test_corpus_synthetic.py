@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import build, synthetic
+from lvm_jax.corpus import build, synthetic
 from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.payload import read_payload
 from lvm_jax.data.sequences import read_sequence_set
@@ -126,7 +126,7 @@ def test_knob_errors_are_clear():
 def test_cli_generates_a_corpus_and_the_baselines_cli_reports_on_it(tmp_path):
   out = str(tmp_path / "cli")
   result = subprocess.run(
-      [sys.executable, "-m", "lvm_jax.data.synthetic", "--out", out, "--num_articles", "60",
+      [sys.executable, "-m", "lvm_jax.corpus.synthetic", "--out", out, "--num_articles", "60",
        "--dim", "32", "--index_kind", "none"],
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]

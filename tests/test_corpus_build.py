@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import build
+from lvm_jax.corpus import build
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.payload import Payload, read_payload, write_payload
@@ -158,7 +158,7 @@ def test_cli_builds_from_the_reference_pickled_payload_only_with_trust_pickle(tm
                                    payload.vectors[r]) for r in range(payload.num_rows)}
   reference = str(tmp_path / "reference_payload.npy")
   np.save(reference, entries, allow_pickle=True)
-  command = [sys.executable, "-m", "lvm_jax.data.build", "--payload", reference, "--out",
+  command = [sys.executable, "-m", "lvm_jax.corpus.build", "--payload", reference, "--out",
              str(tmp_path / "out"), "--split_ratios", "0.6,0.2,0.2", "--index_kind", "none"]
   refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert refused.returncode != 0 and "trust_pickle" in refused.stderr

@@ -1,6 +1,6 @@
 """Payload -> article-disjoint train / val / eval windows, manifest and FAISS index.
 
-  python -m lvm_jax.data.build --payload PAYLOAD_DIR --out DATA_DIR \
+  python -m lvm_jax.corpus.build --payload PAYLOAD_DIR --out DATA_DIR \
       [--context_length 5] [--min_article_chunks 10] [--split_ratios 0.8,0.1,0.1] \
       [--seed 0] [--forms full,compact] [--index_kind auto]
 
@@ -26,7 +26,7 @@ from lvm_jax.retrieval import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.eval_sets import EvalSet, write_eval_set
 from lvm_jax.data.file_io import FORMAT_VERSION
-from lvm_jax.data.legacy import convert_reference_payload
+from lvm_jax.corpus.legacy import convert_reference_payload
 from lvm_jax.data.payload import Payload, payload_fingerprint, read_payload, write_payload
 from lvm_jax.data.sequences import SequenceSet, write_sequence_set
 
@@ -245,7 +245,7 @@ def read_manifest(path: str) -> Dict:
     path = os.path.join(path, MANIFEST_FILE)
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build the data directory with "
-                     "python -m lvm_jax.data.build (or lvm_jax.data.synthetic)")
+                     "python -m lvm_jax.corpus.build (or lvm_jax.corpus.synthetic)")
   with open(path) as f:
     return json.load(f)
 

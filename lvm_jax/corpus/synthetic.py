@@ -1,6 +1,6 @@
 """A synthetic corpus with a learnable next-chunk task: the embedded default when no data is set.
 
-  python -m lvm_jax.data.synthetic --out DIR [--num_articles 600] [--dim 768] [--seed 0]
+  python -m lvm_jax.corpus.synthetic --out DIR [--num_articles 600] [--dim 768] [--seed 0]
   python -m lvm_jax.retrieval.baselines --data DIR     # the baselines' numbers on it
 
 The generating process (all of it fixed by `seed`):
@@ -34,7 +34,7 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from lvm_jax import atomic
-from lvm_jax.data import build
+from lvm_jax.corpus import build
 from lvm_jax.data.file_io import make_provenance
 from lvm_jax.data.payload import PAYLOAD_FILES, Payload, write_payload
 
@@ -168,7 +168,7 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
     texts = [f"synthetic article {a} chunk {c}" for a, c in zip(article_index, chunk_index)]
   provenance = make_provenance(
       embedder_id=f"synthetic-v1(dim={knobs.dim}, seed={knobs.seed})",
-      source="lvm_jax.data.synthetic", source_hash=f"synthetic:{_knobs_hash(knobs)}",
+      source="lvm_jax.corpus.synthetic", source_hash=f"synthetic:{_knobs_hash(knobs)}",
       synthetic_knobs=_knobs_record(knobs))
   payload = Payload(vectors=vectors, article_index=article_index.astype(np.int64),
                     chunk_index=chunk_index.astype(np.int64),
