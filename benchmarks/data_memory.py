@@ -71,7 +71,7 @@ def generate(workdir: str) -> dict:
   start = time.perf_counter()
   paths = synthetic.generate_synthetic_corpus(
       workdir, num_articles=num_articles, dim=FLAGS.dim, seed=0, with_texts=False,
-      forms=("compact",), index_kind="none")
+      forms=("compact",))
   logging.info("Generated in %.1f s: %s", time.perf_counter() - start, paths)
   return paths
 

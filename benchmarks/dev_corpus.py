@@ -18,7 +18,8 @@ Steps (each rerunnable; ingest resumes where it stopped):
   install   apt-get install linux-doc-6.1 (root; needs the Debian archive)
   prepare   ROOT/src/kernel/**/*.txt from the .rst.gz files
   ingest    ROOT/payload     (python -m lvm_jax.corpus.ingest)
-  build     ROOT/sets        (python -m lvm_jax.corpus.build --forms full,compact)
+  build     ROOT/sets        (python -m lvm_jax.corpus.build --forms full,compact, then
+                              python -m lvm_jax.eval.build_index)
   baselines ROOT/baselines.txt (python -m lvm_jax.retrieval.baselines on the eval split)
   readme    ROOT/README.txt  (paths and counts, for whoever trains on it)
 """
@@ -159,9 +160,9 @@ def write_readme(root: str) -> None:
             "provenance.json)"]
   for key, name in sorted(manifest["files"].items()):
     lines.append(f"{key:9s} {os.path.join(sets, name)}")
-  if "index" in manifest:
-    lines.append(f"index     {os.path.join(sets, manifest['index']['path'])}  "
-                 f"({manifest['index']['kind']})")
+  if os.path.exists(os.path.join(sets, "payload.faiss")):
+    lines.append(f"index     {os.path.join(sets, 'payload.faiss')}  (python -m "
+                 "lvm_jax.eval.build_index)")
   lines.append(f"manifest  {os.path.join(sets, build.MANIFEST_FILE)}")
   lines += ["", "train: python -m lvm_jax.main --config=... "
             f"--config.data.train_path={os.path.join(sets, 'train_rows.npz')} "
@@ -212,6 +213,8 @@ def main() -> None:
   if "build" in steps:
     run([python, "-m", "lvm_jax.corpus.build", "--payload", os.path.join(args.root, "payload"),
          "--out", os.path.join(args.root, "sets"), "--forms", "full,compact"])
+    run([python, "-m", "lvm_jax.eval.build_index", "--payload", os.path.join(args.root, "payload"),
+         "--out", os.path.join(args.root, "sets", "payload.faiss")])
   if "baselines" in steps:
     with open(os.path.join(args.root, "baselines.txt"), "w") as f:
       run([python, "-m", "lvm_jax.retrieval.baselines", "--data", os.path.join(args.root, "sets")],

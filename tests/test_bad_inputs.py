@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("data"))
-  synthetic.generate_synthetic_corpus(out, num_articles=60, dim=16, index_kind="flat")
+  synthetic.generate_synthetic_corpus(out, num_articles=60, dim=16)
   return out
 
 
@@ -100,7 +100,7 @@ def test_bad_input_gives_one_error_line(data_dir, tmp_path, name, command, code,
   if name == "val set of another context length" and not os.path.exists(
       os.path.join(data_dir, "l4", "val.npz")):
     synthetic.generate_synthetic_corpus(os.path.join(data_dir, "l4"), num_articles=60, dim=16,
-                                        context_length=4, index_kind="none")
+                                        context_length=4)
   result = subprocess.run([sys.executable, *command(data_dir, tmp_path)], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
   assert result.returncode == code, result.stderr[-2000:]

@@ -57,3 +57,15 @@ def test_importing_does_not_load_faiss(module):
   code = f"import sys, {module}; print('faiss' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_payload_index_holds_the_payload_in_row_order_and_auto_is_flat_when_small(tmp_path):
+  from data_helpers import make_payload  # pylint: disable=g-import-not-at-top
+  payload = make_payload()
+  path = str(tmp_path / index_lib.INDEX_FILE)
+  record = index_lib.write_payload_index(payload, path)
+  assert record["kind"] == "flat" and record["num_vectors"] == payload.num_rows
+  index = index_lib.read_index(path, payload.vectors)
+  assert index.ntotal == payload.num_rows
+  _, ids = index.search(payload.vectors[[0, 17, 40]], 1)
+  np.testing.assert_array_equal(ids[:, 0], [0, 17, 40])

@@ -5,7 +5,6 @@ and the "auto" rule picks Flat for small payloads and DEFAULT_KIND beyond."""
 import numpy as np
 import pytest
 
-from lvm_jax.corpus import build
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import search
 
@@ -65,19 +64,22 @@ def test_nprobe_and_k_factor_apply_and_are_reported():
   assert index_lib.search_knobs(fp16) == {"nprobe": 32}
 
 
-def test_auto_rule_is_flat_below_the_small_payload_size_else_the_default():
-  assert build.resolve_index_kind("auto", build.SMALL_PAYLOAD_ROWS - 1) == "flat"
-  assert build.resolve_index_kind("auto", build.SMALL_PAYLOAD_ROWS) == index_lib.DEFAULT_KIND
-  assert build.resolve_index_kind("auto", 584_000) == index_lib.DEFAULT_KIND
-  assert build.resolve_index_kind("ivf_flat", 584_000) == "ivf_flat"
+def test_one_rule_chooses_the_kind_flat_below_the_small_payload_size_else_the_default():
+  assert index_lib.choose_index_kind(index_lib.FLAT_BELOW_ROWS - 1) == "flat"
+  assert index_lib.choose_index_kind(index_lib.FLAT_BELOW_ROWS) == index_lib.DEFAULT_KIND
+  assert index_lib.resolve_kind("auto", 584_000) == index_lib.DEFAULT_KIND
+  assert index_lib.resolve_kind("ivf_flat", 584_000) == "ivf_flat"
+  with pytest.raises(ValueError, match="'ivf' is not one of"):
+    index_lib.resolve_kind("ivf", 10)
   assert index_lib.DEFAULT_KIND in index_lib.IVF_KINDS
 
 
-def test_eval_cli_builds_the_default_kind_and_keeps_its_nprobe():
+def test_eval_cli_builds_the_chosen_kind_and_keeps_its_nprobe():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import __main__ as eval_cli  # pylint: disable=g-import-not-at-top
   values = flags.FlagValues()
   eval_cli.define_flags(values)
   values(["eval"])
-  assert values["index-kind"].value == index_lib.DEFAULT_KIND
+  assert values["index-kind"].value == index_lib.AUTO  # choose_index_kind, as build and loop
+  assert index_lib.resolve_kind(values["index-kind"].value, 584_000) == index_lib.DEFAULT_KIND
   assert values.nprobe is None  # the index's own KIND_NPROBE, not the reference's 64

@@ -192,22 +192,21 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
                               min_article_chunks: int = build.DEFAULT_MIN_ARTICLE_CHUNKS,
                               split_ratios: Sequence[float] = build.DEFAULT_SPLIT_RATIOS,
                               split_seed: Optional[int] = None,
-                              forms: Sequence[str] = build.FORMS, index_kind: str = "auto",
-                              reuse: bool = True, **knob_values) -> Dict[str, str]:
-  """Writes payload, FAISS index, train/val/eval sets (full and compact) and manifest.
+                              forms: Sequence[str] = build.FORMS, reuse: bool = True, **knob_values) -> Dict[str, str]:
+  """Writes payload, train/val/eval sets (full and compact) and manifest.
 
   knob_values: any SyntheticKnobs field (num_articles, dim, seed, ...).
   reuse: when out_dir already holds a corpus made with the same knobs and build
   settings, return its paths instead of regenerating (generation is
   deterministic, so the files would be identical).
-  Returns {"payload", "index", "train", "train_rows", "val", "val_rows", "eval",
+  Returns {"payload", "train", "train_rows", "val", "val_rows", "eval",
   "eval_rows", "manifest", "synthetic_state": path} (only the forms asked for).
   """
   knobs = SyntheticKnobs(**knob_values)
   settings = {"knobs": _knobs_record(knobs), "context_length": context_length,
               "min_article_chunks": min_article_chunks, "split_ratios": list(split_ratios),
               "split_seed": knobs.seed if split_seed is None else split_seed,
-              "forms": sorted(forms), "index_kind": index_kind}
+              "forms": sorted(forms)}
   manifest_path = os.path.join(out_dir, build.MANIFEST_FILE)
   if reuse and os.path.exists(manifest_path):
     manifest = build.read_manifest(manifest_path)
@@ -215,8 +214,6 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
       paths = {key: os.path.join(out_dir, name) for key, name in manifest["files"].items()}
       paths.update(payload=os.path.join(out_dir, PAYLOAD_DIR), manifest=manifest_path,
                    synthetic_state=os.path.join(out_dir, STATE_FILE))
-      if "index" in manifest:
-        paths["index"] = os.path.join(out_dir, manifest["index"]["path"])
       if all(os.path.exists(p) for p in paths.values()):
         logging.info("Reusing the synthetic corpus in %s (same knobs).", out_dir)
         return paths
@@ -229,7 +226,7 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
   atomic.savez(state_path, latents=latents, topics=topics)
   paths = build.build_dataset(payload, out_dir, context_length=context_length,
                               min_article_chunks=min_article_chunks, split_ratios=split_ratios,
-                              seed=settings["split_seed"], forms=forms, index_kind=index_kind,
+                              seed=settings["split_seed"], forms=forms,
                               extra_manifest={"synthetic": settings})
   paths["synthetic_state"] = state_path
   logging.info("Synthetic corpus: %d articles, %d chunks x %d dims in %s", knobs.num_articles,
@@ -269,7 +266,6 @@ def define_flags() -> None:
   flags.DEFINE_string("split_ratios", ",".join(map(str, build.DEFAULT_SPLIT_RATIOS)),
                       "train,val,eval shares of the articles.")
   flags.DEFINE_list("forms", list(build.FORMS), "Which forms to write: full, compact.")
-  flags.DEFINE_enum("index_kind", "auto", build.INDEX_KINDS, "FAISS index over the payload.")
 
 
 def main(argv) -> None:
@@ -282,7 +278,7 @@ def main(argv) -> None:
   paths = generate_synthetic_corpus(args.out, context_length=args.context_length,
                                     min_article_chunks=args.min_article_chunks,
                                     split_ratios=build.parse_ratios(args.split_ratios),
-                                    forms=args.forms, index_kind=args.index_kind, reuse=False,
+                                    forms=args.forms, reuse=False,
                                     **knob_values)
   print(json.dumps(paths, indent=1))
 

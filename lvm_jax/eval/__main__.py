@@ -48,8 +48,9 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_string("payload-cache", None, "Directory for converted .npy payloads (default: "
                       "beside the .npy).", **d)
   flags.DEFINE_string("faiss", None, "FAISS index of the payload; built when absent.", **d)
-  flags.DEFINE_enum("index-kind", index_lib.DEFAULT_KIND, index_lib.INDEX_KINDS,
-                    "Kind built when --faiss is absent.", **d)
+  flags.DEFINE_enum("index-kind", index_lib.AUTO, (index_lib.AUTO,) + index_lib.INDEX_KINDS,
+                    "Kind built when --faiss is absent; auto: retrieval.index.choose_index_kind "
+                    "(Flat below 50k rows).", **d)
   flags.DEFINE_integer("nlist", None, "IVF cells when building (default ≈ 4·√M).", **d)
   flags.DEFINE_integer("limit", 1000, "Evaluate the first N sequences (the reference's default "
                        "1000); 0: every sequence.", **d)
@@ -149,8 +150,8 @@ def default_paths(f, workdir: str):
   payload = f.payload or os.path.join(data_dir, "payload")
   faiss_path = f.faiss
   if faiss_path is None and f.payload is None and os.path.exists(
-      os.path.join(data_dir, "payload.faiss")):
-    faiss_path = os.path.join(data_dir, "payload.faiss")
+      os.path.join(data_dir, index_lib.INDEX_FILE)):
+    faiss_path = os.path.join(data_dir, index_lib.INDEX_FILE)
   return eval_npz, payload, faiss_path
 
 
@@ -194,8 +195,8 @@ def evaluate(f) -> int:
   if faiss_path:
     index = index_lib.read_index(faiss_path, payload.vectors)
   else:
-    logging.info("No --faiss given: building a %s index over %d rows", f["index-kind"].value,
-                 payload.num_rows)
+    logging.info("No --faiss given: building a %s index over %d rows",
+                 index_lib.resolve_kind(f["index-kind"].value, payload.num_rows), payload.num_rows)
     index = index_lib.build_index(payload.vectors, kind=f["index-kind"].value, nlist=f.nlist)
   evaluator = RetrievalEvaluator(eval_set, payload, index, options)
   result = evaluator.report(make_predict_fn(loaded, options.batch_size))

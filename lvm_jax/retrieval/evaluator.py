@@ -38,7 +38,6 @@ GATE_K = 50  # the gates read Contain@50, so at least this many candidates
 # Report metric -> the flat scalar name `run` returns (suffix "_excl" for the excl view).
 SCALAR_NAMES = {"R@1": "r1", "R@5": "r5", "R@10": "r10", "R@20": "r20", "Contain@20": "contain20",
                 "Contain@50": "contain50", "Eff@5": "eff5", "MRR": "mrr"}
-FLAT_INDEX_MAX_ROWS = 200_000  # make_retrieval_evaluator builds Flat up to here, IVF beyond
 
 
 @dataclasses.dataclass
@@ -365,8 +364,7 @@ def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
                              index_path: Optional[str] = None, **options) -> RetrievalEvaluator:
   """Loads the eval set, payload and index once; `run(predict_fn)` is then cheap to repeat.
 
-  Without an index path, builds Flat (exact) up to FLAT_INDEX_MAX_ROWS payload rows and
-  IVF-Flat beyond. `options` are EvalOptions fields; the defaults here suit the training
+  Without an index path, builds the kind index.choose_index_kind picks for the payload. `options` are EvalOptions fields; the defaults here suit the training
   loop (no latency timing, no index recall, no rerankers): pass latency_queries=1000 etc.
   for the CLI's full report.
   """
@@ -381,7 +379,7 @@ def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
   if index_path:
     index = index_lib.read_index(index_path, payload.vectors)
   else:
-    kind = "flat" if payload.num_rows <= FLAT_INDEX_MAX_ROWS else index_lib.DEFAULT_KIND
+    kind = index_lib.choose_index_kind(payload.num_rows)
     logging.info("No index given: building %s over %d payload rows", kind, payload.num_rows)
     index = index_lib.build_index(payload.vectors, kind=kind)
   return RetrievalEvaluator(eval_set, payload, index, EvalOptions(**settings))

@@ -35,7 +35,10 @@ from lvm_jax.data.errors import data_error
 
 INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16", "hnsw")
 IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16")
-DEFAULT_KIND = "ivf_sq8_refine"  # what data.build ("auto") and the eval CLI build for large payloads
+DEFAULT_KIND = "ivf_sq8_refine"  # what choose_index_kind picks for large payloads
+AUTO = "auto"  # a kind argument meaning choose_index_kind(rows)
+FLAT_BELOW_ROWS = 50_000  # below this many rows exact Flat search is fast enough
+INDEX_FILE = "payload.faiss"  # the index beside a data directory's sets
 DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
 # nprobe set at build time, per kind: at the default nlist the exact-rescored kinds reach
 # recall@50 >= 0.98 at 32 cells (benchmarks/results/x86_64-2cpu/eval_bench.json).
@@ -48,7 +51,7 @@ CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mappi
 
 
 def _faiss():
-  """FAISS on first use: data.build imports this module, and training imports data.build."""
+  """FAISS on first use: training imports the evaluators, which import this module."""
   import faiss  # pylint: disable=g-import-not-at-top
   return faiss
 
@@ -65,18 +68,34 @@ def default_nlist(num_vectors: int) -> int:
   return int(max(1, min(round(4 * math.sqrt(num_vectors)), num_vectors // 39)))
 
 
-def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int] = None,
+def choose_index_kind(rows: int) -> str:
+  """The one rule for the kind built when none is named (corpus index, eval CLI, training
+  loop): exact Flat below FLAT_BELOW_ROWS rows, DEFAULT_KIND (the fastest kind meeting the
+  latency gate at recall@50 >= 0.98, per benchmarks.eval_bench) from there on."""
+  return "flat" if rows < FLAT_BELOW_ROWS else DEFAULT_KIND
+
+
+def resolve_kind(kind: str, rows: int) -> str:
+  """`kind`, or choose_index_kind(rows) for "auto"; refuses an unknown kind."""
+  if kind == AUTO:
+    return choose_index_kind(rows)
+  if kind not in INDEX_KINDS:
+    raise ValueError(f"index kind {kind!r} is not one of {(AUTO,) + INDEX_KINDS}.")
+  return kind
+
+
+def build_index(vectors: np.ndarray, kind: str = AUTO, nlist: Optional[int] = None,
                 train_sample: Optional[int] = None, seed: int = 0) -> faiss.Index:
   """An inner-product index over `vectors` [M, dim] in row order (FAISS id = row).
 
-  nlist: IVF cells (default default_nlist(M)); train_sample: k-means training
-  points (default TRAIN_POINTS_PER_CELL per cell), drawn without replacement.
+  kind: one of INDEX_KINDS, or "auto" (choose_index_kind(M)); nlist: IVF cells
+  (default default_nlist(M)); train_sample: k-means training points (default
+  TRAIN_POINTS_PER_CELL per cell), drawn without replacement.
   """
   faiss = _faiss()
-  if kind not in INDEX_KINDS:
-    raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS}.")
   vectors = np.ascontiguousarray(vectors, dtype=np.float32)
   num_vectors, dim = vectors.shape
+  kind = resolve_kind(kind, num_vectors)
   if kind == "flat":
     index = faiss.IndexFlatIP(dim)
   elif kind == "hnsw":
@@ -218,3 +237,15 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
                      "in the index: its ids are not this payload's row numbers",
                      "rebuild the index from this payload (rows in payload order)")
   return index
+
+
+def write_payload_index(payload, path: str, *, kind: str = AUTO,
+                        nlist: Optional[int] = None) -> dict:
+  """FAISS index over a Payload in row order (FAISS id = row) written to `path`; returns the
+  record a manifest keeps (path, kind, nlist, num_vectors, search knobs)."""
+  built = build_index(payload.vectors, kind=kind, nlist=nlist)
+  write_index(built, path)
+  kind = index_kind(built)
+  logging.info("FAISS %s index over %d payload rows -> %s", kind, payload.num_rows, path)
+  return {"path": os.path.basename(path), "kind": kind, "nlist": nlist,
+          "num_vectors": payload.num_rows, "search": search_knobs(built)}
