@@ -1,4 +1,4 @@
-"""Text -> payload: chunk articles, embed the chunks, write what `data.build` reads.
+"""Text -> payload: chunk articles, embed the chunks, write what `corpus.build` reads.
 
   pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu  # CPU torch first
   pip install -e '.[embed]'
@@ -286,7 +286,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_chars", chunking.DEFAULT_MAX_CHARS, "Longer paragraphs are cut at "
                        "sentence ends.")
   flags.DEFINE_integer("min_chunks", DEFAULT_MIN_CHUNKS, "Articles with fewer chunks are "
-                       "dropped (data.build's --min_article_chunks default).")
+                       "dropped (corpus.build's --min_article_chunks default).")
   flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Chunks per embedding batch.")
   flags.DEFINE_integer("shard_size", DEFAULT_SHARD_SIZE, "Chunks per saved shard: the most "
                        "work a kill loses.")
