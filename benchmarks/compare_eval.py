@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags, logging
 
-from lvm_jax import atomic, backend
+from lvm_jax import atomic, backend, cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the linear predictor "
@@ -134,4 +134,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

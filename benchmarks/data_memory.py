@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from lvm_jax import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_rows", 500_000, "Approximate payload rows to generate.")
 flags.DEFINE_integer("dim", 768, "Vector dimension.")
@@ -156,4 +157,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

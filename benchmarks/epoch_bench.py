@@ -28,7 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common, scan_share, train_bench
-from lvm_jax import models as models_lib
+from lvm_jax import cli, models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.data.payload import Payload
 from lvm_jax.data.pipeline import TrainingPipeline
@@ -179,4 +179,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

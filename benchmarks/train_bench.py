@@ -34,7 +34,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
-from lvm_jax import models as models_lib
+from lvm_jax import cli, models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.parallel import DataParallel
@@ -207,4 +207,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, argv=current_spellings(sys.argv))
+  cli.run(main, argv=current_spellings(sys.argv))

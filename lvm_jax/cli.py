@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import sys
 
-from absl import flags
+from absl import app, flags
 
 flags.DEFINE_bool("verbose", False, "On an error, show the full traceback, not just its message.")
 
 EXIT_BAD_INPUT = 2
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
 class UserFacingError(Exception):
@@ -38,3 +39,16 @@ def exits_cleanly_on_user_errors(main):
       sys.exit(EXIT_BAD_INPUT)
 
   return wrapped
+
+
+def run(main, **kwargs) -> None:
+  """absl's app.run, but asking for --help is a success: absl prints the usage and exits 1,
+  which scripts and CI read as a failure."""
+  argv = kwargs.get("argv") or sys.argv
+  asked_for_help = any(arg in HELP_FLAGS for arg in argv[1:])
+  try:
+    app.run(main, **kwargs)
+  except SystemExit as exit_:
+    if asked_for_help and exit_.code == 1:
+      sys.exit(0)
+    raise

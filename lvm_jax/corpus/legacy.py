@@ -15,7 +15,7 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from tqdm import tqdm
 
 from lvm_jax import cli
@@ -154,4 +154,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -33,7 +33,7 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from lvm_jax import atomic
+from lvm_jax import atomic, cli
 from lvm_jax.corpus import build
 from lvm_jax.data.file_io import make_provenance
 from lvm_jax.data.payload import PAYLOAD_FILES, Payload, write_payload
@@ -285,4 +285,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

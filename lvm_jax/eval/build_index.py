@@ -26,10 +26,10 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_string("out", None, "Index file to write.", **d)
   flags.DEFINE_enum("kind", index_lib.AUTO, (index_lib.AUTO,) + index_lib.INDEX_KINDS,
                     "Index kind; auto: retrieval.index.choose_index_kind.", **d)
-  flags.DEFINE_alias("train_sample", "train-sample", flag_values=values)
   flags.DEFINE_integer("nlist", None, "IVF cells (default ≈ 4·√M).", **d)
   flags.DEFINE_integer("train-sample", None, "k-means training points (default 64 a cell).", **d)
   flags.DEFINE_integer("seed", 0, "k-means sample seed.", **d)
+  flags.DEFINE_alias("train_sample", "train-sample", flag_values=values)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -24,8 +24,9 @@ import os
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from lvm_jax import cli
 from lvm_jax.corpus import build
 from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.data.sequences import read_sequence_set
@@ -180,4 +181,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("data", None, "Data directory (with manifest.json and compact sets).",
                       required=True)
   flags.DEFINE_string("split", "eval", "Split to score (eval or val).")
-  app.run(main)
+  cli.run(main)
