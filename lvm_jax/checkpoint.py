@@ -26,6 +26,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from lvm_jax import atomic, multihost
 from lvm_jax.cli import UserFacingError
+from lvm_jax.config_base import BestMode
 from lvm_jax.models import model_from_config
 from lvm_jax.workdir import Workdir
 
@@ -50,7 +51,7 @@ class CheckpointError(UserFacingError, RuntimeError):
 
 def _manager(directory: str, *, keep_latest: int, best_metric: str, best_mode: str,
              read_only: bool = False) -> ocp.CheckpointManager:
-  reverse = best_mode == "min"
+  reverse = best_mode == BestMode.MIN
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep_latest),
       checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[best_metric],
@@ -122,7 +123,7 @@ class Checkpointer:
     Process 0 renames once every process has finished reading; all reload after.
     """
     multihost.barrier("checkpoint restored")
-    if jax.process_index() == 0:
+    if multihost.is_process_0():
       for step in damaged_steps:
         path = os.path.join(self.directory, str(step))
         if os.path.isdir(path):

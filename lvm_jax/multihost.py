@@ -85,6 +85,12 @@ def process_index() -> int:
   return jax.process_index()
 
 
+def is_process_0() -> bool:
+  """The one process-0 test: process 0 writes the files every process would write alike,
+  holds the workdir lock and shows progress."""
+  return process_index() == 0
+
+
 def process_count() -> int:
   import jax  # pylint: disable=g-import-not-at-top
   return jax.process_count()
@@ -225,7 +231,7 @@ def on_process_zero(name: str, work: Callable[[], T]) -> Optional[T]:
 
   Returns work's result on process 0 and None on the others.
   """
-  result = work() if process_index() == 0 else None
+  result = work() if is_process_0() else None
   barrier(name)
   return result
 
