@@ -11,7 +11,7 @@ import flax.linen as nn
 import ml_collections
 
 from lvm_jax.models.projection import create_head
-from lvm_jax.models.variants import create_model
+from lvm_jax.models.variants import create_model, resolve_sizes
 
 NOT_MODEL_SIZES = ("name", "matmul_precision")  # config.model fields that are not create_model's
 
@@ -32,10 +32,20 @@ class LatentVectorPredictor(nn.Module):
     return self.project(self(context_vectors)[:, -1])
 
 
+def _overrides(config: ml_collections.ConfigDict) -> dict:
+  """config.model's sizes and options that differ from the variant's (None: its default)."""
+  return {k: v for k, v in config.model.to_dict().items()
+          if k not in NOT_MODEL_SIZES and v is not None}
+
+
+def model_sizes(config: ml_collections.ConfigDict) -> dict:
+  """Every size of the model `config.model` describes, the variant's defaults filled in."""
+  return resolve_sizes(config.model.name, **_overrides(config))
+
+
 def model_from_config(config: ml_collections.ConfigDict, vector_dim: int):
   """The model that `config.model` describes, for vectors of `vector_dim`."""
-  overrides = {k: v for k, v in config.model.to_dict().items() if k not in NOT_MODEL_SIZES}
-  return create_model(config.model.name, vector_dim=vector_dim, **overrides)
+  return create_model(config.model.name, **{**_overrides(config), "vector_dim": vector_dim})
 
 
 def predictor_from_config(config: ml_collections.ConfigDict,
