@@ -113,10 +113,11 @@ def run(config: ml_collections.ConfigDict, *, config_name: str, sequences: int,
   report["projected_reference_epoch_s"] = REFERENCE_EPOCH / report["sequences_per_s"]
   report["h100_target_s"] = TARGET_H100_SECONDS
   if scan_share_repeats:
+    sizes = models_lib.model_sizes(config)
     share = scan_share.run(repeats=scan_share_repeats, out_dir=out_dir,
                            batch=config.train.batch_size, length=config.data.context_length,
-                           vector_dim=config.data.synthetic.dim, d_model=models_lib.model_sizes(config)["d_model"],
-                           n_layers=models_lib.model_sizes(config)["n_layers"], d_state=models_lib.model_sizes(config)["d_state"])
+                           vector_dim=config.data.synthetic.dim, d_model=sizes["d_model"],
+                           n_layers=sizes["n_layers"], d_state=sizes["d_state"])
     report["scan_share"] = share["scan_share"]
   print(f"{report['sequences']} sequences in {report['epoch_s']:.2f} s "
         f"({report['sequences_per_s']:.0f} seq/s; compile + first step "

@@ -58,9 +58,10 @@ def model_flops_per_sequence(config, params) -> float:
   model_kernels = sum(x.size for path, x in jax.tree_util.tree_flatten_with_path(params["model"])[0]
                       if str(getattr(path[-1], "key", "")).endswith("kernel"))
   head_kernels = sum(x.size for x in jax.tree_util.tree_leaves(params["head"]) if x.ndim == 2)
-  d_inner = config.model.expand * models_lib.model_sizes(config)["d_model"]
+  sizes = models_lib.model_sizes(config)
+  d_inner = sizes["expand"] * sizes["d_model"]
   scan_blocks = sum(1 for k in params["model"] if k.endswith("_mamba"))
-  scan = 8 * d_inner * models_lib.model_sizes(config)["d_state"] * scan_blocks  # see benchmarks/scan_bench.py
+  scan = 8 * d_inner * sizes["d_state"] * scan_blocks  # see benchmarks/scan_bench.py
   forward = length * (2 * model_kernels + scan) + 2 * 2 * head_kernels  # head: prediction + target
   return 3.0 * forward
 
@@ -90,8 +91,9 @@ def jax_step_throughput(config: ml_collections.ConfigDict, steps: int) -> Dict:
   median = statistics.median(times)
   sequences = config.train.accum_steps * config.train.batch_size
   return {"micro_batch": config.train.batch_size, "accum_steps": config.train.accum_steps,
-          "vector_dim": dim, "d_model": models_lib.model_sizes(config)["d_model"], "n_layers": models_lib.model_sizes(config)["n_layers"],
-          "d_state": models_lib.model_sizes(config)["d_state"], "scan_mode": config.model.scan_mode,
+          "vector_dim": dim,
+          **{k: models_lib.model_sizes(config)[k] for k in ("d_model", "n_layers", "d_state")},
+          "scan_mode": config.model.scan_mode,
           "first_step_s (compile+run)": first_s,
           "median_step_s": median, "sequences_per_s": sequences / median,
           "model_flops_per_sequence": flops, "achieved_flop_per_s": flops * sequences / median,
@@ -120,8 +122,8 @@ def measure(config: ml_collections.ConfigDict, *, config_name: str, steps: int, 
     compare.train.batch_size, compare.train.accum_steps = micro, 1
     jax_same = jax_step_throughput(compare, steps)
     torch_result = torch_reference.benchmark_torch_step(
-        vector_dim=jax_same["vector_dim"], d_model=models_lib.model_sizes(config)["d_model"],
-        n_layers=models_lib.model_sizes(config)["n_layers"], d_state=models_lib.model_sizes(config)["d_state"], micro_batch=micro,
+        vector_dim=jax_same["vector_dim"], d_model=jax_same["d_model"],
+        n_layers=jax_same["n_layers"], d_state=jax_same["d_state"], micro_batch=micro,
         accum_steps=1, context_length=config.data.context_length, steps=steps)
     results["same_shape_comparison"] = {
         "micro_batch": micro, "accum_steps": 1, "jax": jax_same, "torch_loop": torch_result,
