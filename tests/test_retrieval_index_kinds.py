@@ -65,8 +65,8 @@ def test_nprobe_and_k_factor_apply_and_are_reported():
 
 
 def test_one_rule_chooses_the_kind_flat_below_the_small_payload_size_else_the_default():
-  assert index_lib.choose_index_kind(index_lib.FLAT_BELOW_ROWS - 1) == "flat"
-  assert index_lib.choose_index_kind(index_lib.FLAT_BELOW_ROWS) == index_lib.DEFAULT_KIND
+  assert index_lib.choose_index_kind(index_lib.FLAT_MAX_ROWS - 1) == "flat"
+  assert index_lib.choose_index_kind(index_lib.FLAT_MAX_ROWS) == index_lib.DEFAULT_KIND
   assert index_lib.resolve_kind("auto", 584_000) == index_lib.DEFAULT_KIND
   assert index_lib.resolve_kind("ivf_flat", 584_000) == "ivf_flat"
   with pytest.raises(ValueError, match="'ivf' is not one of"):

@@ -37,7 +37,7 @@ INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16", "hns
 IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16")
 DEFAULT_KIND = "ivf_sq8_refine"  # what choose_index_kind picks for large payloads
 AUTO = "auto"  # a kind argument meaning choose_index_kind(rows)
-FLAT_BELOW_ROWS = 50_000  # below this many rows exact Flat search is fast enough
+FLAT_MAX_ROWS = 50_000  # below this many rows exact Flat search is fast enough and needs no training
 INDEX_FILE = "payload.faiss"  # the index beside a data directory's sets
 DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
 # nprobe set at build time, per kind: at the default nlist the exact-rescored kinds reach
@@ -68,11 +68,11 @@ def default_nlist(num_vectors: int) -> int:
   return int(max(1, min(round(4 * math.sqrt(num_vectors)), num_vectors // 39)))
 
 
-def choose_index_kind(rows: int) -> str:
-  """The one rule for the kind built when none is named (corpus index, eval CLI, training
-  loop): exact Flat below FLAT_BELOW_ROWS rows, DEFAULT_KIND (the fastest kind meeting the
-  latency gate at recall@50 >= 0.98, per benchmarks.eval_bench) from there on."""
-  return "flat" if rows < FLAT_BELOW_ROWS else DEFAULT_KIND
+def choose_index_kind(num_rows: int) -> str:
+  """The kind to build over a payload of `num_rows` when none is named: the one rule that
+  eval.build_index, the eval CLI and the in-loop evaluator share. Flat below FLAT_MAX_ROWS,
+  else DEFAULT_KIND."""
+  return "flat" if num_rows < FLAT_MAX_ROWS else DEFAULT_KIND
 
 
 def resolve_kind(kind: str, rows: int) -> str:
