@@ -6,6 +6,7 @@
              rank_metrics (the training loop's validation proxy), cosines
   rerank     MMR, same-article, next-gap and directional rerankers
   baselines  copy-last, mean-of-context, linear, nearest-train; CLI with their numbers
+  eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
   evaluator  RetrievalEvaluator / make_retrieval_evaluator: run(predict_fn) from the CLI
              (python -m lvm_jax.eval) or the training loop
 Nothing here imports training; `metrics` and `baselines` never import FAISS.
