@@ -1,18 +1,19 @@
-"""Checkpoints beside copy-last, mean-of-context and the linear predictor, on the same queries.
+"""Checkpoints beside copy-last, mean-of-context, recency and linear, on the same queries.
 
   python -m benchmarks.compare_eval --train data/sets/train_rows.npz --payload data/payload \
       --eval data/sets/eval.npz --faiss data/sets/payload.faiss \
       --checkpoint recipe=runs/realtext --checkpoint reference=runs/reference \
       --out runs/compare_eval.json
 
-`python -m lvm_jax.eval` judges one checkpoint and prints copy-last and mean
-rows; the linear predictor (lvm_jax.retrieval.baselines, fit on the train windows)
-needs the train set, which the eval CLI never reads. This script scores every
-predictor through the same RetrievalEvaluator, the same index and the same
-queries, in both views (all candidates, and the window's own context chunks
-excluded), so one table holds them all. --recency_decays adds the skip path's
-untrained base, to show what training adds to it. --eval takes the eval NPZ, or a
-compact set such as val_rows.npz: choose recipes on val, report on eval.
+`python -m lvm_jax.eval` judges one checkpoint; this script scores several
+through the same RetrievalEvaluator, the same index and the same queries, in
+both views (all candidates, and the window's own context chunks excluded), so
+one table holds them all: the baselines (copy-last, mean-of-context, and,
+fitted on --train, recency with its decay and linear), then each checkpoint,
+each with its margin over the best baseline per metric and the paired
+bootstrap 95 % interval. --recency_decays adds untrained rows at given decays
+(the skip path's base). --eval takes the eval NPZ, or a compact set such as
+val_rows.npz: choose recipes on val, report on eval.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from absl import app, flags, logging
 from lvm_jax import atomic, backend, cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the linear predictor "
-                    "is fit on", required=True)
+flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the recency decay "
+                    "and the linear predictor are fitted on", required=True)
 flags.DEFINE_string("payload", None, "payload directory (the corpus searched)", required=True)
 flags.DEFINE_string("eval", None, "eval NPZ, or a compact set (val_rows.npz) to score",
                     required=True)
@@ -55,15 +56,13 @@ def read_queries(path: str, payload):
                          provenance=provenance, source=path)
 
 
-def linear_predictor(train_path: str, payload, rank: int):
-  """lvm_jax.retrieval.baselines' linear predictor fit on every train window."""
+def fit_baselines(train_path: str, payload, rank: int):
+  """recency (decay fitted) and linear, fitted on the train windows."""
   from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
   train_set = read_sequence_set(train_path, payload=payload)
-  contexts, targets, _ = train_set.batch(np.arange(train_set.num_sequences))
-  logging.info("Fitting the linear predictor on %d train windows", train_set.num_sequences)
-  fitted = baselines.fit_linear_predictor(contexts, targets, rank=rank)
-  return lambda c: fitted.predict(c).astype(np.float32)
+  logging.info("Fitting recency and linear on %d train windows", train_set.num_sequences)
+  return baselines.fit_baselines_on_set(train_set, rank=rank)
 
 
 def recency_predictor(decay: float):
@@ -79,30 +78,61 @@ def model_predictor(workdir: str):
   return make_predict_fn(checkpoint.load(workdir), EvalOptions().batch_size)
 
 
-def compare(eval_set, payload, index, predictors, nprobe: int):
-  """{view: {row name: metrics}} for the views "all" and "excl" (context excluded)."""
+def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
+  """{view: {row name: metrics}} for the views "all" and "excl" (context excluded), and
+  {"margin": {row name: {view: {metric: interval}}}} for every predictor given."""
+  from lvm_jax.retrieval import margin as margin_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, RetrievalEvaluator  # pylint: disable=g-import-not-at-top
   options = EvalOptions(nprobe=nprobe, latency_queries=0, index_recall=False)
-  evaluator = RetrievalEvaluator(eval_set, payload, index, options)
+  evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
   report = {view: {} for view in VIEWS}
+  report["margin"] = {}
   for name, predict in predictors.items():
-    views = evaluator.report(predict)["views"]
+    result = evaluator.report(predict)
     for view in VIEWS:
       if not report[view]:
-        report[view].update({b: views[view][b] for b in ("copy_last", "mean_of_context")})
-      report[view][name] = views[view]["model"]
+        report[view].update({b: result["views"][view][b] for b in margin_lib.BASELINE_ROWS
+                             if b in result["views"][view]})
+      report[view][name] = result["views"][view]["model"]
+    report["margin"][name] = result["margin"]
+  report["fitted_baselines"] = None if fitted is None else fitted.describe()
   return report
 
 
 def markdown(report) -> str:
+  from lvm_jax.retrieval import margin as margin_lib  # pylint: disable=g-import-not-at-top
   header = ("| predictor | " + " | ".join(COLUMNS) + " | "
             + " | ".join(f"{c} excl." for c in COLUMNS) + " |")
   lines = [header, "|---" * (2 * len(COLUMNS) + 1) + "|"]
-  for name in report["all"]:
+  for name, row in report["all"].items():
+    label = f"{name} (decay {row['decay']:g}, fitted on train)" if "decay" in row else name
     cells = [f"{report[view][name][c]:.3f}" for view in ("all", "excl")
              for c in COLUMNS]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  for name, views in report["margin"].items():
+    for view, margin in views.items():
+      lines.append(f"{name}: " + margin_lib.format_margin(margin, label=f"({view})"))
   return "\n".join(lines)
+
+
+def run_comparison(*, train: str, payload_path: str, eval_path: str, faiss_path=None,
+                   checkpoints=(), nprobe: int = 64, linear_rank: int = 32, recency_decays=()):
+  """The report main() prints and writes; checkpoints: [(name, workdir)]."""
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+  payload = read_payload(payload_path, load_texts=False)
+  eval_set = read_queries(eval_path, payload)
+  index = (index_lib.read_index(faiss_path, payload.vectors) if faiss_path
+           else index_lib.build_index(payload.vectors, kind="flat"))
+  fitted = fit_baselines(train, payload, linear_rank)
+  predictors = {f"recency_average({float(decay):g})": recency_predictor(float(decay))
+                for decay in recency_decays}
+  for name, workdir in checkpoints:
+    predictors[name] = model_predictor(workdir)
+  report = compare(eval_set, payload, index, predictors, nprobe, fitted=fitted)
+  report["_sizes"] = {"queries": eval_set.num_sequences, "payload_rows": payload.num_rows,
+                      "eval": eval_path, "faiss": faiss_path or "flat (exact)"}
+  return report
 
 
 def main(argv) -> None:
@@ -110,23 +140,15 @@ def main(argv) -> None:
   backend.initialize("cpu")
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
-  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
-  payload = read_payload(FLAGS.payload, load_texts=False)
-  eval_set = read_queries(FLAGS.eval, payload)
-  index = (index_lib.read_index(FLAGS.faiss, payload.vectors) if FLAGS.faiss
-           else index_lib.build_index(payload.vectors, kind="flat"))
-  predictors = {"linear": linear_predictor(FLAGS.train, payload, FLAGS.linear_rank)}
-  for decay in FLAGS.recency_decays:
-    predictors[f"recency_average({float(decay):g})"] = recency_predictor(float(decay))
+  checkpoints = []
   for spec in FLAGS.checkpoint:
     name, sep, workdir = spec.partition("=")
     if not sep or not name or not workdir:
       raise app.UsageError(f"--checkpoint {spec!r}: give NAME=WORKDIR, e.g. recipe=runs/realtext.")
-    predictors[name] = model_predictor(workdir)
-  report = compare(eval_set, payload, index, predictors, FLAGS.nprobe)
-  report["_sizes"] = {"queries": eval_set.num_sequences, "payload_rows": payload.num_rows,
-                      "eval": FLAGS.eval, "faiss": FLAGS.faiss or "flat (exact)"}
+    checkpoints.append((name, workdir))
+  report = run_comparison(train=FLAGS.train, payload_path=FLAGS.payload, eval_path=FLAGS.eval,
+                          faiss_path=FLAGS.faiss, checkpoints=checkpoints, nprobe=FLAGS.nprobe,
+                          linear_rank=FLAGS.linear_rank, recency_decays=FLAGS.recency_decays)
   print(markdown(report))
   if FLAGS.out:
     atomic.write_json(FLAGS.out, report, indent=1)

@@ -66,38 +66,51 @@ def model_flops_per_sequence(config, params) -> float:
   return 3.0 * forward
 
 
-def jax_step_throughput(config: ml_collections.ConfigDict, steps: int) -> Dict:
+def make_jax_step(config: ml_collections.ConfigDict):
+  """The config's jitted train step on one device as a no-argument callable that blocks, and facts.
+
+  The callable carries the state from call to call, as training does (the state is donated).
+  """
   dim = config.data.vector_dim or config.data.synthetic.dim
   predictor = models_lib.predictor_from_config(config, dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim, 1000)
   flops = model_flops_per_sequence(config, state.params)
   data_parallel = DataParallel.create(config.train.parallel, devices=jax.local_devices()[:1])
   step = step_lib.make_parallel_train_step(config, data_parallel)
-  batch = random_batch(config.train.accum_steps, config.train.batch_size,
-                       config.data.context_length, dim)
-  state = data_parallel.replicate(state)
-  batch = data_parallel.place_batch(batch)
+  batch = data_parallel.place_batch(random_batch(config.train.accum_steps, config.train.batch_size,
+                                                 config.data.context_length, dim))
+  carried = {"state": data_parallel.replicate(state)}
   rng = jax.random.PRNGKey(0)
+
+  def run_step():
+    carried["state"], metrics = step(carried["state"], batch, rng)
+    jax.block_until_ready(metrics)
+    return metrics
+
+  sizes = models_lib.model_sizes(config)
+  info = {"micro_batch": config.train.batch_size, "accum_steps": config.train.accum_steps,
+          "vector_dim": dim, "d_model": sizes["d_model"], "n_layers": sizes["n_layers"],
+          "d_state": sizes["d_state"], "scan_mode": config.model.scan_mode,
+          "model_flops_per_sequence": flops}
+  return run_step, info
+
+
+def jax_step_throughput(config: ml_collections.ConfigDict, steps: int) -> Dict:
+  run_step, info = make_jax_step(config)
   start = time.perf_counter()
-  state, metrics = step(state, batch, rng)
-  jax.block_until_ready(metrics)
+  run_step()
   first_s = time.perf_counter() - start
   times = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, metrics = step(state, batch, rng)
-    jax.block_until_ready(metrics)
+    metrics = run_step()
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
   sequences = config.train.accum_steps * config.train.batch_size
-  return {"micro_batch": config.train.batch_size, "accum_steps": config.train.accum_steps,
-          "vector_dim": dim,
-          **{k: models_lib.model_sizes(config)[k] for k in ("d_model", "n_layers", "d_state")},
-          "scan_mode": config.model.scan_mode,
-          "first_step_s (compile+run)": first_s,
-          "median_step_s": median, "sequences_per_s": sequences / median,
-          "model_flops_per_sequence": flops, "achieved_flop_per_s": flops * sequences / median,
-          "loss": float(np.asarray(metrics["loss"])[0])}
+  return dict(info, **{"first_step_s (compile+run)": first_s,
+                       "median_step_s": median, "sequences_per_s": sequences / median,
+                       "achieved_flop_per_s": info["model_flops_per_sequence"] * sequences / median,
+                       "loss": float(np.asarray(metrics["loss"])[0])})
 
 
 def measure(config: ml_collections.ConfigDict, *, config_name: str, steps: int, torch: bool,

@@ -28,7 +28,7 @@
 #   LVM_JAX_INIT_TIMEOUT_S, LVM_JAX_HEARTBEAT_TIMEOUT_S, LVM_JAX_BARRIER_TIMEOUT_S
 #                        bounds (seconds) on reaching the coordinator, on a silent process
 #                        being declared dead, on a barrier or checkpoint commit (defaults 300,
-#                        100, 1800); a process that loses the others exits with an error that
+#                        100, 10x the work >= 300); a process that loses the others exits with an error that
 #                        names it instead of hanging. See lvm_jax/multihost.py
 #   PYTHON               interpreter; default python
 #   LAUNCH_DRY_RUN       1: print the command and exit 0 without running it

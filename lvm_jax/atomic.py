@@ -2,17 +2,29 @@
 
 Every file this project writes (payloads, sets, history, manifests, configs)
 goes through these; os.replace is atomic on POSIX when source and target share
-a directory, which the temporary name beside the target guarantees.
+a directory, which the temporary name beside the target guarantees. A write
+that fails (a full disk) raises cli.EnvironmentFault naming the file, the errno
+and the fix, and leaves the previous file as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
+
+from lvm_jax import cli
+
+
+def _raise_write_failed(path, error: OSError, cause: BaseException = None) -> None:
+  fault = cli.write_failed(path, error)
+  if fault is error and cause is None:
+    raise error
+  raise fault from (cause or error)
 
 
 @contextlib.contextmanager
@@ -30,6 +42,8 @@ def atomic_open(path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)
+  except OSError as error:
+    _raise_write_failed(path, error)
   finally:
     if os.path.exists(temporary):
       os.remove(temporary)
@@ -43,6 +57,12 @@ def write_with(path, write: Callable[[str], None]) -> None:
   try:
     write(temporary)
     os.replace(temporary, path)
+  except OSError as error:
+    _raise_write_failed(path, error)
+  except RuntimeError as error:  # FAISS raises RuntimeError with the C error text
+    if "No space left on device" in str(error):
+      _raise_write_failed(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), error)
+    raise
   finally:
     if os.path.exists(temporary):
       os.remove(temporary)

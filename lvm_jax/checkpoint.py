@@ -9,6 +9,7 @@ manifest), says which and why, and uses the newest good one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging as python_logging
@@ -24,7 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from lvm_jax import atomic, multihost
+from lvm_jax import atomic, cli, multihost
 from lvm_jax.cli import UserFacingError
 from lvm_jax.config_base import BestMode
 from lvm_jax.models import model_from_config
@@ -80,6 +81,20 @@ def _restore_first_good(manager: ocp.CheckpointManager, steps: Iterable[int], di
       "Fix: move that directory aside to start afresh, or restore it from a backup.")
 
 
+def _write_fault(error: BaseException) -> Optional[OSError]:
+  """The OSError of a full disk or I/O error behind `error` (its causes, or TensorStore's text)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in cli.ENVIRONMENT_ERRNOS:
+      return error
+    for number in cli.ENVIRONMENT_ERRNOS:
+      if os.strerror(number) in str(error):
+        return OSError(number, os.strerror(number))
+    error = error.__cause__ or error.__context__
+  return None
+
+
 class Checkpointer:
   """Saves the training state asynchronously into one Orbax manager; restores with fallback."""
 
@@ -87,15 +102,23 @@ class Checkpointer:
                best_metric: str = DEFAULT_BEST_METRIC, best_mode: str = "max"):
     self.directory = os.path.abspath(directory)
     self.best_metric = best_metric
+    self._saving: Optional[int] = None  # the step of the newest save, maybe still running
     self.manager = _manager(self.directory, keep_latest=keep_latest, best_metric=best_metric,
                             best_mode=best_mode)
 
   def save(self, state, metrics: Dict[str, float]) -> None:
-    """`state` unreplicated. Epochs without the best metric are kept as latest only."""
+    """`state` unreplicated. Epochs without the best metric are kept as latest only.
+
+    A full disk raises cli.EnvironmentFault naming the step; Orbax writes into a
+    temporary directory and renames it when complete, so earlier steps stay good.
+    """
     tree = flax.serialization.to_state_dict(state)
     best = {self.best_metric: float(metrics[self.best_metric])} \
         if self.best_metric in metrics else None
-    self.manager.save(int(state.step), args=ocp.args.StandardSave(tree), metrics=best)
+    step = int(state.step)
+    with self._write_faults_named(step):
+      self.manager.save(step, args=ocp.args.StandardSave(tree), metrics=best)
+    self._saving = step
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -136,7 +159,20 @@ class Checkpointer:
     self.manager.reload()
 
   def wait_until_finished(self) -> None:
-    self.manager.wait_until_finished()
+    with self._write_faults_named(self._saving):
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _write_faults_named(self, step: Optional[int]):
+    """Orbax's (often wrapped, often asynchronous) write errors as one line naming the step."""
+    try:
+      yield
+    except Exception as error:  # Orbax and TensorStore wrap OSError in their own types
+      fault = _write_fault(error)
+      if fault is None:
+        raise
+      path = os.path.join(self.directory, str(step) if step is not None else "")
+      raise cli.write_failed(path, fault) from error
 
   def close(self) -> None:
     self.manager.close()

@@ -112,11 +112,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.clip_norm = 1.0
   config.train.early_stopping_patience = 3  # epochs without a gain in best_metric; 0: never stop
   config.train.smoke_gate_epoch = 2
-  config.train.smoke_gate_val_cosine = 0.50
+  # The epoch-N gate judges the margin over the best baseline (copy-last, mean, recency,
+  # linear) on validation R@5 with the context excluded: an absolute cosine means nothing on
+  # real text. Any history field can be named; PASSED when it is >= the minimum.
+  config.train.smoke_gate_metric = "val_r5_excl_margin"
+  config.train.smoke_gate_minimum = 0.0
   config.train.parallel = "auto"  # auto (mesh; vmap on Metal) | mesh | vmap
   config.train.log_every_steps = 50  # metrics leave the device (and are checked) this often
   config.train.keep_checkpoints = 2  # newest steps kept for resume, besides the best one
-  config.train.best_metric = "val_cosine"  # history field that picks the best checkpoint
+  # The history field that picks the best checkpoint; a margin over the best baseline
+  # (val_r5_excl_margin, val_r50_excl_margin, ...) picks the one furthest ahead of it.
+  config.train.best_metric = "val_cosine"
   config.train.best_mode = "max"  # max | min
 
   config.eval = ml_collections.ConfigDict()

@@ -40,8 +40,10 @@ def main(argv):
     except train.NonFiniteLossError as error:
       if FLAGS.verbose:
         raise
+      multihost.finish()  # every process stops here: process 0 decided (multihost.agree)
       print(f"error: {error}", file=sys.stderr)
       sys.exit(1)
+  multihost.finish()  # the others may now see this process end without alarm
   logging.info("Done: best %s %.4f after %d epochs; workdir %s", summary["best_metric"],
                summary["best"], len(summary["history"]), FLAGS.workdir)
 

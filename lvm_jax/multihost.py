@@ -8,9 +8,15 @@ bounds, in seconds, come from the environment (a launcher or test sets them):
 
   LVM_JAX_INIT_TIMEOUT_S       reaching the coordinator (process 0) at start   default 300
   LVM_JAX_HEARTBEAT_TIMEOUT_S  silence after which a process counts as dead    default 100
-  LVM_JAX_BARRIER_TIMEOUT_S    waiting for the others at a barrier or for a     default 1800
-                               checkpoint's commit (process 0 may be generating
-                               the synthetic corpus meanwhile)
+  LVM_JAX_BARRIER_TIMEOUT_S    waiting for the others at a barrier, for work     default: in
+                               done once by process 0, or for a checkpoint's     proportion to
+                               commit                                            the work, >= 300
+
+Work done once (`on_process_zero`) that fails on process 0 is posted to the
+coordination service's key-value store, so the others stop at once with
+process 0's error instead of waiting out the barrier. Decisions that end the
+run (early stopping, a non-finite loss) are process 0's, broadcast (`agree`),
+so every process stops at the same step.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import math
 import os
-import socket
 import sys
 import time
 import traceback
@@ -29,14 +35,22 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 from absl import logging
 
-from lvm_jax.cli import EXIT_BAD_INPUT, USER_ERRORS, UserFacingError
+from lvm_jax import cli
+from lvm_jax.peer_watchdog import (TIMEOUT_ENV, MultihostError, PeerWatchdog,
+                                   coordination_client, unreachable, wait_for_coordinator)
+from lvm_jax.cli import EXIT_ENVIRONMENT, USER_ERRORS, UserFacingError
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-TIMEOUT_ENV = {"init": "LVM_JAX_INIT_TIMEOUT_S", "heartbeat": "LVM_JAX_HEARTBEAT_TIMEOUT_S",
-               "barrier": "LVM_JAX_BARRIER_TIMEOUT_S"}
-DEFAULT_TIMEOUTS = {"init": 300, "heartbeat": 100, "barrier": 1800}
-# Exit status of a process that stops because the run across processes failed.
-EXIT_MULTIHOST_FAILURE = 3
+DEFAULT_TIMEOUTS = {"init": 300, "heartbeat": 100, "barrier": 300}
+# Unless LVM_JAX_BARRIER_TIMEOUT_S is set, a wait for work of an expected duration gives up
+# after this many times that duration (and never before DEFAULT_TIMEOUTS["barrier"]): ample
+# for a slow or loaded host, and a stuck process 0 still ends the run in proportion.
+BARRIER_SLACK = 10
+# Exit status of a process that stops because the run across processes failed (an
+# environment fault: cli.EXIT_ENVIRONMENT).
+EXIT_MULTIHOST_FAILURE = EXIT_ENVIRONMENT
+# How often a process waiting for process 0's work looks at the key-value store.
+_POLL_S = 0.25
 # Words in XLA / Gloo / coordination-service errors that mean another process is gone or stuck.
 _PEER_FAILURE_MARKERS = ("gloo", "heartbeat", "barrier", "coordination", "deadline_exceeded",
                          "unavailable", "connection reset", "connection refused",
@@ -44,10 +58,6 @@ _PEER_FAILURE_MARKERS = ("gloo", "heartbeat", "barrier", "coordination", "deadli
 
 T = TypeVar("T")
 _BARRIER_USES: Dict[str, int] = {}
-
-
-class MultihostError(UserFacingError, RuntimeError):
-  """A process of a multi-process run cannot reach, or lost, the others."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +83,17 @@ def timeouts() -> Timeouts:
       raise MultihostError(f"environment {variable}={text!r} is not a whole number of seconds "
                            f">= 1. Fix: set it to e.g. {DEFAULT_TIMEOUTS[name]}, or unset it.")
   return Timeouts(**values)
+
+
+def barrier_timeout(expected_s: float = 0.0) -> int:
+  """Seconds to wait for work expected to take `expected_s` on one host.
+
+  LVM_JAX_BARRIER_TIMEOUT_S when set; else BARRIER_SLACK x expected_s, at least
+  the default (300 s).
+  """
+  if os.environ.get(TIMEOUT_ENV["barrier"], "").strip():
+    return timeouts().barrier
+  return max(DEFAULT_TIMEOUTS["barrier"], int(math.ceil(BARRIER_SLACK * expected_s)))
 
 
 def requested() -> bool:
@@ -143,7 +164,9 @@ def initialize() -> None:
                               client_max_missing_heartbeats=beats)
   # JAX aborts the process (no Python error) when the coordinator stays out of reach, so
   # first wait for its port here, where the message can say what to check.
-  waited = _wait_for_coordinator(address, process_id, num_processes, bounds.init)
+  waited = wait_for_coordinator(address, process_id, num_processes, bounds.init)
+  if process_id == 0:
+    _WATCHDOG.reserve(num_processes)
   arguments["initialization_timeout"] = max(bounds.init - int(waited), 10)
   logging.info("Process %d of %d: connecting to the coordinator at %s (timeout %d s, heartbeat "
                "timeout %d s). If JAX stops this process with DEADLINE_EXCEEDED, check that every "
@@ -152,55 +175,17 @@ def initialize() -> None:
   try:
     start(**arguments)
   except Exception as error:  # XLA raises its own runtime error types, differing by version
-    raise _unreachable(address, process_id, num_processes, bounds.init,
+    raise unreachable(address, process_id, num_processes, bounds.init,
                        _first_line(error)) from error
+  _WATCHDOG.start(process_id, num_processes, address, bounds.init)
 
 
-def _unreachable(address: str, process_id: int, num_processes: int, seconds: int,
-                 reason: str) -> MultihostError:
-  role = "start the coordinator on" if process_id == 0 else "reach the coordinator at"
-  within = f" within {seconds} s" if seconds else ""
-  return MultihostError(
-      f"process {process_id} of {num_processes} could not {role} {address}{within} "
-      f"({reason}). Check: every process was started with the same JAX_COORDINATOR_ADDRESS "
-      "and JAX_NUM_PROCESSES and its own JAX_PROCESS_ID; process 0 runs and its port is free "
-      f"and reachable from this host (firewall, host name); raise {TIMEOUT_ENV['init']} if the "
-      "processes start far apart.")
+_WATCHDOG = PeerWatchdog()
 
 
-def _wait_for_coordinator(address: str, process_id: int, num_processes: int,
-                          seconds: int) -> float:
-  """Process 0: its port is free. Others: it accepts connections within `seconds`.
-
-  Returns the seconds spent waiting.
-  """
-  host, _, port_text = address.rpartition(":")
-  host = host.strip("[]")
-  try:
-    port = int(port_text)
-  except ValueError:
-    raise MultihostError(f"JAX_COORDINATOR_ADDRESS={address!r} is not host:port. Fix: set it to "
-                         "process 0's host and a free port, e.g. host0:12345.") from None
-  if process_id == 0:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-      try:
-        probe.bind(("", port))
-      except OSError as error:
-        raise _unreachable(address, process_id, num_processes, 0,
-                           f"port {port} is taken: {error.strerror}") from error
-    return 0.0
-  started = time.monotonic()
-  last_error = "no answer"
-  while time.monotonic() - started < seconds:
-    try:
-      with socket.create_connection((host, port), timeout=2):
-        return time.monotonic() - started
-    except OSError as error:
-      last_error = error.strerror or type(error).__name__
-      time.sleep(0.5)
-  raise _unreachable(address, process_id, num_processes, seconds,
-                     f"the port did not accept a connection: {last_error}")
+def finish() -> None:
+  """Call when this process's work ended normally: the others then take its exit calmly."""
+  _WATCHDOG.leave("bye")
 
 
 def barrier(name: str) -> None:
@@ -213,9 +198,7 @@ def barrier(name: str) -> None:
     return
   from orbax.checkpoint import multihost as orbax_multihost  # pylint: disable=g-import-not-at-top
   seconds = timeouts().barrier
-  # A barrier id serves once; every process passes the same barriers in the same order.
-  _BARRIER_USES[name] = _BARRIER_USES.get(name, 0) + 1
-  key = f"lvm_jax.{name.replace(' ', '_')}.{_BARRIER_USES[name]}"
+  key = _key(name)
   try:
     orbax_multihost.get_barrier_sync_fn()(key=key, timeout_ms=seconds * 1000)
   except Exception as error:  # XLA raises its own runtime error types, differing by version
@@ -226,14 +209,74 @@ def barrier(name: str) -> None:
         f"{TIMEOUT_ENV['barrier']} (now {seconds} s) if one of them is only slow.") from error
 
 
-def on_process_zero(name: str, work: Callable[[], T]) -> Optional[T]:
-  """Runs `work` on process 0 while the others wait at barrier `name`, then they read its files.
+def _key(name: str) -> str:
+  """A key (or barrier id) that serves once; every process uses names in the same order."""
+  _BARRIER_USES[name] = _BARRIER_USES.get(name, 0) + 1
+  return f"lvm_jax.{name.replace(' ', '_')}.{_BARRIER_USES[name]}"
 
-  Returns work's result on process 0 and None on the others.
+
+_DONE = "done"
+_FAILED = "failed: "
+
+
+def on_process_zero(name: str, work: Callable[[], T], expected_s: float = 0.0) -> Optional[T]:
+  """Runs `work` on process 0 while the others wait for it, then they read its files.
+
+  Process 0 posts the outcome under a key of the coordination service: the others go on
+  when it reads done, and stop within a second with process 0's error when it failed.
+  They wait at most `barrier_timeout(expected_s)`. Returns work's result on process 0
+  and None on the others.
   """
-  result = work() if is_process_0() else None
-  barrier(name)
-  return result
+  if not is_multiprocess():
+    return work()
+  key = _key(name)
+  if is_process_0():
+    try:
+      result = work()
+    except BaseException as error:
+      _WATCHDOG.failing = True
+      coordination_client().key_value_set(key, _FAILED + _first_line(error))
+      raise
+    coordination_client().key_value_set(key, _DONE)
+    return result
+  seconds = barrier_timeout(expected_s)
+  outcome = _wait_for_key(key, seconds, name)
+  if outcome.startswith(_FAILED):
+    raise MultihostError(
+        f"{_where()} stopped: process 0 failed at {name!r} ({outcome[len(_FAILED):]}). Fix "
+        "what process 0's own error line says, then rerun every process.")
+  return None
+
+
+def _wait_for_key(key: str, seconds: int, name: str) -> str:
+  """The value of `key` once set; MultihostError after `seconds` or when the service fails."""
+  deadline = time.monotonic() + seconds
+  while True:
+    try:
+      return str(coordination_client().blocking_key_value_get(key, int(_POLL_S * 1000)))
+    except Exception as error:  # XLA raises its own runtime error types, differing by version
+      if "deadline" not in str(error).lower() or time.monotonic() > deadline:
+        raise MultihostError(
+            f"{_where()} waited for process 0 to finish {name!r} and gave up "
+            f"({_first_line(error)}). Check process 0's log for an earlier error; raise "
+            f"{TIMEOUT_ENV['barrier']} (now {seconds} s) if it is only slow.") from error
+
+
+def agree(value: T, what: str) -> T:
+  """Process 0's `value` (a bool or int) on every process: one decision that all act on.
+
+  A tiny collective; call it at the same point on every process.
+  """
+  if not is_multiprocess():
+    return value
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  decided = multihost_utils.broadcast_one_to_all(np.asarray(value, np.int64))
+  decided = type(value)(np.asarray(decided).item())
+  if decided != value:
+    logging.warning("%s: %s is %r here and %r on process 0; process 0 decides.", _where(), what,
+                    value, decided)
+  return decided
 
 
 def assert_same_on_every_process(tree: Any, what: str) -> None:
@@ -297,10 +340,11 @@ def failures_end_the_process(verbose: bool = False) -> Iterator[None]:
     if explained is not None:
       message, status = str(explained), EXIT_MULTIHOST_FAILURE
     else:
-      message = f"{_where()}: {error}"
-      status = EXIT_BAD_INPUT if isinstance(error, USER_ERRORS) else 1
+      message = f"{_where()}: {cli.message(error)}"
+      status = cli.exit_status(error) if isinstance(error, USER_ERRORS) else 1
     if verbose or status == 1:
       traceback.print_exc()
+    _WATCHDOG.leave(f"failed {message}")
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(status)  # pylint: disable=protected-access

@@ -1,9 +1,12 @@
 """The state of a training run: `python -m lvm_jax.status WORKDIR`.
 
 Prints the epoch, the best metrics beside the validation baselines (copy-last,
-mean-of-context), the smoke gate, sequences/s, the ETA and the checkpoints, and
+mean-of-context, and recency with its fitted decay and linear, both fitted on the
+train windows), the model's margin over the best baseline with its 95 % paired
+bootstrap interval, the smoke gate, sequences/s, the ETA and the checkpoints, and
 writes WORKDIR/plots/history.png (loss parts; val cosine and val R@5 with the
-baselines drawn as lines). Reads only what training wrote; safe while it runs.
+baselines drawn as lines; the R@5 excl. margin with its interval). Reads only
+what training wrote; safe while it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,29 @@ from lvm_jax.workdir import Workdir
 LOSS_PARTS = ("train_loss", "train_infonce", "train_ar_cosine", "val_loss")
 SHOWN_METRICS = ("val_cosine", "val_r5", "val_r5_excl", "val_r50_excl")
 PLOTTED_METRICS = (("val_cosine", "cosine"), ("val_r5", "r5"), ("val_r5_excl", "r5_excl"))
+MARGIN_METRICS = ("r1", "r5", "r50", "r1_excl", "r5_excl", "r50_excl")
+PLOTTED_MARGIN = "val_r5_excl_margin"
+BASELINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+
+
+def best_baseline(baselines: Dict[str, Dict], metric: str) -> Optional[str]:
+  """The baseline row with the highest value of `metric` (the margin's reference)."""
+  scored = {name: values[metric] for name, values in baselines.items() if metric in values}
+  return max(scored, key=scored.get) if scored else None
+
+
+def margin_lines(entry: Dict, baselines: Dict[str, Dict]) -> List[str]:
+  """The entry's margins over the best baseline, one line per metric that has one."""
+  lines = []
+  for metric in MARGIN_METRICS:
+    name = f"val_{metric}_margin"
+    if name not in entry:
+      continue
+    low, high = entry.get(name + "_low", float("nan")), entry.get(name + "_high", float("nan"))
+    verdict = " (includes 0)" if low <= 0.0 <= high else ""
+    lines.append(f"  {metric:<10} {entry[name]:+.4f} [{low:+.4f}, {high:+.4f}] vs "
+                 f"{best_baseline(baselines, metric)}{verdict}")
+  return lines
 
 
 def _read_json(path: str, default):
@@ -61,15 +87,25 @@ def summarize(run: Dict) -> List[str]:
   lines.append(f"  {'model':<18}" + "".join(f"{best.get(name, float('nan')):>14.4f}"
                                            for name in SHOWN_METRICS))
   for name, values in baselines.items():
-    lines.append(f"  {name:<18}" + "".join(
+    label = f"{name} ({values['decay']:g})" if "decay" in values else name
+    lines.append(f"  {label:<18}" + "".join(
         f"{values.get(m[len('val_'):], float('nan')):>14.4f}" for m in SHOWN_METRICS))
+  margins = margin_lines(best, baselines)
+  if margins:
+    lines.append("margin over the best baseline (95% paired bootstrap over val windows):")
+    lines.extend(margins)
   gate_epoch = train.get("smoke_gate_epoch", 0)
   if gate_epoch:
-    gate_min = train.get("smoke_gate_val_cosine", 0.0)
+    # Runs from before the margin gate recorded smoke_gate_val_cosine.
+    gate_metric = train.get("smoke_gate_metric", "val_cosine")
+    gate_min = train.get("smoke_gate_minimum", train.get("smoke_gate_val_cosine", 0.0))
     gate = next((h for h in history if h["epoch"] == gate_epoch), None)
-    verdict = "not reached" if gate is None else (
-        f"{'PASSED' if gate['val_cosine'] >= gate_min else 'MISSED'} ({gate['val_cosine']:.4f})")
-    lines.append(f"smoke gate val_cosine >= {gate_min:.2f} at epoch {gate_epoch}: {verdict}")
+    if gate is None or gate_metric not in gate:
+      verdict = "not reached" if gate is None else f"{gate_metric} not recorded"
+    else:
+      value = gate[gate_metric]
+      verdict = f"{'PASSED' if value >= gate_min else 'MISSED'} ({value:.4f})"
+    lines.append(f"smoke gate {gate_metric} >= {gate_min:.2f} at epoch {gate_epoch}: {verdict}")
   last = history[-1]
   lines.append(f"speed {last.get('sequences_per_s', float('nan')):.1f} sequences/s, "
                f"{last.get('time', float('nan')):.1f} s per epoch (last epoch)")
@@ -100,17 +136,25 @@ def plot_history(run: Dict, path: str) -> Optional[str]:
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
   epochs = [h["epoch"] for h in history]
-  figure, axes = pyplot.subplots(1, 1 + len(PLOTTED_METRICS), figsize=(16, 4))
+  figure, axes = pyplot.subplots(1, 2 + len(PLOTTED_METRICS), figsize=(20, 4))
   for part in LOSS_PARTS:
     if any(part in h for h in history):
       axes[0].plot(epochs, [h.get(part, float("nan")) for h in history], marker=".", label=part)
   axes[0].set_title("loss parts")
   for axis, (metric, baseline_key) in zip(axes[1:], PLOTTED_METRICS):
     axis.plot(epochs, [h.get(metric, float("nan")) for h in history], marker=".", label="model")
-    for (name, values), style in zip(baselines.items(), ("--", ":", "-.")):
+    for (name, values), style in zip(baselines.items(), BASELINE_STYLES):
       if baseline_key in values:
         axis.axhline(values[baseline_key], linestyle=style, color="gray", label=name)
     axis.set_title(metric)
+  axis = axes[-1]
+  nan = float("nan")
+  axis.plot(epochs, [h.get(PLOTTED_MARGIN, nan) for h in history], marker=".", label="margin")
+  axis.fill_between(epochs, [h.get(PLOTTED_MARGIN + "_low", nan) for h in history],
+                    [h.get(PLOTTED_MARGIN + "_high", nan) for h in history], alpha=0.3,
+                    label="95% interval")
+  axis.axhline(0.0, color="gray", linestyle="--")
+  axis.set_title(f"{PLOTTED_MARGIN} (vs best baseline)")
   for axis in axes:
     axis.set_xlabel("epoch")
     axis.legend(fontsize=8)

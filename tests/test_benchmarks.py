@@ -126,3 +126,30 @@ def test_help_prints_the_docstring_and_flags(module, flag):
   # absl's --help prints the usage and exits 1 without running main (absl/app.py, HelpFlag).
   assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
   assert module.__doc__.splitlines()[0] in result.stdout and flag in result.stdout
+
+
+def test_mambapy_bench_alternates_both_steps_and_reports_the_ratio(tmp_path, monkeypatch):
+  pytest.importorskip("mambapy")
+  from benchmarks import mambapy_bench  # pylint: disable=g-import-not-at-top
+  settings = parse(mambapy_bench, [f"--config={TINY_CONFIG}", "--config.model.d_model=16",
+                                   "--config.model.n_layers=1", "--config.model.d_state=4",
+                                   "--config.data.synthetic.dim=32", "--batch=4", "--rounds=2",
+                                   f"--out-dir={tmp_path}"], monkeypatch)
+  mambapy_bench.run(**settings)
+  report = read(tmp_path, "mambapy_bench")
+  assert len(report["lvm_jax"]["step_s"]) == len(report["mambapy"]["step_s"]) == 2
+  assert report["mambapy"]["implementation"] == "mambapy"
+  assert report["mambapy"]["parameters"] > 0 and report["lvm_jax"]["d_model"] == 16
+  assert report["lvm_jax_over_mambapy"] == pytest.approx(
+      report["lvm_jax"]["sequences_per_s"] / report["mambapy"]["sequences_per_s"])
+  assert len(report["load_average_before"]) == 3
+
+
+def test_kill_soak_ends_where_an_uninterrupted_run_ends(tmp_path):
+  """benchmarks.soak with 3 kills (CI's size; the committed record has 30): the killed and
+  rerun run's final state and history equal the uninterrupted run's, bit for bit."""
+  from benchmarks import soak  # pylint: disable=g-import-not-at-top
+  result = soak.soak(kills=3, seed=1, root=str(tmp_path), epochs=2)
+  assert result["kills_landed"] >= 1, result["kills"]
+  assert result["final_step"]["killed"] == result["final_step"]["reference"]
+  assert result["state_bitwise_equal"] and result["history_equal"], result

@@ -1,4 +1,5 @@
-"""The evaluation benchmark runs at a tiny size and writes its JSON (no timing asserted)."""
+"""The evaluation benchmark runs at a tiny size, writes its JSON with every row's ratio to the
+reference's index, and reuses the indexes it cached (no timing asserted)."""
 
 import json
 
@@ -6,20 +7,36 @@ from benchmarks import common, eval_bench
 from lvm_jax.retrieval import index as index_lib
 
 
-def test_eval_bench_writes_json(tmp_path):
-  eval_bench.main(["--rows", "3000", "--dim", "32", "--queries", "40", "--nprobes", "2,8",
-                   "--k_factors", "1,2", "--out-dir", str(tmp_path)])
+def test_eval_bench_writes_json_with_ratios_and_reuses_its_cache(tmp_path):
+  argv = ["--rows", "3000", "--dim", "32", "--queries", "40", "--batch_queries", "300",
+          "--nprobes", "2,8", "--k_factors", "1,2", "--ef_searches", "16",
+          "--kinds", "ivf_sq8_refine,ivf_pqfs_refine,hnsw",
+          "--cache_dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path)]
+  eval_bench.main(argv)
   path = tmp_path / common.machine_name() / "eval_bench.json"
   report = json.loads(path.read_text())
-  assert [(r["kind"], r["nprobe"], r.get("k_factor")) for r in report["results"]] == [
-      ("ivf_flat", 2, None), ("ivf_flat", 8, None), ("ivf_sq8", 2, None), ("ivf_sq8", 8, None),
-      ("ivf_sq8_refine", 2, 1.0), ("ivf_sq8_refine", 2, 2.0), ("ivf_sq8_refine", 8, 1.0),
-      ("ivf_sq8_refine", 8, 2.0), ("ivf_fp16", 2, None), ("ivf_fp16", 8, None)]
+  refine = lambda kind: [(kind, p, f) for p in (2, 8) for f in (1.0, 2.0)]
+  # IVF-Flat comes first and always carries the reference's nprobe 64.
+  assert [(r["kind"], r.get("nprobe") or r.get("ef_search"), r.get("k_factor"))
+          for r in report["results"]] == [
+      ("ivf_flat", 2, None), ("ivf_flat", 8, None), ("ivf_flat", 64, None),
+      *refine("ivf_sq8_refine"), *refine("ivf_pqfs_refine"), ("hnsw", 16, None)]
+  reference = report["results"][2]
+  assert reference["latency_p95_ratio"] == 1.0 == reference["cpu_latency_p95_ratio"]
+  assert report["reference"]["latency_p95_ms"] == reference["latency_p95_ms"]
   for row in report["results"]:
     assert 0.0 <= row["recall@50_vs_flat"] <= 1.0
     assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
-    assert row["build_seconds"] > 0
+    assert row["latency_p95_ratio"] == row["latency_p95_ms"] / reference["latency_p95_ms"]
+    assert row["build_seconds"] > 0 and row["batched_qps"] > 0
+  assert report["batch_queries"] > report["queries"] == 40
   assert report["rows_in_payload"] >= 2900 and report["nlist"] >= 1
+  assert set(report["index_file_bytes"]) == {"ivf_sq8_refine", "ivf_pqfs_refine", "hnsw"}
+  # A second run reads the cached indexes back: same build times, same recalls.
+  again = eval_bench.main(argv)
+  assert again["build_seconds"] == report["build_seconds"]
+  assert ([r["recall@50_vs_flat"] for r in again["results"]]
+          == [r["recall@50_vs_flat"] for r in report["results"]])
   assert report["chosen_default"] == eval_bench.choose_default(report["results"], 50)
   assert report["chosen_default_by_cpu_time"] == eval_bench.choose_default(
       report["results"], 50, clock="cpu_latency")
@@ -28,10 +45,33 @@ def test_eval_bench_writes_json(tmp_path):
   assert len(report["loadavg"]["start"]) == 3
 
 
-def test_chosen_default_is_the_fastest_setting_meeting_both_targets():
-  row = lambda kind, recall, p95: {"kind": kind, "nprobe": 32, "recall@50_vs_flat": recall,
-                                   "latency_p95_ms": p95}
-  rows = [row("fast_but_inexact", 0.97, 0.5), row("exact_but_slow", 0.999, 3.0),
-          row("passes", 0.985, 1.2), row("passes_faster", 0.981, 0.9)]
+def test_chosen_default_is_the_smallest_ratio_meeting_both_targets():
+  row = lambda kind, recall, p95, nprobe=32: {
+      "kind": kind, "nprobe": nprobe, "recall@50_vs_flat": recall, "latency_p95_ms": p95,
+      "cpu_latency_p95_ms": p95}
+  rows = [row("ivf_flat", 0.999, 4.0, nprobe=64), row("fast_but_inexact", 0.98, 0.5),
+          row("passes", 0.995, 0.9), row("passes_faster", 0.991, 0.8),
+          row("exact_but_slow", 0.999, 1.2)]  # ratio 0.3 > 0.25
+  eval_bench.add_ratios(rows)
+  assert rows[2]["latency_p95_ratio"] == 0.9 / 4.0
   assert eval_bench.choose_default(rows, 50)["kind"] == "passes_faster"
-  assert eval_bench.choose_default(rows[:2], 50) is None
+  assert eval_bench.choose_default(rows, 50, clock="cpu_latency")["kind"] == "passes_faster"
+  assert eval_bench.choose_default([rows[0], rows[1], rows[4]], 50) is None
+
+
+def test_compare_eval_puts_a_checkpoint_beside_every_baseline_with_its_margin(eval_workdir):
+  import os  # pylint: disable=g-import-not-at-top
+  from benchmarks import compare_eval  # pylint: disable=g-import-not-at-top
+  data = os.path.join(eval_workdir, "data")
+  report = compare_eval.run_comparison(
+      train=os.path.join(data, "train_rows.npz"), payload_path=os.path.join(data, "payload"),
+      eval_path=os.path.join(data, "eval.npz"), checkpoints=[("untrained", eval_workdir)],
+      recency_decays=["0.5"])
+  for view in ("all", "excl"):
+    assert list(report[view]) == ["copy_last", "mean_of_context", "recency", "linear",
+                                  "recency_average(0.5)", "untrained"]
+    assert set(report["margin"]["untrained"][view]) == {"R@1", "R@5", "Contain@50"}
+  decay = report["fitted_baselines"]["recency"]["decay"]
+  table = compare_eval.markdown(report)
+  assert f"| recency (decay {decay:g}, fitted on train) |" in table
+  assert "untrained: margin (excl) over the best baseline" in table

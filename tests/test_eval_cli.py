@@ -2,9 +2,12 @@
 
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 
+from lvm_jax.data.payload import payload_rows_for_keys
 from lvm_jax.data.payload import read_payload
 from lvm_jax.eval import __main__ as eval_cli
 from lvm_jax.retrieval import index as index_lib
@@ -36,6 +39,55 @@ def test_cli_writes_both_views_and_exits_0_when_gates_pass(eval_workdir, capsys,
   # Percent at the top (the reference's units), fractions in our section.
   assert report["R@5"] == pytest.approx(100 * ours["views"]["all"]["model"]["R@5"])
   assert "recall@50_vs_flat" in ours["index_recall"] and ours["val_cosine"] == 0.25
+  # recency (its decay fitted on the run's train windows) and linear, and the margin over the
+  # best baseline with its interval: in the table, the [EVAL-*] lines and the JSON.
+  decay = ours["fitted_baselines"]["recency"]["decay"]
+  assert f"| recency (decay {decay:g}, fitted on train) |" in printed and "| linear |" in printed
+  assert lines[2].startswith("[EVAL-margin-all] R@1=") and "/" in lines[2]
+  assert lines[3].startswith("[EVAL-margin-excl] R@1=")
+  assert "margin (all) over the best baseline" in printed
+  assert "margin (excl) over the best baseline" in printed
+  assert ours["fitted_baselines"]["linear"]["source"].endswith("train_rows.npz")
+  for view in ("all", "excl"):
+    assert {"recency", "linear"} <= set(ours["views"][view])
+    assert set(ours["margin"][view]) == {"R@1", "R@5", "Contain@50"}
+    for interval in ours["margin"][view].values():
+      assert interval["low"] <= interval["margin"] <= interval["high"]
+      assert interval["baseline"] in ("copy_last", "mean_of_context", "recency", "linear")
+
+
+def test_baselines_are_fitted_on_train_windows_never_eval_windows(eval_workdir, capsys,
+                                                                  monkeypatch, tmp_path):
+  from lvm_jax.data.eval_sets import read_eval_set  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
+  fitted_ids = []
+  fit = baselines.fit_baselines
+
+  def recording_fit(contexts, targets, target_ids, **kwargs):
+    fitted_ids.append(np.asarray(target_ids))
+    return fit(contexts, targets, target_ids, **kwargs)
+
+  monkeypatch.setattr(baselines, "fit_baselines", recording_fit)
+  assert eval_cli.main(["--checkpoint", eval_workdir, "--latency-queries", "5", "--limit", "0",
+                        *LAX_GATES]) == 0
+  data = os.path.join(eval_workdir, "data")
+  payload = read_payload(os.path.join(data, "payload"), load_texts=False)
+  train = read_sequence_set(os.path.join(data, "train_rows.npz"), payload=payload)
+  eval_set = read_eval_set(os.path.join(data, "eval.npz"))
+  eval_rows = payload_rows_for_keys(payload, eval_set.truth_keys)
+  np.testing.assert_array_equal(fitted_ids[0], train.target_ids)
+  assert not np.intersect1d(fitted_ids[0], eval_rows).size
+  # Without train windows: one line says so, and nothing is fitted (no recency, no linear).
+  workdir = str(tmp_path / "no_train")
+  shutil.copytree(eval_workdir, workdir)
+  os.remove(os.path.join(workdir, "data", "train_rows.npz"))
+  capsys.readouterr()
+  assert eval_cli.main(["--checkpoint", workdir, "--latency-queries", "5", *LAX_GATES]) == 0
+  printed = capsys.readouterr().out
+  assert len(fitted_ids) == 1
+  assert "no train windows found" in printed and "| recency" not in printed
+  assert "| linear |" not in printed and "[EVAL-margin-all] R@1=" in printed
 
 
 def test_exclude_context_gates_the_excluded_view(eval_workdir, capsys):

@@ -28,10 +28,11 @@ import subprocess
 import sys
 import time
 
+import multihost_probe  # tests/multihost_probe.py
 import numpy as np
 import pytest
 
-from lvm_jax import checkpoint
+from lvm_jax import backend, checkpoint, peer_watchdog
 from lvm_jax.corpus import build
 from lvm_jax.workdir import Workdir
 
@@ -51,9 +52,21 @@ TIMEOUTS_ENV = {"LVM_JAX_INIT_TIMEOUT_S": "120", "LVM_JAX_HEARTBEAT_TIMEOUT_S": 
                 "LVM_JAX_BARRIER_TIMEOUT_S": "300"}
 # After a process is killed, the other must have stopped within this (heartbeat + slack).
 STOP_AFTER_KILL_S = 120
-# What JAX's client prints when it ends a process whose coordinator is gone.
-JAX_PEER_DIED = "Terminating process because the JAX distributed service detected fatal errors"
+# A probe survivor must have stopped within this after its peer was killed.
+PROBE_STOP_AFTER_KILL_S = 10
 PARAMETER_TOLERANCE = 1e-5  # as tests/test_train_step.py's four-devices-equal-one test
+
+def _jax_version():
+  import jax  # pylint: disable=g-import-not-at-top
+  return tuple(int(part) for part in jax.__version__.split(".")[:2])
+
+
+# On jax 0.5.0 JAX's C++ error poll can still beat the watchdog when the coordinator (process
+# 0) dies, and end the survivor with its own message (docs/multihost.md).
+COORDINATOR_RACE = pytest.mark.xfail(
+    condition=_jax_version() < (0, 10), strict=False,
+    reason="jax 0.5.0: JAX's error poll can win the race when process 0 dies")
+
 
 _STARTED = []  # every Popen of this module, killed at teardown if still running
 _CACHE_ENV = {}
@@ -76,14 +89,13 @@ def _kill(process) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def kill_leftovers_and_share_compilations(tmp_path_factory):
-  """On jax >= 0.10 runs share one persistent compilation cache: later runs skip most
-  compiling (~1/3 of a run's CPU time). Not on older jax: with jax 0.5.0 a resumed
-  two-process run that loaded its step from the cache gave NaN gradients."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if tuple(int(part) for part in jax.__version__.split(".")[:2]) >= (0, 10):
-    _CACHE_ENV.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  """Every run shares one persistent compilation cache, on both stacks, as users run: later
+  runs skip most compiling. On jax 0.5.0 a cross-process program loaded from the cache
+  corrupts memory (NaN, crashes); lvm_jax.backend.guard_compilation_cache turns the cache
+  off there for multi-process runs, and the resume test below is the regression test."""
+  _CACHE_ENV.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   yield
   for process in _STARTED:
     _kill(process)
@@ -265,11 +277,16 @@ def test_killing_both_processes_then_rerunning_resumes_on_prebuilt_data(
   assert max_difference(resumed, single) < PARAMETER_TOLERANCE
 
 
-@pytest.mark.parametrize("killed", [1, 0])
+def last_line(text: str) -> str:
+  lines = [line for line in text.splitlines() if line.strip()]
+  return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("killed", [1, pytest.param(0, marks=COORDINATOR_RACE)])
 def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebuilt_flags,
                                                                  reference_run, killed):
-  """The survivor stops with our error within the bound, and a rerun resumes. JAX's own
-  client may end the survivor first (seen for either kill under load), with its message."""
+  """The survivor stops with our error (exit 3, its last line) within the bound, and a rerun
+  resumes."""
   workdir = str(tmp_path / "prebuilt")
   processes = start_pair(workdir, *prebuilt_flags)
   first_step = wait_for_checkpoint(processes, workdir)
@@ -287,11 +304,10 @@ def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebui
   assert code != 0, text[-3000:]
   if committed_steps(workdir)[-1] != first_step:
     pytest.skip("the run finished its last step before the kill landed")
-  ours = f"error: process {1 - killed} of 2 lost contact with the other processes" in text
-  jax_ended_it = JAX_PEER_DIED in text
-  assert ours or jax_ended_it, (text[:3000], text[-3000:])
-  if ours:
-    assert "check the other processes' logs" in text
+  assert code == 3, text[-3000:]
+  assert last_line(text).startswith(f"error: process {1 - killed} of 2 lost contact with the "
+                                    "other processes"), text[-3000:]
+  assert "check the other processes' logs" in text.lower()
   assert stopped_after < STOP_AFTER_KILL_S
   if killed == 0:
     return  # resuming after one process was killed is checked once, below
@@ -319,6 +335,104 @@ def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(tmp_path):
   assert time.monotonic() - started < RUN_TIMEOUT_S
 
 
+@pytest.mark.parametrize("killed", [pytest.param(0, marks=COORDINATOR_RACE), 1])
+def test_a_killed_peer_ends_the_other_with_our_line_at_once(tmp_path, killed):
+  """Two probes exchange collectives; one is SIGKILLed. The other ends with exit 3 and our
+  line as its last (the watchdog connection drops before JAX's coordination service
+  notices), within PROBE_STOP_AFTER_KILL_S."""
+  processes = multihost_probe.start_pair("busy", str(tmp_path / "busy"))
+  try:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not all("up" in multihost_probe.log_of(p).split() for p in processes):
+      assert time.monotonic() < deadline and all(p.poll() is None for p in processes), \
+          [multihost_probe.log_of(p)[-2000:] for p in processes]
+      time.sleep(0.1)
+    _kill(processes[killed])
+    killed_at = time.monotonic()
+    survivor = processes[1 - killed]
+    code = survivor.wait(timeout=PROBE_STOP_AFTER_KILL_S)
+    stopped_after = time.monotonic() - killed_at
+  finally:
+    for process in processes:
+      _kill(process)
+  text = multihost_probe.log_of(survivor)
+  assert code == 3, text[-3000:]
+  assert last_line(text).startswith(f"error: process {1 - killed} of 2 lost contact with the "
+                                    f"other processes (process {killed} ended without a word"), \
+      text[-3000:]
+  assert stopped_after < PROBE_STOP_AFTER_KILL_S
+
+
+def test_a_failure_in_process_zeros_shared_work_stops_the_other_within_10_s(tmp_path):
+  """Process 0's shared work raises after 2 s; the other, waiting for it, stops with exit 3
+  and a line naming process 0's error, long before any barrier timeout."""
+  processes = multihost_probe.start_pair("shared_work", str(tmp_path / "shared"))
+  ended = [None, None]
+  deadline = time.monotonic() + RUN_TIMEOUT_S
+  try:
+    while None in ended and time.monotonic() < deadline:
+      for index, process in enumerate(processes):
+        if ended[index] is None and process.poll() is not None:
+          ended[index] = time.time()
+      time.sleep(0.05)
+  finally:
+    for process in processes:
+      _kill(process)
+  first, second = (multihost_probe.log_of(p) for p in processes)
+  assert None not in ended, (first[-2000:], second[-2000:])
+  failed_at = float(first.split("failing at ")[1].split()[0])
+  assert processes[0].returncode == 2, first[-2000:]  # its own error: bad input
+  assert last_line(first) == ("error: process 0 of 2: the shared corpus could not be written: "
+                              "disk says no")
+  assert processes[1].returncode == 3, second[-2000:]
+  # Through the key-value entry, or process 0's watchdog message if that comes first.
+  line = last_line(second)
+  assert line.startswith("error: process 1 of 2 stopped") and "process 0 failed" in line, line
+  assert "the shared corpus could not be written: disk says no" in line, line
+  assert ended[1] - failed_at < 10
+
+
+def test_a_warm_compilation_cache_computes_what_a_cold_one_does(tmp_path):
+  """The jax 0.5.0 NaN: a two-process step loaded from the persistent cache corrupted memory
+  (crash or inf). Twice with one cache: both runs exact and equal, on both stacks (jax < 0.10
+  turns the cache off for multi-process CPU runs; newer jax uses it)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  printed = []
+  for run in ("cold", "warm"):
+    processes = multihost_probe.start_pair("step", str(tmp_path / run), **cache)
+    try:
+      codes = [process.wait(timeout=RUN_TIMEOUT_S) for process in processes]
+    finally:
+      for process in processes:
+        _kill(process)
+    logs = [multihost_probe.log_of(process) for process in processes]
+    assert codes == [0, 0], [log[-2000:] for log in logs]
+    printed += [[line for line in log.splitlines() if line.startswith("cache ")][-1]
+                for log in logs]
+  assert len(set(printed)) == 1, printed
+  cache_on = tuple(int(p) for p in jax.__version__.split(".")[:2]) >= backend.CACHE_SAFE_JAX
+  assert printed[0].startswith(f"cache {cache_on} loss "), printed
+  assert "inf" not in printed[0] and "nan" not in printed[0]
+  if cache_on:
+    assert os.listdir(tmp_path / "cache"), "the cache stayed empty"
+
+
+def test_barrier_timeout_grows_with_the_work(monkeypatch):
+  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("LVM_JAX_BARRIER_TIMEOUT_S", raising=False)
+  small = multihost.barrier_timeout(synthetic.expected_seconds(num_articles=80, dim=32))
+  large = multihost.barrier_timeout(synthetic.expected_seconds(num_articles=200_000, dim=768))
+  assert small == multihost.DEFAULT_TIMEOUTS["barrier"]
+  assert large > 10 * small
+  monkeypatch.setenv("LVM_JAX_BARRIER_TIMEOUT_S", "42")
+  assert multihost.barrier_timeout(1e6) == 42
+
+
 # --- lvm_jax.multihost's pieces, in this process (no second process needed) ---
 
 
@@ -344,15 +458,15 @@ def test_coordinator_checks_before_jax_starts():
     port = taken.getsockname()[1]
     with pytest.raises(multihost.MultihostError, match=f"process 0 of 2 could not start the "
                        f"coordinator on 127.0.0.1:{port} \\(port {port} is taken"):
-      multihost._wait_for_coordinator(f"127.0.0.1:{port}", 0, 2, 5)  # pylint: disable=protected-access
-    assert multihost._wait_for_coordinator(f"127.0.0.1:{port}", 1, 2, 5) < 5  # pylint: disable=protected-access
+      peer_watchdog.wait_for_coordinator(f"127.0.0.1:{port}", 0, 2, 5)
+    assert peer_watchdog.wait_for_coordinator(f"127.0.0.1:{port}", 1, 2, 5) < 5
   started = time.monotonic()
   with pytest.raises(multihost.MultihostError, match="process 1 of 2 could not reach the "
                      "coordinator at 127.0.0.1:.* within 1 s"):
-    multihost._wait_for_coordinator(f"127.0.0.1:{free_port()}", 1, 2, 1)  # pylint: disable=protected-access
+    peer_watchdog.wait_for_coordinator(f"127.0.0.1:{free_port()}", 1, 2, 1)
   assert time.monotonic() - started < 10
   with pytest.raises(multihost.MultihostError, match="is not host:port"):
-    multihost._wait_for_coordinator("host0", 1, 2, 1)  # pylint: disable=protected-access
+    peer_watchdog.wait_for_coordinator("host0", 1, 2, 1)
 
 
 def test_single_process_is_untouched():

@@ -5,6 +5,7 @@ gradient), to mode="sequential", and checked to lower to Triton for a GPU.
 """
 
 import functools
+import logging
 
 import numpy as np
 import jax
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from lvm_jax.ops import pallas_scan
+from lvm_jax.ops import scan as scan_lib
 from lvm_jax.ops.scan import selective_scan
 # The float64 reference lives with the other modes' tests (tests/ is on sys.path under pytest).
 from test_ops_scan import ARG_NAMES, make_inputs, reference_forward, reference_gradients, \
@@ -167,3 +169,41 @@ def test_bad_tiles_raise_clear_errors():
     pallas_scan.choose_config(4, 5, 6, 4, batch_tile=2, backward_rows=3)
   with pytest.raises(ValueError, match="chunk_size must be >= 1"):
     pallas_scan.choose_config(4, 5, 6, 4, chunk_size=0)
+
+
+def test_self_check_passes_for_the_kernel():
+  assert pallas_scan.self_check(interpret=True) is None
+
+
+@pytest.fixture
+def fresh_self_check():
+  scan_lib._pallas_self_check.cache_clear()
+  yield
+  scan_lib._pallas_self_check.cache_clear()
+
+
+def test_auto_on_gpu_falls_back_with_one_warning_when_the_self_check_fails(
+    monkeypatch, caplog, fresh_self_check):
+  """A kernel off by 1e-3 fails the check: "auto" keeps to the XLA modes and says why, once."""
+  real_kernel = pallas_scan.pallas_recurrence
+
+  def off_kernel(*args, **kwargs):
+    out = real_kernel(*args, **kwargs)
+    return (out[0] * 1.001, out[1]) if isinstance(out, tuple) else out * 1.001
+
+  monkeypatch.setattr(pallas_scan, "pallas_recurrence", off_kernel)
+  resolved = []
+
+  @jax.jit
+  def traced(x):  # the first resolution happens while a model is traced
+    resolved.append(scan_lib.resolve_scan_type("auto", 5, "gpu"))
+    return x
+
+  with caplog.at_level(logging.WARNING):
+    traced(1.0)
+    resolved.append(scan_lib.resolve_scan_type("auto", 1024, "gpu"))
+  assert resolved == [scan_lib.ScanType.UNROLLED, scan_lib.ScanType.CHUNKED]
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 1 and "self-check" in warnings[0], warnings
+  assert "y differs from mode 'sequential' by 1.0e-03" in warnings[0]
+  assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.UNROLLED

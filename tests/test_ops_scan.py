@@ -189,15 +189,33 @@ def test_cpu_batch_tile_keeps_the_state_cache_sized():
   assert scan_lib.batch_tile(3, 4, 2, "cpu") == 3
 
 
-def test_auto_rule():
+@pytest.fixture
+def self_check_calls(monkeypatch):
+  """The Pallas self-check replaced by one that passes and counts its calls; cache cleared."""
+  from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+  calls = []
+  monkeypatch.setattr(pallas_scan, "self_check", lambda: calls.append(1))
+  scan_lib._pallas_self_check.cache_clear()
+  yield calls
+  scan_lib._pallas_self_check.cache_clear()
+
+
+def test_auto_rule(self_check_calls):
   assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.UNROLLED
   assert scan_lib.resolve_scan_type("auto", 16, "cpu") is scan_lib.ScanType.SEQUENTIAL
   assert scan_lib.resolve_scan_type("auto", 1024, "cpu") is scan_lib.ScanType.SEQUENTIAL
-  assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.PALLAS
-  assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.PALLAS
   assert scan_lib.resolve_scan_type("auto", 1024, "tpu") is scan_lib.ScanType.CHUNKED
   assert scan_lib.resolve_scan_type("auto", 16, "metal") is scan_lib.ScanType.UNROLLED
   assert scan_lib.resolve_scan_type("auto", 1024, "metal") is scan_lib.ScanType.SEQUENTIAL
+  assert not self_check_calls  # off GPU, "auto" never looks at the kernel
+  assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.PALLAS
+  assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.PALLAS
+  assert len(self_check_calls) == 1  # once per process
+  # A recurrence the kernel does not compute (lnsp_blocks) neither runs the check nor gets it.
+  assert scan_lib.resolve_scan_type("auto", 5, "gpu", allow_pallas=False) is \
+      scan_lib.ScanType.UNROLLED
+  assert scan_lib.resolve_scan_type("pallas", 1024, "gpu", allow_pallas=False) is \
+      scan_lib.ScanType.CHUNKED
 
 
 def test_chunked_and_sequential_backward_do_not_store_every_state():

@@ -1,6 +1,7 @@
 """baselines: the simple predictors, a least-squares fit that recovers a planted map, the report."""
 
 import numpy as np
+import pytest
 
 from lvm_jax.retrieval import baselines
 from lvm_jax.data.payload import Payload
@@ -46,8 +47,41 @@ def test_report_scores_a_perfect_predictor_and_formats_a_table():
                     "r5_excl": 1.0}
   np.testing.assert_allclose(scores["cosine"], 1.0, atol=1e-6)
   report = baselines.baseline_report(payload, windows[:3], windows[3:])
-  assert set(report) == {"copy_last", "mean_of_context", "linear", "nearest_train",
+  assert set(report) == {"copy_last", "mean_of_context", "recency", "linear", "nearest_train",
                          "linear_on_train", "_sizes"}
+  assert report["recency"]["decay"] in baselines.RECENCY_DECAYS
   table = baselines.format_report(report)
   assert table.splitlines()[0] == "| predictor | cosine | r1 | r5 | r1_excl | r5_excl |"
   assert "| copy_last |" in table and "_sizes" not in table
+
+
+def test_recency_spans_copy_last_to_the_mean():
+  contexts = np.random.default_rng(4).normal(size=(3, 4, 5)).astype(np.float32)
+  np.testing.assert_allclose(baselines.recency(contexts, 0.0), contexts[:, -1], atol=1e-6)
+  np.testing.assert_allclose(baselines.recency(contexts, 1.0), contexts.mean(axis=1), atol=1e-6)
+  expected = (contexts * (0.5 ** np.arange(3, -1, -1))[None, :, None]).sum(1) / 1.875
+  np.testing.assert_allclose(baselines.recency(contexts, 0.5), expected, atol=1e-6)
+
+
+def planted_recency_windows(decay, count=1500, length=4, dim=48, seed=5):
+  """Windows whose target is the decay-weighted context average plus noise."""
+  rng = np.random.default_rng(seed)
+  contexts = unit_rows(rng, count * length, dim).reshape(count, length, dim)
+  targets = baselines.recency(contexts, decay) + 0.2 * rng.normal(size=(count, dim))
+  return contexts, targets.astype(np.float32), np.arange(count) * (length + 1) + length
+
+
+@pytest.mark.parametrize("planted", [0.0, 0.6, 1.0])
+def test_fitted_decay_finds_a_planted_decay(planted):
+  contexts, targets, ids = planted_recency_windows(planted)
+  decay, scores = baselines.fit_recency_decay(contexts, targets, ids)
+  assert abs(decay - planted) <= 0.1 + 1e-9 and set(scores) == set(baselines.RECENCY_DECAYS)
+  assert scores[decay] == max(scores.values())
+
+
+def test_fit_baselines_gives_the_fitted_rows():
+  contexts, targets, ids = planted_recency_windows(0.6)
+  fitted = baselines.fit_baselines(contexts, targets, ids, source="train")
+  assert fitted.decay == 0.6 and set(fitted.predictors()) == set(baselines.FITTED_ROWS)
+  assert fitted.predictors()["recency"](contexts[:2]).shape == (2, 48)
+  assert fitted.describe()["recency"]["train_windows"] == 1500

@@ -1,6 +1,6 @@
 """The large-payload index kinds and the default: ids are rows after a write and read, the
 search finds the exact neighbours, the search-time knobs apply and travel in the file,
-and the "auto" rule picks Flat for small payloads and DEFAULT_KIND beyond."""
+and one rule (choose_index_kind) picks Flat for small payloads and DEFAULT_KIND beyond."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,10 @@ import pytest
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import search
 
-NEW_KINDS = ("ivf_sq8_refine", "ivf_fp16")
+NEW_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp16")
+# Shortlist long enough that exact re-scoring recovers every neighbour on this 32-d toy payload,
+# where 4-bit codes of 4-d sub-vectors rank loosely; the 768-d defaults are in KIND_K_FACTOR.
+TOY_K_FACTOR = {"ivf_sq8_refine": 4, "ivf_pqfs_refine": 32}
 
 
 def clustered_payload(rows=6000, dim=32, clusters=60, seed=0):
@@ -34,26 +37,30 @@ def test_new_kind_reads_back_with_row_ids_and_finds_exact_neighbours(kind, tmp_p
   index_lib.write_index(index_lib.build_index(vectors, kind=kind, nlist=40), path)
   index = index_lib.read_index(path, vectors)  # read_index checks that ids are rows
   assert index_lib.index_kind(index) == kind
-  # The search setting is the one it was built with, and the file kept it.
-  assert index_lib.search_knobs(index)["nprobe"] == index_lib.KIND_NPROBE[kind]
-  _, own, _ = search.search(index, vectors[:300], 1)
+  # The search settings are the ones it was built with, and the file kept them.
+  assert index_lib.search_knobs(index) == {
+      "nprobe": min(index_lib.KIND_NPROBE[kind], 40),  # never more than the cells
+      **({"k_factor": index_lib.KIND_K_FACTOR[kind]} if kind in index_lib.REFINE_KINDS else {})}
+  if kind in TOY_K_FACTOR:
+    index_lib.set_k_factor(index, TOY_K_FACTOR[kind])
+  _, own, _ = search.search(index, vectors[:300], 10)
   assert (own[:, 0] == np.arange(300)).all()
   _, found, _ = search.search(index, queries, 50)
   assert search.index_recall(found, exact_rows(vectors, queries)) >= 0.98
 
 
-def test_nprobe_and_k_factor_apply_and_are_reported():
+@pytest.mark.parametrize("kind", index_lib.REFINE_KINDS)
+def test_nprobe_and_k_factor_apply_and_are_reported(kind):
   vectors, queries = clustered_payload()
-  index = index_lib.build_index(vectors, kind="ivf_sq8_refine", nlist=40)
-  assert index_lib.search_knobs(index) == {"nprobe": 32, "k_factor": index_lib.REFINE_K_FACTOR}
+  index = index_lib.build_index(vectors, kind=kind, nlist=40)
   exact = exact_rows(vectors, queries)
   recall = lambda: search.index_recall(search.search(index, queries, 50)[1], exact)
-  index_lib.set_nprobe(index, 40)  # every cell: only the 8-bit shortlist can lose neighbours
+  index_lib.set_nprobe(index, 40)  # every cell: only the coded shortlist can lose neighbours
   index_lib.set_k_factor(index, 1)
   shortlist_only = recall()
-  index_lib.set_k_factor(index, 4)
-  assert index_lib.search_knobs(index) == {"nprobe": 40, "k_factor": 4.0}
-  assert recall() == 1.0 > shortlist_only  # exact re-scoring of 4·k recovers them all
+  index_lib.set_k_factor(index, TOY_K_FACTOR[kind])
+  assert index_lib.search_knobs(index) == {"nprobe": 40, "k_factor": TOY_K_FACTOR[kind]}
+  assert recall() >= 0.99 > shortlist_only  # exact re-scoring of a long shortlist recovers them
   index_lib.set_nprobe(index, 1)
   assert recall() < 0.9  # one cell of 40 misses neighbours: the knob reached the lists
   with pytest.raises(ValueError, match="k_factor=0.5: must be at least 1"):
@@ -61,12 +68,35 @@ def test_nprobe_and_k_factor_apply_and_are_reported():
   # Kinds without a shortlist ignore k_factor, as other kinds ignore nprobe.
   fp16 = index_lib.build_index(vectors, kind="ivf_fp16", nlist=40)
   index_lib.set_k_factor(fp16, 4)
-  assert index_lib.search_knobs(fp16) == {"nprobe": 32}
+  assert index_lib.search_knobs(fp16) == {"nprobe": min(index_lib.KIND_NPROBE["ivf_fp16"], 40)}
 
 
-def test_one_rule_chooses_the_kind_flat_below_the_small_payload_size_else_the_default():
-  assert index_lib.choose_index_kind(index_lib.FLAT_MAX_ROWS - 1) == "flat"
-  assert index_lib.choose_index_kind(index_lib.FLAT_MAX_ROWS) == index_lib.DEFAULT_KIND
+def test_hnsw_ef_search_applies_and_travels_in_the_file(tmp_path):
+  vectors, queries = clustered_payload(rows=3000)
+  index = index_lib.build_index(vectors, kind="hnsw")
+  assert index_lib.search_knobs(index) == {"ef_search": index_lib.HNSW_EF_SEARCH}
+  index_lib.set_ef_search(index, 200)
+  path = str(tmp_path / "payload.faiss")
+  index_lib.write_index(index, path)
+  index = index_lib.read_index(path, vectors)
+  assert index_lib.index_kind(index) == "hnsw"
+  assert index_lib.search_knobs(index) == {"ef_search": 200}
+  exact = exact_rows(vectors, queries)
+  assert search.index_recall(search.search(index, queries, 50)[1], exact) >= 0.98
+
+
+def test_pq_fast_scan_refuses_a_dim_it_cannot_split():
+  with pytest.raises(ValueError, match="vector dim 30 does not divide"):
+    index_lib.build_index(clustered_payload(dim=30)[0], kind="ivf_pqfs_refine", nlist=40)
+
+
+def test_one_rule_picks_flat_below_the_small_payload_size_else_the_default():
+  small = index_lib.FLAT_MAX_ROWS
+  assert index_lib.choose_index_kind(small - 1) == "flat"
+  assert index_lib.choose_index_kind(small) == index_lib.DEFAULT_KIND
+  assert index_lib.choose_index_kind(584_000) == index_lib.DEFAULT_KIND
+  # "auto" is that rule; an explicit kind is kept, an unknown one refused.
+  assert index_lib.resolve_kind("auto", small - 1) == "flat"
   assert index_lib.resolve_kind("auto", 584_000) == index_lib.DEFAULT_KIND
   assert index_lib.resolve_kind("ivf_flat", 584_000) == "ivf_flat"
   with pytest.raises(ValueError, match="'ivf' is not one of"):
@@ -74,7 +104,7 @@ def test_one_rule_chooses_the_kind_flat_below_the_small_payload_size_else_the_de
   assert index_lib.DEFAULT_KIND in index_lib.IVF_KINDS
 
 
-def test_eval_cli_builds_the_chosen_kind_and_keeps_its_nprobe():
+def test_eval_cli_builds_by_the_one_rule_and_keeps_the_index_nprobe():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import __main__ as eval_cli  # pylint: disable=g-import-not-at-top
   values = flags.FlagValues()

@@ -20,7 +20,15 @@ def test_report_shows_best_metrics_beside_baselines_and_writes_the_plot(finished
   assert f"{best['val_cosine']:.4f}" in model_row
   copy_row = next(l for l in lines if l.startswith("  copy_last "))
   assert f"{summary['baselines']['copy_last']['cosine']:.4f}" in copy_row
-  assert "smoke gate val_cosine >= 0.50 at epoch 2: " in text
+  assert "smoke gate val_r5_excl_margin >= 0.00 at epoch 2: " in text
+  decay = summary["baselines"]["recency"]["decay"]
+  assert any(l.startswith(f"  recency ({decay:g}) ") for l in lines)
+  assert any(l.startswith("  linear ") for l in lines)
+  margin = next(l for l in lines if l.startswith("  r5_excl "))
+  assert margin.startswith(f"  r5_excl    {best['val_r5_excl_margin']:+.4f} "
+                           f"[{best['val_r5_excl_margin_low']:+.4f}, ")
+  assert margin.split(" vs ")[1].split(" ")[0] == status.best_baseline(summary["baselines"],
+                                                                         "r5_excl")
   assert "finished" in text
   path = status.plot_history(run, Workdir(workdir).history_plot)
   with open(path, "rb") as f:

@@ -14,7 +14,7 @@ MAX_LINES = 400
 # same order. The longest listed prefix names a module's layer.
 LAYERS = (
     ("base", ("lvm_jax", "lvm_jax.cli", "lvm_jax.atomic", "lvm_jax.workdir", "lvm_jax.workdir_lock",
-              "lvm_jax.multihost", "lvm_jax.backend", "lvm_jax.config_base", "lvm_jax.ops")),
+              "lvm_jax.multihost", "lvm_jax.peer_watchdog", "lvm_jax.backend", "lvm_jax.config_base", "lvm_jax.ops")),
     ("data", ("lvm_jax.data",)),
     ("corpus", ("lvm_jax.corpus",)),
     ("models", ("lvm_jax.models", "lvm_jax.losses", "lvm_jax.config_checks")),
@@ -23,7 +23,8 @@ LAYERS = (
     ("checkpoint", ("lvm_jax.checkpoint",)),
     ("retrieval", ("lvm_jax.retrieval",)),
     ("loop", ("lvm_jax.train",)),
-    ("entry points", ("lvm_jax.eval", "lvm_jax.main", "lvm_jax.status", "lvm_jax.import_torch")),
+    ("entry points", ("lvm_jax.eval", "lvm_jax.main", "lvm_jax.status", "lvm_jax.import_torch",
+                      "lvm_jax.predict")),
 )
 
 

@@ -23,7 +23,33 @@ def test_early_stopping_replays_history_and_counts_epochs_without_gain(tmp_path)
 
 
 def test_smoke_gate_reports_at_its_epoch_only():
-  gate = hooks.SmokeGate(epoch=2, minimum=0.5)
+  gate = hooks.SmokeGate(epoch=2, minimum=0.5, metric="val_cosine")
   assert gate.check(1, {"val_cosine": 0.9}) is None
   assert gate.check(2, {"val_cosine": 0.49}) is False
   assert gate.passed is False
+
+
+def test_smoke_gate_judges_the_margin_over_the_best_baseline_by_default():
+  gate = hooks.SmokeGate(epoch=2, minimum=0.0)
+  behind = {"val_cosine": 0.9, "val_r5_excl_margin": -0.01, "val_r5_excl_margin_low": -0.03,
+            "val_r5_excl_margin_high": 0.01}
+  assert gate.check(2, behind) is False  # a high cosine does not pass it
+  assert gate.check(2, {**behind, "val_r5_excl_margin": 0.02}) is True
+
+
+def test_processes_with_different_metrics_stop_at_process_zeros_epoch(tmp_path):
+  """Two processes (tests/multihost_probe.py stop): process 1's val_cosine stalls earlier, so
+  alone it would stop at epoch 5; process 0 decides, and both stop at its epoch 7."""
+  import multihost_probe  # pylint: disable=g-import-not-at-top  (tests/ is on sys.path)
+  processes = multihost_probe.start_pair("stop", str(tmp_path / "stop"))
+  try:
+    codes = [process.wait(timeout=300) for process in processes]
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  logs = [multihost_probe.log_of(process) for process in processes]
+  assert codes == [0, 0], logs
+  assert "stopped at epoch 7; alone it would stop at epoch 7" in logs[0], logs[0]
+  assert "stopped at epoch 7; alone it would stop at epoch 5" in logs[1], logs[1]
+  assert "early stopping is True here and False on process 0" in logs[1]

@@ -33,8 +33,16 @@ def test_writes_history_config_checkpoints_and_tensorboard(finished_run):
   assert steps == sorted({h["step"] for h in history[-2:]} | {best_step})
   with open(os.path.join(workdir, "val_baselines.json")) as f:
     baselines = json.load(f)
-  assert set(baselines) == {"copy_last", "mean_of_context"}
+  assert set(baselines) == {"copy_last", "mean_of_context", "recency", "linear"}
   assert {"cosine", "r5", "r5_excl", "r50_excl"} <= set(baselines["copy_last"])
+  assert 0.0 <= baselines["recency"]["decay"] <= 1.0
+  # The margin over the best baseline: the model's value minus the best baseline's.
+  for name in ("r1", "r5", "r50", "r1_excl", "r5_excl", "r50_excl"):
+    best_baseline = max(values[name] for values in baselines.values())
+    entry = history[0]
+    assert entry[f"val_{name}_margin"] == pytest.approx(entry[f"val_{name}"] - best_baseline)
+    assert entry[f"val_{name}_margin_low"] <= entry[f"val_{name}_margin"] <= entry[
+        f"val_{name}_margin_high"]
   assert any(name.startswith("events.out.tfevents")
              for name in os.listdir(os.path.join(workdir, "tensorboard")))
   assert summary["best_val_cosine"] == max(h["val_cosine"] for h in history)
@@ -140,12 +148,13 @@ def test_bfloat16_matmuls_train_to_the_float32_metrics(finished_run, tmp_path):
 
 
 def test_retrieval_evaluation_in_the_loop_picks_the_best_checkpoint(finished_run, tmp_path):
-  """config.evals.retrieval runs the FAISS evaluation each epoch; best_metric may be its metric."""
+  """config.evals.retrieval runs the FAISS evaluation each epoch; best_metric may be its metric,
+  here the margin over the best baseline (copy-last, mean, recency, linear)."""
   workdir, _ = finished_run
   config = tiny_config()
   config.data.synthetic.num_articles = 80  # the finished run's corpus, reused below
   config.evals.retrieval.every_epochs = 1
-  config.train.best_metric = "retrieval_contain50_excl"
+  config.train.best_metric = "retrieval_contain50_excl_margin"
   run = str(tmp_path / "retrieval")
   shutil.copytree(os.path.join(workdir, "data"), os.path.join(run, "data"))
   summary = train.train_and_evaluate(config, run)
@@ -154,9 +163,15 @@ def test_retrieval_evaluation_in_the_loop_picks_the_best_checkpoint(finished_run
     for name in ("retrieval_contain50_excl", "retrieval_r5_excl", "retrieval_contain50",
                  "retrieval_r5"):
       assert 0.0 <= entry[name] <= 1.0, name
+    assert (entry["retrieval_contain50_excl_margin_low"] <= entry["retrieval_contain50_excl_margin"]
+            <= entry["retrieval_contain50_excl_margin_high"])
   with open(os.path.join(run, "retrieval_baselines.json")) as f:
     reference = json.load(f)
-  assert {"copy_last", "mean_of_context"} <= set(reference)
-  best = max(history, key=lambda h: h["retrieval_contain50_excl"])
+  assert {"copy_last", "mean_of_context", "recency", "linear"} <= set(reference)
+  best_baseline = max(reference[name]["contain50_excl"]
+                      for name in ("copy_last", "mean_of_context", "recency", "linear"))
+  assert history[0]["retrieval_contain50_excl_margin"] == pytest.approx(
+      history[0]["retrieval_contain50_excl"] - best_baseline)
+  best = max(history, key=lambda h: h["retrieval_contain50_excl_margin"])
   assert checkpoint.load(run).step == best["step"]
-  assert summary["best_metric"] == "retrieval_contain50_excl"
+  assert summary["best_metric"] == "retrieval_contain50_excl_margin"

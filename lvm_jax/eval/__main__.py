@@ -23,9 +23,10 @@ from typing import List, Optional
 import numpy as np
 from absl import flags, logging
 
-from lvm_jax import backend
+from lvm_jax import backend, cli
 from lvm_jax.eval import reference
 from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval.evaluator import (VIEWS, EvalOptions, Gates, RetrievalEvaluator,
                                          load_eval_set)
 
@@ -44,6 +45,10 @@ def define_flags(values: flags.FlagValues) -> None:
                       "<workdir>/data/payload.", **d)
   flags.DEFINE_bool("trust_pickle", False, "Allow converting a pickled .npy --payload (reading "
                     "it runs pickle, which can execute code).", **d)
+  flags.DEFINE_string("train", None, "Train windows (compact *_rows.npz over the payload, or a "
+                      "full set) that the recency and linear baselines are fitted on; default: "
+                      "the checkpoint config's data.train_path (or the synthetic corpus's). "
+                      "Never the eval windows.", **d)
   flags.DEFINE_string("payload_cache", None, "Directory for converted .npy payloads (default: "
                       "beside the .npy).", **d)
   flags.DEFINE_string("faiss", None, "FAISS index of the payload; built when absent.", **d)
@@ -55,7 +60,7 @@ def define_flags(values: flags.FlagValues) -> None:
                        "1000); 0: every sequence.", **d)
   flags.DEFINE_integer("nprobe", None, "IVF cells scanned a query; default: the index's own, "
                        "set when built (retrieval.index.KIND_NPROBE: 64 for ivf_flat as the "
-                       "reference, 32 for ivf_sq8_refine).", **d)
+                       "reference).", **d)
   flags.DEFINE_integer("k", 50, "Candidates a query (at least 50: Contain@50 is gated).", **d)
   flags.DEFINE_integer("latency_queries", 1000, "Queries timed one at a time on one thread.", **d)
   flags.DEFINE_enum("gate_view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "
@@ -185,6 +190,39 @@ def make_predict_fn(loaded, batch_size: int):
   return predict
 
 
+def train_windows_path(f, loaded) -> Optional[str]:
+  """--train, else the run's own train set (config.data.train_path, or the synthetic
+  corpus's <workdir>/data/train_rows.npz); None when there is none on disk."""
+  if f.train:
+    if not os.path.exists(f.train):
+      raise FileNotFoundError(f"--train {f.train}: does not exist; pass the train set the model "
+                              "was trained on (a *_rows.npz from python -m lvm_jax.corpus.build).")
+    return f.train
+  data = loaded.config.get("data", {})
+  path = data.get("train_path") or os.path.join(loaded.workdir or "", "data",
+                                                "train_rows.npz")
+  return path if os.path.exists(path) else None
+
+
+def fit_train_baselines(f, loaded, payload):
+  """recency and linear fitted on the run's train windows; None (said in one line) when they
+  cannot be found: then they are fitted on nothing, never on the eval windows."""
+  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
+  path = train_windows_path(f, loaded)
+  if path is None:
+    print("recency and linear baselines: no train windows found (checkpoint config "
+          "data.train_path, synthetic data/train_rows.npz, or --train): not fitted, rows omitted")
+    return None
+  train_payload_path = loaded.config.get("data", {}).get("payload_path") if not f.train else None
+  if train_payload_path and os.path.exists(train_payload_path) and (
+      os.path.abspath(train_payload_path) != os.path.abspath(payload.source)):
+    from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+    payload = read_payload(train_payload_path, load_texts=False)  # the one its rows index
+  logging.info("Fitting the recency and linear baselines on the train windows %s", path)
+  return baselines.fit_baselines_on_set(read_sequence_set(path, payload=payload))
+
+
 def evaluate(f) -> int:
   """The run behind main(); raises on bad input."""
   backend.initialize(_platform(f))
@@ -214,10 +252,11 @@ def evaluate(f) -> int:
   if faiss_path:
     index = index_lib.read_index(faiss_path, payload.vectors)
   else:
-    logging.info("No --faiss given: building a %s index over %d rows",
-                 index_lib.resolve_kind(f.index_kind, payload.num_rows), payload.num_rows)
-    index = index_lib.build_index(payload.vectors, kind=f.index_kind, nlist=f.nlist)
-  evaluator = RetrievalEvaluator(eval_set, payload, index, options)
+    kind = index_lib.resolve_kind(f.index_kind, payload.num_rows)
+    logging.info("No --faiss given: building a %s index over %d rows", kind, payload.num_rows)
+    index = index_lib.build_index(payload.vectors, kind=kind, nlist=f.nlist)
+  fitted = fit_train_baselines(f, loaded, payload)
+  evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
   result = evaluator.report(make_predict_fn(loaded, options.batch_size))
 
   n, p95 = result["n_samples"], result["latency"]["latency_p95_ms"]
@@ -225,6 +264,8 @@ def evaluate(f) -> int:
   print(reference.eval_line(result["gated"], n, p95, result["alignment"]))
   print(reference.eval_line(result["views"][other][options.gate_row], n, p95,
                             result["alignment"], tag=f"EVAL-{other}"))
+  for view in (result["gate_view"], other):  # the [EVAL] line itself stays the reference's
+    print(f"[EVAL-margin-{view}] " + margin_lib.compact(result["margin"][view]))
   print(report.views_tables(result))
   if any(r.get("uses_article_identity") for r in result["rows"].values()):
     print("Rows marked (article identity) know the query's article: continuation within a "
@@ -266,15 +307,16 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     return evaluate(f)
   except Exception as error:  # pylint: disable=broad-except
-    # Every failure here is bad input (data, index, checkpoint, flags); exit 1 means a gate.
+    # Every failure here is bad input (data, index, checkpoint, flags), exit 2, or the
+    # machine (a full disk writing --out), exit 3; exit 1 means a gate.
     if f.verbose:
       traceback.print_exc()
     if isinstance(error, (ValueError, RuntimeError, OSError)):
-      message = str(error)
+      message = cli.message(error)
     else:
       message = f"{type(error).__name__}: {error} (--verbose shows the traceback)"
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return cli.exit_status(error)
 
 
 if __name__ == "__main__":

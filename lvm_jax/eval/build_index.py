@@ -16,6 +16,7 @@ from typing import List, Optional
 
 from absl import flags, logging
 
+from lvm_jax import cli
 from lvm_jax.data.payload import read_payload
 from lvm_jax.retrieval import index as index_lib
 
@@ -56,8 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   train_sample=values.train_sample, seed=values.seed)
     index_lib.write_index(index, values.out)
   except (ValueError, OSError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+    print(f"error: {cli.message(error)}", file=sys.stderr)
+    return cli.exit_status(error)
   print(f"{index_lib.index_kind(index)} index over {payload.num_rows} rows -> {values.out} "
         f"({time.perf_counter() - start:.1f} s)")
   return 0

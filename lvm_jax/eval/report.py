@@ -14,6 +14,7 @@ import numpy as np
 
 from lvm_jax import atomic
 from lvm_jax.workdir import Workdir
+from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval.evaluator import VIEW_TITLES, VIEWS
 
 TABLE_COLUMNS = ("R@1", "R@5", "R@10", "R@20", "Contain@20", "Contain@50", "Eff@5", "MRR",
@@ -27,6 +28,8 @@ def rows_table(rows: Dict[str, Dict]) -> str:
   lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
   for name, row in rows.items():
     mark = " (article identity)" if row.get("uses_article_identity") else ""
+    if "decay" in row:
+      mark += f" (decay {row['decay']:g}, fitted on train)"
     cells = " | ".join("-" if row.get(c) is None else f"{row[c]:.4f}" for c in TABLE_COLUMNS)
     lines.append(f"| {name}{mark} | {cells} |")
   return "\n".join(lines)
@@ -39,6 +42,8 @@ def views_tables(result: Dict) -> str:
   for view in order:
     gated = " (gated)" if view == result["gate_view"] else ""
     parts.append(f"{view}: {VIEW_TITLES[view]}{gated}\n{rows_table(result['views'][view])}")
+    if "margin" in result:
+      parts[-1] += "\n" + margin_lib.format_margin(result["margin"][view], label=f"({view})")
   return "\n\n".join(parts)
 
 
@@ -60,7 +65,8 @@ def our_section(result: Dict, *, checkpoint: Optional[str], val_cosine: Optional
           "checkpoint_path": checkpoint, "val_cosine": val_cosine,
           "gate_view": result["gate_view"], "gated_row": result["gated_row"],
           "gated": result["gated"], "gate_results": result["gate_results"],
-          "views": result["views"], "latency": result["latency"],
+          "views": result["views"], "margin": result["margin"],
+          "fitted_baselines": result["fitted_baselines"], "latency": result["latency"],
           "index_recall": result["index_recall"],
           "inference_ms_per_sequence": result["inference_ms_per_sequence"],
           "alignment": result["alignment"],

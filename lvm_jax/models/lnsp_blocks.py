@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lvm_jax.models.mamba import causal_depthwise_conv, symmetric_uniform
-from lvm_jax.ops.scan import DEFAULT_CHUNK_SIZE, ScanType, resolve_scan_type, unroll_max_length
+from lvm_jax.ops.scan import DEFAULT_CHUNK_SIZE, resolve_scan_type
 
 RMS_EPSILON = 1e-6  # the reference's RMSNorm default
 A_LOG_MEAN, A_LOG_STD = -4.0, 1.0  # the reference's A_log init: normal(-4, 1)
@@ -104,10 +104,8 @@ def lnsp_ssm_scan(x, dt, A, B, *, mode: str = "auto", chunk_size: Optional[int] 
   """
   x, dt, A, B = (a.astype(jnp.float32) for a in (x, dt, A, B))
   length = x.shape[1]
-  scan_type = resolve_scan_type(mode, length)
-  if scan_type is ScanType.PALLAS:  # the fused kernel computes Mamba-1's recurrence, not this one
-    scan_type = ScanType.UNROLLED if length <= unroll_max_length() else ScanType.SEQUENTIAL
-  mode = scan_type.value
+  # The fused kernel computes Mamba-1's recurrence, not this one.
+  mode = resolve_scan_type(mode, length, allow_pallas=False).value
 
   if mode in ("sequential", "unrolled"):
     def step(h, inputs):

@@ -36,9 +36,11 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 from jax.experimental import pallas as pl
 
-from lvm_jax.ops import pallas_kernels
+from lvm_jax.ops import pallas_kernels, recurrences
 
 # Positions unrolled per chunk (and the spacing of saved states) when the
 # caller gives no chunk_size. Longer chunks hold more recomputed states on
@@ -55,6 +57,14 @@ INTERPRET_STATE_ELEMENTS = 1 << 16
 # on chip over them: the dA partials are [batch / rows, D, N], not per example.
 GPU_BACKWARD_ROWS = 32
 GPU_NUM_WARPS = 4
+# The start-up self-check (`self_check`): shapes small enough to compile and run in about a
+# second that still reach every path of the kernels. Batch 3, D 5 and N 6 are padded to powers
+# of two; L 9 in chunks of 4 runs the chunk loop with saved starts and a padded last chunk,
+# reading h0 and writing the final state; L 5 without either is the reference's training shape.
+# (batch, L, D, N, chunk_size or None for the default, with h0 and final state)
+SELF_CHECK_CASES = ((3, 9, 5, 6, 4, True), (3, 5, 5, 6, None, False))
+# Largest |kernel - sequential| / max |sequential| of any output or gradient that passes.
+SELF_CHECK_TOLERANCE = 1e-4
 
 
 class KernelConfig(NamedTuple):
@@ -287,3 +297,55 @@ def pallas_recurrence(u, delta, A, B, C, h0=None, *, return_state=True, chunk_si
       None if h0 is None else pad(h0, (padded_batch, padded_channels, padded_state)), config)
   y = y[:batch, :length, :channels]
   return (y, h[:batch, :channels, :state_size]) if return_state else y
+
+
+def self_check(interpret: Optional[bool] = None) -> Optional[str]:
+  """Runs the kernel pair against mode "sequential" at SELF_CHECK_CASES: None, or why it failed.
+
+  Compares y, the final state and the gradients of u, delta, A, B, C and h0
+  of a random linear loss. Any exception (a lowering or compile error on a new
+  GPU or jax version) is a failure too, reported as its first line.
+  """
+  for batch, length, channels, state, chunk, with_state in SELF_CHECK_CASES:
+    rng = np.random.default_rng(length)
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    args = (normal(batch, length, channels),
+            rng.uniform(0.05, 0.6, (batch, length, channels)).astype(np.float32),
+            -np.exp(0.5 * normal(channels, state)), normal(batch, length, state),
+            normal(batch, length, state), normal(batch, channels, state))
+    g_y, g_h = normal(batch, length, channels), normal(batch, channels, state)
+    names = ("y", "final state", "du", "ddelta", "dA", "dB", "dC", "dh0")
+
+    def outputs(recurrence):
+      def loss(u, delta, A, B, C, h0):
+        y, h = recurrence(u, delta, A, B, C, h0 if with_state else None)
+        return jnp.sum(y * g_y) + (jnp.sum(h * g_h) if with_state else 0.0), (y, h)
+      grads, (y, h) = jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))(*args)
+      return (y, h) + grads
+
+    def kernel(u, delta, A, B, C, h0):
+      out = pallas_recurrence(u, delta, A, B, C, h0, return_state=with_state, chunk_size=chunk,
+                              interpret=interpret)
+      return out if with_state else (out, jnp.zeros((batch, channels, state)))
+
+    def sequential(u, delta, A, B, C, h0):  # mode "sequential" of scan.selective_scan
+      h = jnp.zeros((batch, channels, state), jnp.float32) if h0 is None else h0
+      return recurrences.fused_recurrence(u, delta, A, B, C, h, False, recurrences.DEFAULT_CHUNK_SIZE)
+
+    where = f"batch {batch}, L {length}, D {channels}, N {state}"
+    try:
+      got = outputs(kernel)
+    except Exception as error:  # pylint: disable=broad-except  (every failure means: don't use it)
+      first_line = (str(error).strip().splitlines() or [""])[0][:200]
+      return f"{type(error).__name__} at {where}: {first_line}"
+    expected = outputs(sequential)
+    for name, actual, wanted in zip(names, got, expected):
+      if name in ("final state", "dh0") and not with_state:
+        continue
+      actual, wanted = np.asarray(actual, np.float64), np.asarray(wanted, np.float64)
+      scale = max(float(np.max(np.abs(wanted))), 1e-30)
+      error = float(np.max(np.abs(actual - wanted))) / scale
+      if not error <= SELF_CHECK_TOLERANCE:  # NaN fails too
+        return (f"{name} differs from mode 'sequential' by {error:.1e} of its largest value "
+                f"(tolerance {SELF_CHECK_TOLERANCE:.0e}) at {where}")
+  return None

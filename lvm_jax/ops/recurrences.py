@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+DEFAULT_CHUNK_SIZE = 64  # positions a chunk (mode "chunked", and the fused loop's recompute)
+
 
 def _step(h, u_t, delta_t, B_t, C_t, A):
   """One time step. h: [batch, D, N]; u_t, delta_t: [batch, D]; B_t, C_t: [batch, N]."""

@@ -33,7 +33,11 @@ speed and memory:
 - "pallas": one fused Pallas kernel that keeps the state on chip (Triton on
   GPU, the Pallas interpreter elsewhere); see pallas_scan.py. `chunk_size`
   there is the number of positions unrolled per chunk (default 16 on GPU).
-- "auto": `resolve_scan_type(mode, L, platform)` below.
+- "auto": `resolve_scan_type(mode, L, platform)` below. On a GPU it picks
+  "pallas" only after the kernel passed a one-time self-check against
+  "sequential" (`pallas_scan.self_check`, run at the first resolution, i.e.
+  when the model is first traced); if it fails, one warning says why and
+  "auto" keeps to the XLA modes.
 
 On CPU every mode walks the batch in cache-sized tiles (`batch_tile`).
 
@@ -44,6 +48,7 @@ it back rounded would break exact continuation).
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import functools
 from typing import Optional
@@ -54,8 +59,8 @@ from absl import logging
 from jax import lax
 
 from lvm_jax import backend
-from lvm_jax.ops.recurrences import (batch_tile, fused_recurrence, over_batch_tiles,
-                                     scan_associative, scan_chunked)
+from lvm_jax.ops.recurrences import (DEFAULT_CHUNK_SIZE, batch_tile, fused_recurrence,
+                                     over_batch_tiles, scan_associative, scan_chunked)
 
 class ScanType(str, enum.Enum):
   """How the time recurrence is evaluated; the module docstring says when each wins."""
@@ -77,7 +82,6 @@ XLA_MODES = tuple(m for m in CONCRETE_MODES if m != "pallas")
 UNROLL_MAX_LENGTH = 8
 # jax-metal is reported to crash in long while loops: unroll further there.
 METAL_UNROLL_MAX_LENGTH = 16
-DEFAULT_CHUNK_SIZE = 64
 # Modes that need lax.associative_scan, which jax-metal cannot compile.
 _NEEDS_ASSOCIATIVE = (ScanType.ASSOCIATIVE, ScanType.CHUNKED)
 
@@ -87,15 +91,19 @@ def unroll_max_length(platform: Optional[str] = None) -> int:
   return METAL_UNROLL_MAX_LENGTH if backend.is_metal(_platform(platform)) else UNROLL_MAX_LENGTH
 
 
-def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> ScanType:
+def resolve_scan_type(mode, length: int, platform: Optional[str] = None, *,
+                      allow_pallas: bool = True) -> ScanType:
   """The one place that turns a requested mode, a length and a platform into the mode run.
 
+  - "auto" on GPU: "pallas", the fused kernel (Triton) that keeps the state on
+    chip, if it passed its self-check (`pallas_self_check_failure`); else as below.
   - "auto", L <= 8 (16 on Metal): "unrolled" (the reference trains at L 5).
-  - "auto" on GPU: "pallas", the fused kernel (Triton) that keeps the state on chip.
-  - "auto" beyond that: "sequential" on CPU and Metal, "chunked" on TPU
+  - "auto" beyond that: "sequential" on CPU and Metal, "chunked" on TPU and GPU
     (parallel inside a chunk, bounded memory across chunks).
   - On Metal, "associative" and "chunked" fall back to "auto" with a warning:
     jax-metal cannot compile lax.associative_scan.
+  - allow_pallas=False (a caller whose recurrence the kernel does not compute):
+    "pallas" and "auto" resolve to the XLA modes, and no self-check runs.
   """
   try:
     scan_type = ScanType(mode)
@@ -106,15 +114,52 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None) -> Scan
     logging.warning("scan mode %r needs lax.associative_scan, which jax-metal cannot compile; "
                     "using 'auto' on Metal.", scan_type.value)
     scan_type = ScanType.AUTO
+  if scan_type is ScanType.PALLAS and not allow_pallas:
+    scan_type = ScanType.AUTO
   if scan_type is not ScanType.AUTO:
     return scan_type
-  if platform in ("gpu", "cuda", "rocm"):
+  if (allow_pallas and platform in GPU_PLATFORMS and
+      pallas_self_check_failure(platform) is None):
     return ScanType.PALLAS
+  return _xla_auto(length, platform)
+
+
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+
+
+def _xla_auto(length: int, platform: str) -> ScanType:
+  """What "auto" runs when the Pallas kernel is not used."""
   if length <= unroll_max_length(platform):
     return ScanType.UNROLLED
   if platform == "cpu" or backend.is_metal(platform):
     return ScanType.SEQUENTIAL
   return ScanType.CHUNKED
+
+
+@functools.lru_cache(maxsize=None)
+def _pallas_self_check(platform: str) -> Optional[str]:
+  """pallas_scan.self_check(), once per process and platform; a failure is logged once."""
+  from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+  # In a thread of its own: the first resolution happens while a model is being traced,
+  # and JAX's trace state is per thread, so the check runs (and compares) concrete arrays.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+    failure = executor.submit(pallas_scan.self_check).result()
+  if failure is None:
+    logging.info("selective_scan: the Pallas kernel passed its self-check on %s; 'auto' uses it.",
+                 platform)
+  else:
+    logging.warning("selective_scan: the Pallas kernel failed its self-check on %s (%s); 'auto' "
+                    "uses the XLA modes instead (unrolled up to L %d, else chunked).", platform,
+                    failure, unroll_max_length(platform))
+  return failure
+
+
+def pallas_self_check_failure(platform: Optional[str] = None) -> Optional[str]:
+  """None if the Pallas kernel passed its one-time self-check on `platform`, else why not.
+
+  One check covers every length: it runs both the unrolled and the chunked paths.
+  """
+  return _pallas_self_check(_platform(platform))
 
 
 def _platform(platform: Optional[str]) -> str:

@@ -7,7 +7,10 @@
   rerank     MMR, same-article, next-gap and directional rerankers
   baselines  copy-last, mean-of-context, linear, nearest-train; CLI with their numbers
   eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
+  baselines  copy-last, mean-of-context, recency (decay fitted on train), linear,
+             nearest-train; CLI with their numbers
+  margin     the model minus the best baseline, with a paired bootstrap interval
   evaluator  RetrievalEvaluator / make_retrieval_evaluator: run(predict_fn) from the CLI
              (python -m lvm_jax.eval) or the training loop
-Nothing here imports training; `metrics` and `baselines` never import FAISS.
+Nothing here imports training; `metrics`, `baselines` and `margin` never import FAISS.
 """

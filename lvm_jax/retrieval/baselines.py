@@ -4,6 +4,8 @@
 
   copy_last        the last context vector;
   mean_of_context  the mean of the context vectors;
+  recency          a recency-weighted average of the context (weight decay^lag), the
+                   decay fitted on train windows (`fit_baselines`);
   linear           least squares fitted on train windows: ridge from the context's
                    projections on the top-`rank` principal directions of the train
                    chunks to the target's, plus a fitted share of the context mean's
@@ -21,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import flags
@@ -33,6 +35,12 @@ from lvm_jax.data.sequences import read_sequence_set
 from lvm_jax.retrieval import metrics as metrics_lib
 
 TRAIN_SAMPLE = 1000  # train windows scored for "linear_on_train"
+RECENCY_DECAYS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # 0: copy-last, 1: mean
+FIT_QUERIES = 2000  # train windows whose Contain@50 excl. picks the decay (ranked among all)
+FIT_K = 50
+FIT_WINDOWS = 30_000  # train windows fitted on at most (a fixed sample beyond)
+LINEAR_RANK = 32
+FITTED_ROWS = ("recency", "linear")
 
 
 def copy_last(contexts: np.ndarray) -> np.ndarray:
@@ -43,6 +51,39 @@ def copy_last(contexts: np.ndarray) -> np.ndarray:
 def mean_of_context(contexts: np.ndarray) -> np.ndarray:
   """[n, L, dim] -> [n, dim]."""
   return contexts.mean(axis=1)
+
+
+def recency(contexts: np.ndarray, decay: float) -> np.ndarray:
+  """[n, L, dim] -> [n, dim]: sum_s decay^(L-1-s) x_s / sum_s decay^(L-1-s).
+
+  The last position of models.model.recency_average (the skip path's base), in numpy.
+  """
+  lag = np.arange(contexts.shape[1] - 1, -1, -1)
+  weights = np.power(float(decay), lag)  # 0**0 == 1: decay 0 is copy-last
+  weights = (weights / weights.sum()).astype(np.float32)
+  return np.einsum("s,nsd->nd", weights, np.asarray(contexts, np.float32))
+
+
+def fit_recency_decay(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
+                      decays: Sequence[float] = RECENCY_DECAYS, queries: int = FIT_QUERIES,
+                      seed: int = 0) -> Tuple[float, Dict[float, float]]:
+  """The decay with the best Contain@50 (context excluded) on train windows.
+
+  contexts [N, L, dim], targets [N, dim], target_ids [N] of the TRAIN windows only: a
+  fixed sample of `queries` windows is ranked among all N train targets. Returns the
+  decay and {decay: Contain@50 excl.} (ties go to the smaller decay).
+  """
+  count = contexts.shape[0]
+  sample = np.sort(np.random.default_rng(seed).permutation(count)[:min(queries, count)])
+  scores = {}
+  for decay in decays:
+    _, ranks_excl = metrics_lib.proxy_ranks(recency(contexts[sample], decay), targets,
+                                            target_ids=target_ids,
+                                            context_length=contexts.shape[1],
+                                            query_indices=sample)
+    scores[float(decay)] = float(np.mean(ranks_excl < FIT_K))
+  best = max(scores, key=lambda d: (scores[d], -d))
+  return best, scores
 
 
 @dataclasses.dataclass
@@ -84,6 +125,49 @@ def fit_linear_predictor(contexts: np.ndarray, targets: np.ndarray, *, rank: int
   return predictor
 
 
+@dataclasses.dataclass
+class FittedBaselines:
+  """recency (its fitted decay) and linear, fitted on train windows; `predictors()` gives
+  {row name: contexts [n, L, dim] -> [n, dim] float32}."""
+  decay: float
+  decay_scores: Dict[float, float]
+  linear: LinearPredictor
+  train_windows: int
+  source: str = ""
+
+  def predictors(self) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    return {"recency": lambda contexts: recency(contexts, self.decay),
+            "linear": lambda contexts: self.linear.predict(contexts).astype(np.float32)}
+
+  def describe(self) -> Dict[str, Dict]:
+    """What each fitted row was fitted on, for the reports (JSON-ready)."""
+    fitted_on = {"train_windows": self.train_windows, "source": self.source}
+    return {"recency": {"decay": self.decay, "fit_metric": f"Contain@{FIT_K} excl. on train",
+                        "decay_scores": {f"{d:g}": v for d, v in self.decay_scores.items()},
+                        **fitted_on},
+            "linear": {"rank": int(self.linear.basis.shape[1]), **fitted_on}}
+
+
+def fit_baselines(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
+                  source: str = "", rank: int = LINEAR_RANK) -> FittedBaselines:
+  """Fits recency's decay and the linear predictor on train windows (never eval windows)."""
+  decay, scores = fit_recency_decay(contexts, targets, target_ids)
+  linear = fit_linear_predictor(contexts, targets, rank=rank)
+  return FittedBaselines(decay, scores, linear, int(contexts.shape[0]), source)
+
+
+def fit_baselines_on_set(train_set, max_windows: int = FIT_WINDOWS,
+                         rank: int = LINEAR_RANK) -> FittedBaselines:
+  """fit_baselines on a SequenceSet (the run's train set): every window, or a fixed sample of
+  max_windows of them on large sets (memory is [max_windows, L, dim])."""
+  count = train_set.num_sequences
+  chosen = np.arange(count) if count <= max_windows else np.sort(
+      np.random.default_rng(0).permutation(count)[:max_windows])
+  contexts, targets, target_ids = train_set.batch(chosen)
+  return fit_baselines(np.asarray(contexts), np.asarray(targets), np.asarray(target_ids),
+                       source=train_set.source, rank=rank)
+
+
 def nearest_train_neighbour(train_contexts: np.ndarray, train_targets: np.ndarray,
                             contexts: np.ndarray) -> np.ndarray:
   """The target of the train window whose (flattened, unit) context is most similar."""
@@ -119,9 +203,11 @@ def baseline_report(payload: Payload, train_rows: np.ndarray, eval_rows: np.ndar
   train_contexts, train_targets = vectors[train_rows[:, :-1]], vectors[train_rows[:, -1]]
   eval_contexts = vectors[eval_rows[:, :-1]]
   linear = fit_linear_predictor(train_contexts, train_targets, rank=rank)
+  decay, _ = fit_recency_decay(train_contexts, train_targets, train_rows[:, -1])
   predictions = {
       "copy_last": copy_last(eval_contexts),
       "mean_of_context": mean_of_context(eval_contexts),
+      "recency": recency(eval_contexts, decay),
       "linear": linear.predict(eval_contexts),
       "nearest_train": nearest_train_neighbour(train_contexts, train_targets, eval_contexts),
   }
@@ -134,6 +220,7 @@ def baseline_report(payload: Payload, train_rows: np.ndarray, eval_rows: np.ndar
                                                 train_rows[sample], vectors)
   if noise_free is not None:
     report["noise_free"] = score_predictions(noise_free, eval_rows, vectors)
+  report["recency"]["decay"] = decay
   report["_sizes"] = {"payload_rows": payload.num_rows, "train_windows": int(train_rows.shape[0]),
                       "eval_windows": int(eval_rows.shape[0]), "dim": payload.vector_dim}
   return report
@@ -166,6 +253,8 @@ def format_report(report: Dict[str, Dict[str, float]]) -> str:
   for name, values in report.items():
     if name.startswith("_"):
       continue
+    if "decay" in values:
+      name = f"{name} (decay {values['decay']:g})"
     lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
   return "\n".join(lines)
 

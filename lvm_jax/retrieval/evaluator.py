@@ -24,6 +24,7 @@ from lvm_jax.data.eval_sets import EvalSet, read_eval_set
 from lvm_jax.data.payload import Payload, payload_rows_for_keys, read_payload
 from lvm_jax.retrieval import baselines
 from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval import metrics as metrics_lib
 from lvm_jax.retrieval import rerank, search
 # EvalOptions, Gates, VIEWS and the input checks live in eval_inputs; the CLI and the report
@@ -55,17 +56,32 @@ def scalars(result: Dict[str, Any], row: str = "model") -> Dict[str, float]:
   return out
 
 
+def margin_scalars(margins: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:
+  """{view: {metric: interval}} -> flat r5_margin, r5_margin_low, r5_margin_high, r5_excl_margin..."""
+  out = {}
+  for view, suffix in (("all", ""), ("excl", "_excl")):
+    for metric, interval in margins[view].items():
+      name = SCALAR_NAMES[metric] + suffix + "_margin"
+      out.update({name: interval["margin"], name + "_low": interval["low"],
+                  name + "_high": interval["high"]})
+  return out
+
+
 class RetrievalEvaluator:
   """`run(predict_fn)` judges predictions of the eval set's next chunks against the payload.
 
   predict_fn maps contexts [batch, L, dim] to predictions [batch, dim] (numpy or jax);
   it is always called with `options.batch_size` contexts (the last batch zero-padded),
   so a jitted function compiles once. The baselines' rows do not depend on it and
-  are computed on the first run only.
+  are computed on the first run only: oracle, copy_last, mean_of_context, and, when
+  `fitted` (baselines.FittedBaselines, fitted on train windows) is given, recency and
+  linear. The report's "margin" is the model minus the best of them per metric, with a
+  paired bootstrap interval (retrieval.margin).
   """
 
   def __init__(self, eval_set: EvalSet, payload: Payload, index: Any,
-               options: EvalOptions):
+               options: EvalOptions, fitted: Optional[baselines.FittedBaselines] = None):
+    self.fitted = fitted
     options.validate(payload.num_rows)
     self.options = options
     self.provenance_mismatches = check_provenance(eval_set, payload,
@@ -91,6 +107,7 @@ class RetrievalEvaluator:
                         options.nprobe, ivf_cells, ivf_cells)
       index_lib.set_nprobe(index, options.nprobe)
     self._baseline_views: Optional[Dict[str, Dict[str, Dict]]] = None
+    self._baseline_hits: Dict[str, Dict[str, Dict[str, np.ndarray]]] = {v: {} for v in VIEWS}
 
   # -------------------------------------------------------------------------- predictions
 
@@ -130,16 +147,31 @@ class RetrievalEvaluator:
                                             self.truth_rows),
             "mean_cosine": metrics_lib.mean_cosine(queries, self.targets), "batched_qps": qps}
 
+  def _hits(self, candidates: tuple, ranked=None) -> Dict[str, np.ndarray]:
+    """Per-query 0/1 hits [n] of the margin's metrics (the same rules as retrieval_metrics)."""
+    rows = candidates[1]
+    contain = metrics_lib.truth_positions(rows, self.truth_rows)
+    rank = metrics_lib.truth_positions(rows if ranked is None else ranked, self.truth_rows)
+    return {"R@1": rank < 1, "R@5": rank < 5, "Contain@50": contain < 50}
+
   def _baseline_rows(self) -> Dict[str, Dict[str, Dict]]:
-    """oracle, copy_last and mean_of_context rows per view (computed once)."""
+    """oracle, copy_last, mean_of_context (and recency, linear when fitted) rows per view
+    (computed once)."""
     if self._baseline_views is None:
       queries = {"oracle": self.targets, "copy_last": baselines.copy_last(self.contexts),
                  "mean_of_context": baselines.mean_of_context(self.contexts)}
+      if self.fitted is not None:
+        queries.update({name: predict(self.contexts)
+                        for name, predict in self.fitted.predictors().items()})
       views = {view: {} for view in VIEWS}
       for name, query in queries.items():
         query = metrics_lib.unit_rows(query)
         for view, candidates in self._candidates(query).items():
           views[view][name] = self._row(name, query, candidates)
+          self._baseline_hits[view][name] = self._hits(candidates)
+      if self.fitted is not None:
+        for view in VIEWS:
+          views[view]["recency"]["decay"] = self.fitted.decay
       misses = self._duplicate_misses()
       for view in VIEWS:
         views[view]["oracle"]["exact_duplicate_misses"] = misses
@@ -179,10 +211,12 @@ class RetrievalEvaluator:
                  index_lib.search_knobs(self.index) or "exact")
     fixed = self._baseline_rows()
     model_candidates = self._candidates(queries)
-    views = {}
+    views, margins = {}, {}
     for view in VIEWS:
       rows = {name: dict(row) for name, row in fixed[view].items()}
       rows["model"] = self._row("model", queries, model_candidates[view])
+      margins[view] = margin_lib.margin_over_baselines(
+          {**self._baseline_hits[view], "model": self._hits(model_candidates[view])})
       scores, candidates, _ = model_candidates[view]
       for name, ranked in self._reranked(scores, candidates, queries,
                                          self.contexts[:, -1]).items():
@@ -211,20 +245,26 @@ class RetrievalEvaluator:
             "gate_results": options.gates.check(gated), "index_recall": recall,
             "inference_ms_per_sequence": inference_ms, "alignment": self.alignment,
             "provenance_mismatches": self.provenance_mismatches,
-            "n_samples": int(len(predictions)), "predictions": predictions}
+            "n_samples": int(len(predictions)), "predictions": predictions, "margin": margins,
+            "fitted_baselines": None if self.fitted is None else self.fitted.describe()}
 
   def run(self, predict_fn: Callable) -> Dict[str, float]:
-    """The model's metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, cosine, ...)."""
-    return scalars(self.report(predict_fn))
+    """The model's metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, cosine, ...),
+    and the margins over the best baseline (r5_excl_margin, r5_excl_margin_low, ...)."""
+    result = self.report(predict_fn)
+    return {**scalars(result), **margin_scalars(result["margin"])}
 
   def baseline_scalars(self) -> Dict[str, Dict[str, float]]:
-    """{copy_last | mean_of_context | oracle: flat scalars}, the numbers a model must beat."""
+    """{oracle | copy_last | mean_of_context [| recency | linear]: flat scalars}, the numbers a
+    model must beat (recency's carries its decay)."""
     views = self._baseline_rows()
     out = {}
     for name in views["all"]:
       out[name] = {SCALAR_NAMES[key] + suffix: views[view][name][key]
                    for view, suffix in (("all", ""), ("excl", "_excl")) for key in SCALAR_NAMES}
       out[name]["cosine"] = views["all"][name]["mean_cosine"]
+      if "decay" in views["all"][name]:
+        out[name]["decay"] = views["all"][name]["decay"]
     return out
 
   def _duplicate_misses(self) -> int:
@@ -255,11 +295,14 @@ def load_eval_set(path: str, payload: Payload) -> EvalSet:
 
 
 def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
-                             index_path: Optional[str] = None, **options) -> RetrievalEvaluator:
+                             index_path: Optional[str] = None, *,
+                             fitted: Optional[baselines.FittedBaselines] = None,
+                             **options) -> RetrievalEvaluator:
   """Loads the eval set, payload and index once; `run(predict_fn)` is then cheap to repeat.
 
-  Without an index path, builds the kind index.choose_index_kind picks for the payload. `options` are EvalOptions fields; the defaults here suit the training
-  loop (no latency timing, no index recall, no rerankers): pass latency_queries=1000 etc.
+  Without an index path, builds the kind retrieval.index.choose_index_kind picks (exact
+  Flat for small payloads, the default kind beyond). `options` are EvalOptions fields; the
+  defaults here suit the training loop (no latency timing, no index recall, no rerankers): pass latency_queries=1000 etc.
   for the CLI's full report.
   """
   known = {f.name for f in dataclasses.fields(EvalOptions)}
@@ -276,4 +319,4 @@ def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
     kind = index_lib.choose_index_kind(payload.num_rows)
     logging.info("No index given: building %s over %d payload rows", kind, payload.num_rows)
     index = index_lib.build_index(payload.vectors, kind=kind)
-  return RetrievalEvaluator(eval_set, payload, index, EvalOptions(**settings))
+  return RetrievalEvaluator(eval_set, payload, index, EvalOptions(**settings), fitted=fitted)

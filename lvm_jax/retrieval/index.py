@@ -9,15 +9,22 @@ Vectors are unit norm, so inner product is cosine. Kinds:
   ivf_sq8_refine  ivf_sq8 whose k_factor·k best candidates are re-scored exactly
             against a float copy of the payload: the 8-bit codes only shortlist, so
             recall is IVF-Flat's at the same nprobe, for about SQ8's scan cost (the
-            file holds both: ~1.25x IVF-Flat's bytes). The default (DEFAULT_KIND) for
-            large payloads: the fastest kind that meets P95 <= 1.45 ms at recall@50
-            >= 0.98 on 584k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json);
-  ivf_fp16  the lists in 16-bit floats: half IVF-Flat's bytes and nearly its recall,
-            a close second there;
-  hnsw      a graph index (M links a node), no training.
+            file holds both: ~1.25x IVF-Flat's bytes);
+  ivf_pqfs_refine  the lists as 4-bit product-quantised codes (dim/4 sub-vectors
+            of 4 dims, 96 bytes a 768-d row) scanned with FAISS's fast-scan kernels
+            (lookup tables held in SIMD registers), and the k_factor·k best re-scored
+            exactly against a float copy: the scan is ~30x fewer bytes than IVF-Flat's
+            and compute-light, so the cell search costs little and the coarse
+            quantizer and the re-scoring dominate. The default (DEFAULT_KIND) for large
+            payloads: the fastest per-query P95, as a ratio to IVF-Flat nprobe 64, at
+            recall@50 >= 0.99 (benchmarks/results/x86_64-2cpu/eval_bench.json);
+  ivf_fp16  the lists in 16-bit floats: half IVF-Flat's bytes and nearly its recall;
+  hnsw      a graph index (M links a node), no training; slow to build at 585k x 768
+            on two cores.
 
 Search-time knobs live in the index file (FAISS writes them): nprobe (IVF kinds,
-KIND_NPROBE when built; set_nprobe) and k_factor (ivf_sq8_refine; set_k_factor).
+KIND_NPROBE when built; set_nprobe) and k_factor (the *_refine kinds, KIND_K_FACTOR;
+set_k_factor). choose_index_kind(rows) is the one rule for which kind to build.
 """
 
 from __future__ import annotations
@@ -33,20 +40,24 @@ from absl import logging
 from lvm_jax import atomic
 from lvm_jax.data.errors import data_error
 
-INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16", "hnsw")
-IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_fp16")
-DEFAULT_KIND = "ivf_sq8_refine"  # what choose_index_kind picks for large payloads
-AUTO = "auto"  # a kind argument meaning choose_index_kind(rows)
+INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp16",
+               "hnsw")
+IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp16")
+REFINE_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine")
+DEFAULT_KIND = "ivf_pqfs_refine"  # what choose_index_kind picks for large payloads
 FLAT_MAX_ROWS = 50_000  # below this many rows exact Flat search is fast enough and needs no training
+AUTO = "auto"  # a kind argument meaning choose_index_kind(rows)
 INDEX_FILE = "payload.faiss"  # the index beside a data directory's sets
 DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
-# nprobe set at build time, per kind: at the default nlist the exact-rescored kinds reach
-# recall@50 >= 0.98 at 32 cells (benchmarks/results/x86_64-2cpu/eval_bench.json).
-KIND_NPROBE = {"ivf_flat": DEFAULT_NPROBE, "ivf_sq8": DEFAULT_NPROBE, "ivf_sq8_refine": 32,
-               "ivf_fp16": 32}
-REFINE_K_FACTOR = 2.0  # ivf_sq8_refine re-scores this many times k shortlisted candidates
+# nprobe and k_factor set at build time, per kind: the settings that reach recall@50 >= 0.99
+# at the default nlist on 585k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json).
+KIND_NPROBE = {"ivf_flat": DEFAULT_NPROBE, "ivf_sq8": DEFAULT_NPROBE, "ivf_sq8_refine": 48,
+               "ivf_pqfs_refine": 48, "ivf_fp16": 48}
+KIND_K_FACTOR = {"ivf_sq8_refine": 2.0, "ivf_pqfs_refine": 4.0}
+PQ_DIMS_PER_CODE = 4  # ivf_pqfs_refine: dims a 4-bit sub-quantizer codes (dim must divide by it)
 TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
 HNSW_LINKS = 32
+HNSW_EF_SEARCH = 128  # hnsw: candidates kept while walking the graph (set when built; set_ef_search)
 CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mapping
 
 
@@ -100,6 +111,7 @@ def build_index(vectors: np.ndarray, kind: str = AUTO, nlist: Optional[int] = No
     index = faiss.IndexFlatIP(dim)
   elif kind == "hnsw":
     index = faiss.IndexHNSWFlat(dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
   else:
     nlist = default_nlist(num_vectors) if nlist is None else int(nlist)
     if not 1 <= nlist <= num_vectors:
@@ -126,11 +138,20 @@ def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
     raise ValueError(f"index kind {kind!r} is not an IVF kind {IVF_KINDS}.")
   if kind == "ivf_flat":
     return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+  if kind == "ivf_pqfs_refine":
+    if dim % PQ_DIMS_PER_CODE:
+      raise ValueError(f"ivf_pqfs_refine: vector dim {dim} does not divide into sub-vectors of "
+                       f"{PQ_DIMS_PER_CODE}; use ivf_sq8_refine for this payload.")
+    lists = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim // PQ_DIMS_PER_CODE, 4,
+                                     faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexRefineFlat(lists)
+    index.k_factor = KIND_K_FACTOR[kind]
+    return index
   codes = faiss.ScalarQuantizer.QT_fp16 if kind == "ivf_fp16" else faiss.ScalarQuantizer.QT_8bit
   index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, codes, faiss.METRIC_INNER_PRODUCT)
   if kind == "ivf_sq8_refine":
     index = faiss.IndexRefineFlat(index)  # the flat copy takes the base's metric (IP)
-    index.k_factor = REFINE_K_FACTOR
+    index.k_factor = KIND_K_FACTOR[kind]
   return index
 
 
@@ -143,7 +164,7 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
 
 
 def set_k_factor(index: faiss.Index, k_factor: float) -> None:
-  """Shortlist size, as a multiple of k, re-scored exactly (ivf_sq8_refine; others ignore it)."""
+  """Shortlist size, as a multiple of k, re-scored exactly (REFINE_KINDS; others ignore it)."""
   faiss = _faiss()
   if k_factor < 1:
     raise ValueError(f"k_factor={k_factor}: must be at least 1 (the shortlist holds k_factor·k "
@@ -153,10 +174,22 @@ def set_k_factor(index: faiss.Index, k_factor: float) -> None:
     refine.k_factor = float(k_factor)
 
 
+def set_ef_search(index: faiss.Index, ef_search: int) -> None:
+  """Graph candidates kept a query (hnsw; other kinds ignore it): recall against time."""
+  faiss = _faiss()
+  graph = faiss.downcast_index(index)
+  if isinstance(graph, faiss.IndexHNSW):
+    graph.hnsw.efSearch = int(ef_search)
+
+
 def search_knobs(index: faiss.Index) -> dict:
-  """The search-time settings an index holds: {"nprobe": .., "k_factor": ..}, those that apply."""
+  """The search-time settings an index holds: {"nprobe": .., "k_factor": ..}, those that apply
+  ("ef_search" for hnsw)."""
   faiss = _faiss()
   knobs = {}
+  graph = faiss.downcast_index(index)
+  if isinstance(graph, faiss.IndexHNSW):
+    knobs["ef_search"] = int(graph.hnsw.efSearch)
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
     knobs["nprobe"] = int(ivf.nprobe)
@@ -178,6 +211,8 @@ def index_kind(index: faiss.Index) -> str:
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
     lists = faiss.downcast_index(ivf)
+    if isinstance(lists, faiss.IndexIVFPQFastScan):
+      return "ivf_pqfs_refine"
     if not isinstance(lists, faiss.IndexIVFScalarQuantizer):
       return "ivf_flat"
     if lists.sq.qtype == faiss.ScalarQuantizer.QT_fp16:

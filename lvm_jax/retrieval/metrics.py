@@ -72,6 +72,38 @@ def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int], suffix: str = "") ->
   return {f"r{k}{suffix}": float(np.mean(ranks < k)) for k in ks}
 
 
+def proxy_ranks(predictions, targets, *, target_ids=None, context_length: Optional[int] = None,
+                query_indices=None, block: int = 1024):
+  """0-based rank [q] of each prediction's own target among all the set's targets, and the
+  same with each window's own context chunks excluded (None without target_ids).
+
+  predictions [q, dim] are for the windows query_indices [q] (default: every window, q = N);
+  targets [N, dim]; target_ids [N] as in rank_metrics.
+  """
+  predictions = np.asarray(predictions, np.float32)
+  targets = np.asarray(targets, np.float32)
+  truth = (np.arange(len(targets)) if query_indices is None
+           else np.asarray(query_indices, np.int64))
+  if (predictions.ndim != 2 or targets.ndim != 2 or predictions.shape[1] != targets.shape[1]
+      or len(truth) != len(predictions)):
+    raise ValueError(f"predictions {predictions.shape} and targets {targets.shape} must both be "
+                     f"[N, dim], one prediction per window of query_indices ({len(truth)}).")
+  if target_ids is None:
+    return exact_ranks(predictions, truth, targets, block=block), None
+  ids = np.asarray(target_ids, np.int64)
+  ranks, ranks_excl = np.empty(len(truth), np.int64), np.empty(len(truth), np.int64)
+  for start in range(0, len(truth), block):
+    rows = slice(start, min(start + block, len(truth)))
+    scores = predictions[rows] @ targets.T  # [b, N]
+    true = scores[np.arange(scores.shape[0]), truth[rows]]
+    better = scores > true[:, None]
+    offset = ids[truth[rows], None] - ids[None, :]
+    is_context = (offset >= 1) & (offset <= context_length)
+    ranks[rows] = better.sum(axis=1)
+    ranks_excl[rows] = (better & ~is_context).sum(axis=1)
+  return ranks, ranks_excl
+
+
 def rank_metrics(predictions, targets, *, ks: Sequence[int] = (1, 5), target_ids=None,
                  context_length: Optional[int] = None, block: int = 1024) -> Dict[str, float]:
   """The in-training validation proxy: mean cosine, and R@k of each prediction's own target
@@ -89,21 +121,12 @@ def rank_metrics(predictions, targets, *, ks: Sequence[int] = (1, 5), target_ids
     raise ValueError(f"predictions {predictions.shape} and targets {targets.shape} must both be "
                      "[N, dim].")
   result = {"cosine": mean_cosine(predictions, targets)}
-  if target_ids is None:
-    ranks = exact_ranks(predictions, np.arange(len(targets)), targets, block=block)
-    return {**result, **recall_from_ranks(ranks, ks)}
-  ids = np.asarray(target_ids, np.int64)
-  ranks, ranks_excl = np.empty(len(ids), np.int64), np.empty(len(ids), np.int64)
-  for start in range(0, len(ids), block):
-    rows = slice(start, min(start + block, len(ids)))
-    scores = predictions[rows] @ targets.T  # [b, N]
-    true = scores[np.arange(scores.shape[0]), np.arange(len(ids))[rows]]
-    better = scores > true[:, None]
-    offset = ids[rows, None] - ids[None, :]
-    is_context = (offset >= 1) & (offset <= context_length)
-    ranks[rows] = better.sum(axis=1)
-    ranks_excl[rows] = (better & ~is_context).sum(axis=1)
-  return {**result, **recall_from_ranks(ranks, ks), **recall_from_ranks(ranks_excl, ks, "_excl")}
+  ranks, ranks_excl = proxy_ranks(predictions, targets, target_ids=target_ids,
+                                  context_length=context_length, block=block)
+  result.update(recall_from_ranks(ranks, ks))
+  if ranks_excl is not None:
+    result.update(recall_from_ranks(ranks_excl, ks, "_excl"))
+  return result
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

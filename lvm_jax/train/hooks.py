@@ -86,6 +86,12 @@ def early_stopping_from(history: History, metric: str, mode: str,
   return stopper
 
 
+def should_stop(stopper: early_stopping.EarlyStopping) -> bool:
+  """Process 0's early-stopping decision, on every process: all stop at the same epoch even
+  where their metrics differ (a process that stopped alone would leave the rest waiting)."""
+  return multihost.agree(bool(stopper.should_stop), "early stopping")
+
+
 def update_early_stopping(stopper: early_stopping.EarlyStopping, value: float,
                           mode: str) -> early_stopping.EarlyStopping:
   return stopper.update(_minimised(value, mode))
@@ -96,9 +102,10 @@ def _minimised(value: float, mode: str) -> float:
 
 
 class SmokeGate:
-  """The reference's epoch-N gate (val_cosine >= 0.50 at epoch 2), reported PASSED / MISSED."""
+  """An epoch-N gate (the reference's was val_cosine >= 0.50 at epoch 2; the default config's
+  is val_r5_excl_margin >= 0: not behind the best baseline), reported PASSED / MISSED."""
 
-  def __init__(self, epoch: int, minimum: float, metric: str = "val_cosine"):
+  def __init__(self, epoch: int, minimum: float, metric: str = "val_r5_excl_margin"):
     self.epoch, self.minimum, self.metric = epoch, minimum, metric
     self.passed: Optional[bool] = None
 
@@ -106,8 +113,12 @@ class SmokeGate:
     if epoch != self.epoch or self.metric not in metrics:
       return None
     self.passed = metrics[self.metric] >= self.minimum
-    logging.info("Epoch-%d smoke gate %s >= %.2f: %s (%.4f)", epoch, self.metric, self.minimum,
-                 "PASSED" if self.passed else "MISSED", metrics[self.metric])
+    interval = ""
+    if self.metric + "_low" in metrics:
+      interval = (f", 95% interval [{metrics[self.metric + '_low']:+.4f}, "
+                  f"{metrics[self.metric + '_high']:+.4f}]")
+    logging.info("Epoch-%d smoke gate %s >= %.2f: %s (%.4f%s)", epoch, self.metric, self.minimum,
+                 "PASSED" if self.passed else "MISSED", metrics[self.metric], interval)
     return self.passed
 
 

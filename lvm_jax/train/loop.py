@@ -22,6 +22,7 @@ from lvm_jax import models as models_lib
 from lvm_jax import checkpoint, config_checks, multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.train.training_sets import load_training_sets
+from lvm_jax.retrieval import baselines as baselines_lib
 from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.evaluators import RetrievalEvaluation, ValidationEvaluator
@@ -33,11 +34,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(metrics: Dict[str, float], step: int, workdir: Workdir) -> None:
+  """Process 0 decides (multihost.agree), so every process stops at the same step."""
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-  if bad:
+  if multihost.agree(bool(bad), f"a non-finite metric at step {step}"):
     raise NonFiniteLossError(
-        f"non-finite training metrics {bad} at step {step}; stopped. The last good checkpoint in "
-        f"{workdir.checkpoints} is untouched: lower train.learning_rate or check the data for NaN.")
+        f"non-finite training metrics {bad or '(on process 0)'} at step {step}; stopped. The "
+        f"last good checkpoint in {workdir.checkpoints} is untouched: lower "
+        "train.learning_rate or check the data for NaN.")
 
 
 def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, first_step: int,
@@ -50,8 +53,9 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
 
   def fetch(step: int) -> Dict[str, float]:
     fetched = [parallel.first(m) for m in pending]
+    check_finite({k: v for metrics in fetched for k, v in metrics.items()
+                  if not math.isfinite(v)}, step, workdir)
     for metrics in fetched:
-      check_finite(metrics, step, workdir)
       for k, v in metrics.items():
         sums[k] = sums.get(k, 0.0) + v
     pending.clear()
@@ -128,14 +132,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
                pipeline.sequences_per_step, num_devices, config.train.accum_steps,
                config.train.batch_size, pipeline.dropped_per_epoch)
 
-  validation = ValidationEvaluator(sets.val, config, state.apply_fn)
+  fitted = baselines_lib.fit_baselines_on_set(sets.train)
+  logging.info("Baselines fitted on %d train windows: recency decay %g (Contain@50 excl. on "
+               "train by decay: %s), linear rank %d", fitted.train_windows, fitted.decay,
+               fitted.decay_scores, fitted.linear.basis.shape[1])
+  validation = ValidationEvaluator(sets.val, config, state.apply_fn, fitted=fitted)
   reference = validation.baselines()
   hooks.write_baselines(workdir.baselines, reference)
-  baseline_note = ", ".join(f"{name} {m['cosine']:.4f} / R@5 {m['r5']:.4f} / R@5 excl. "
-                            f"{m['r5_excl']:.4f}" for name, m in reference.items())
+  baseline_note = ", ".join(
+      f"{name}{' (decay %g)' % m['decay'] if 'decay' in m else ''} {m['cosine']:.4f} / R@5 "
+      f"{m['r5']:.4f} / R@5 excl. {m['r5_excl']:.4f}" for name, m in reference.items())
   logging.info("Validation baselines (cosine / R@5 / R@5 context excluded): %s", baseline_note)
   retrieval = RetrievalEvaluation(config, state.apply_fn, eval_path=sets.eval_path,
-                                  payload_path=sets.payload_path)
+                                  payload_path=sets.payload_path, fitted=fitted)
   if retrieval.enabled:
     retrieval_reference = retrieval.baselines()
     hooks.write_baselines(workdir.retrieval_baselines, retrieval_reference)
@@ -150,11 +159,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   schedule = step_lib.learning_rate_schedule(config, total_steps)
   metric, mode = config.train.best_metric, config.train.best_mode
   stopper = hooks.early_stopping_from(history, metric, mode, config.train.early_stopping_patience)
-  gate = hooks.SmokeGate(config.train.smoke_gate_epoch, config.train.smoke_gate_val_cosine)
+  gate = hooks.SmokeGate(config.train.smoke_gate_epoch, config.train.smoke_gate_minimum,
+                        config.train.smoke_gate_metric)
   summary = {"stopped_early": False}
   try:
     for epoch in range(start_step // steps_per_epoch, config.train.num_epochs):
-      if stopper.should_stop:
+      if hooks.should_stop(stopper):
         summary["stopped_early"] = True
         break
       first_step = start_step % steps_per_epoch if epoch == start_step // steps_per_epoch else 0
@@ -178,6 +188,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
                    " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
       logging.info("epoch %d: val_cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
                    epoch + 1, val["val_cosine"], val["val_r5"], val["val_r5_excl"], baseline_note)
+      logging.info("epoch %d: margin over the best baseline, R@5 excl. %+.4f [%+.4f, %+.4f], "
+                   "R@50 excl. %+.4f [%+.4f, %+.4f] (95%% paired bootstrap)", epoch + 1,
+                   *(val[f"val_{name}_excl_margin{part}"] for name in ("r5", "r50")
+                     for part in ("", "_low", "_high")))
       writer.scalars("val", val, step)
       writer.flush()
       checkpointer.save(host_state, entry)

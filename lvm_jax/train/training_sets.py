@@ -53,7 +53,9 @@ def load_training_sets(config: ml_collections.ConfigDict, data_dir: str) -> Trai
                        "train_path too, or clear all three to use the synthetic corpus.")
     # Process 0 writes the corpus while the others wait; they then reuse its files.
     paths = multihost.on_process_zero("synthetic corpus",
-                                      lambda: synthetic_paths(config, data_dir))
+                                      lambda: synthetic_paths(config, data_dir),
+                                      expected_s=synthetic.expected_seconds(
+                                          **config.data.synthetic.to_dict()))
     paths = paths or synthetic_paths(config, data_dir)
     train_path, val_path, payload_path = paths["train_rows"], paths["val_rows"], paths["payload"]
     eval_path = paths["eval"]
