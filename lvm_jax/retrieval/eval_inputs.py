@@ -17,6 +17,7 @@ from lvm_jax.data import provenance as provenance_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.eval_sets import EvalSet
 from lvm_jax.data.payload import Payload, payload_rows_for_keys
+from lvm_jax.retrieval import metrics as metrics_lib
 
 VIEWS = ("all", "excl")
 VIEW_TITLES = {"all": "all candidates", "excl": "context excluded"}
