@@ -239,7 +239,7 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
              f"{path}")
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build it with python -m "
-                     "lvm_jax.corpus.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
+                     f"lvm_jax.eval.build_index --payload PAYLOAD --out {path}")
   if os.path.isdir(path):
     raise data_error(path, "(file)", "is a directory, not a FAISS index file",
                      "pass the index file itself (e.g. DIR/payload.faiss)")
