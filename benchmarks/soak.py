@@ -1,4 +1,4 @@
-"""Kill soak: SIGKILL a training run N times at seeded random moments; it must end as if never killed.
+"""Kill soak: SIGKILL a training run N times at seeded moments; it must end as if never killed.
 
   python -m benchmarks.soak --kills 30 --seed 0 --workdir /tmp/soak
 

@@ -96,7 +96,8 @@ def step() -> None:
   from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import parallel  # pylint: disable=g-import-not-at-top
   mesh = Mesh(np.array(jax.devices()), ("batch",))
-  replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  split = NamedSharding(mesh, PartitionSpec("batch"))
   rng = np.random.default_rng(0)
   shapes = {"embed": (32, 16), "mix": (32, 32), "bias": (16,), "scale": (7,)}
   params = {name: jax.device_put(rng.standard_normal(shape).astype(np.float32), replicated)

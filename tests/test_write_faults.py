@@ -122,7 +122,19 @@ def test_eval_json_write_keeps_the_previous_report(eval_workdir, tmp_path, monke
   assert eval_cli.main(argv) == 0
 
 
-def test_cli_exits_3_for_the_environment_and_2_for_bad_input(capsys):
+@pytest.fixture
+def parsed_flags():
+  """--verbose at its default, as after app.run's parsing."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  was_parsed = flags.FLAGS.is_parsed()
+  if not was_parsed:
+    flags.FLAGS.mark_as_parsed()
+  yield
+  if not was_parsed:
+    flags.FLAGS.unparse_flags()
+
+
+def test_cli_exits_3_for_the_environment_and_2_for_bad_input(capsys, parsed_flags):
   @cli.exits_cleanly_on_user_errors
   def full_disk(argv):
     raise cli.write_failed("/data/x.json", FULL)

@@ -52,8 +52,8 @@ DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
 # nprobe and k_factor set at build time, per kind: the settings that reach recall@50 >= 0.99
 # at the default nlist on 585k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json).
 KIND_NPROBE = {"ivf_flat": DEFAULT_NPROBE, "ivf_sq8": DEFAULT_NPROBE, "ivf_sq8_refine": 48,
-               "ivf_pqfs_refine": 48, "ivf_fp16": 48}
-KIND_K_FACTOR = {"ivf_sq8_refine": 2.0, "ivf_pqfs_refine": 4.0}
+               "ivf_pqfs_refine": 64, "ivf_fp16": 48}
+KIND_K_FACTOR = {"ivf_sq8_refine": 2.0, "ivf_pqfs_refine": 16.0}
 PQ_DIMS_PER_CODE = 4  # ivf_pqfs_refine: dims a 4-bit sub-quantizer codes (dim must divide by it)
 TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
 HNSW_LINKS = 32

@@ -120,9 +120,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
       best_metric=config.train.best_metric, best_mode=config.train.best_mode)
   history = hooks.History(workdir)
   restored = checkpointer.restore_latest(state)
+  # Epochs recorded after the restored step (or, with no checkpoint yet, any: a run killed
+  # between its first history write and its first save) are redone.
+  history.truncate_to(int(restored.step) if restored is not None else 0)
   if restored is not None:
     state = restored
-    history.truncate_to(int(state.step))
     logging.info("Resumed from step %d (epoch %d) in %s", int(state.step),
                  int(state.step) // steps_per_epoch, workdir.root)
   start_step = int(state.step)
