@@ -1,4 +1,4 @@
-"""Peak memory of `python -m lvm_jax.data.build` on a payload the size of issue 19's corpus.
+"""Peak memory of `python -m lvm_jax.corpus.build` on a payload the size of issue 19's corpus.
 
   python -m benchmarks.build_memory [--num_rows 300000] [--dim 384] [--workdir /tmp/lvm_build_memory]
       [--out benchmarks/results/build_memory.json]
@@ -61,7 +61,7 @@ def main() -> None:
   else:
     payload_bytes = sum(os.path.getsize(os.path.join(payload_path, name))
                         for name in os.listdir(payload_path))
-  command = [sys.executable, "-m", "lvm_jax.data.build", "--payload", payload_path, "--out",
+  command = [sys.executable, "-m", "lvm_jax.corpus.build", "--payload", payload_path, "--out",
              os.path.join(args.workdir, "sets"), "--forms", "full,compact"]
   print("+ " + " ".join(command), flush=True)
   started = time.perf_counter()

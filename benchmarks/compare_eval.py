@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags, logging
 
-from lvm_jax import atomic, backend
+from lvm_jax import atomic, backend, cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the recency decay "
@@ -156,4 +156,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

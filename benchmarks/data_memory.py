@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from lvm_jax import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_rows", 500_000, "Approximate payload rows to generate.")
 flags.DEFINE_integer("dim", 768, "Vector dimension.")
@@ -66,12 +67,12 @@ def current_rss_bytes() -> int:
 
 
 def generate(workdir: str) -> dict:
-  from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   num_articles = int(round(FLAGS.num_rows / MEAN_CHUNKS_PER_ARTICLE))
   start = time.perf_counter()
   paths = synthetic.generate_synthetic_corpus(
       workdir, num_articles=num_articles, dim=FLAGS.dim, seed=0, with_texts=False,
-      forms=("compact",), index_kind="none")
+      forms=("compact",))
   logging.info("Generated in %.1f s: %s", time.perf_counter() - start, paths)
   return paths
 
@@ -156,4 +157,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

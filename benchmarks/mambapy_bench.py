@@ -27,6 +27,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common, train_bench
+from lvm_jax import cli, models as models_lib
 
 DEFAULT_CONFIG = "configs/s_contrastive.py"
 
@@ -44,9 +45,10 @@ def run(config: ml_collections.ConfigDict, *, config_name: str, config_overrides
   dim = config.data.vector_dim or config.data.synthetic.dim
   load_before = load_average()
   jax_step, jax_info = train_bench.make_jax_step(config)
+  sizes = models_lib.model_sizes(config)
   torch_step, torch_info = torch_reference.make_torch_step(
-      vector_dim=dim, d_model=config.model.d_model, n_layers=config.model.n_layers,
-      d_state=config.model.d_state, micro_batch=batch, context_length=config.data.context_length,
+      vector_dim=dim, d_model=sizes["d_model"], n_layers=sizes["n_layers"],
+      d_state=sizes["d_state"], micro_batch=batch, context_length=config.data.context_length,
       implementation="mambapy")
   times = {"lvm_jax": [], "mambapy": []}
   steps = {"lvm_jax": jax_step, "mambapy": torch_step}
@@ -72,8 +74,8 @@ def run(config: ml_collections.ConfigDict, *, config_name: str, config_overrides
                         sequences_per_s=batch / median)
   report["lvm_jax_over_mambapy"] = (report["lvm_jax"]["sequences_per_s"] /
                                     report["mambapy"]["sequences_per_s"])
-  print(f"batch {batch}, L {config.data.context_length}, d_model {config.model.d_model}, "
-        f"{config.model.n_layers} layers, N {config.model.d_state}: "
+  print(f"batch {batch}, L {config.data.context_length}, d_model {sizes['d_model']}, "
+        f"{sizes['n_layers']} layers, N {sizes['d_state']}: "
         f"lvm_jax {report['lvm_jax']['sequences_per_s']:.2f} seq/s, "
         f"mambapy {report['mambapy']['sequences_per_s']:.2f} seq/s, "
         f"ratio {report['lvm_jax_over_mambapy']:.1f}x")
@@ -112,4 +114,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

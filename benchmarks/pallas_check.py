@@ -21,6 +21,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import common
+from lvm_jax import cli
 from lvm_jax.ops import pallas_scan
 from lvm_jax.ops import scan
 
@@ -59,4 +60,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import common
+from lvm_jax import cli
 from lvm_jax.ops.scan import (CONCRETE_MODES, XLA_MODES, batch_tile, resolve_scan_type,
                               selective_scan)
 
@@ -194,4 +195,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import common
+from lvm_jax import cli
 from lvm_jax.models import create_model
 from lvm_jax.models import mamba
 
@@ -91,4 +92,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -28,6 +28,7 @@ import time
 from typing import Dict, List, Optional
 
 from absl import app, flags
+from lvm_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/conftest.py tiny_config as flags, plus the in-loop retrieval evaluation every epoch.
@@ -227,4 +228,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

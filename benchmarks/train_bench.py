@@ -34,6 +34,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from lvm_jax import cli, models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.parallel import DataParallel
@@ -57,9 +58,10 @@ def model_flops_per_sequence(config, params) -> float:
   model_kernels = sum(x.size for path, x in jax.tree_util.tree_flatten_with_path(params["model"])[0]
                       if str(getattr(path[-1], "key", "")).endswith("kernel"))
   head_kernels = sum(x.size for x in jax.tree_util.tree_leaves(params["head"]) if x.ndim == 2)
-  d_inner = config.model.expand * config.model.d_model
+  sizes = models_lib.model_sizes(config)
+  d_inner = sizes["expand"] * sizes["d_model"]
   scan_blocks = sum(1 for k in params["model"] if k.endswith("_mamba"))
-  scan = 8 * d_inner * config.model.d_state * scan_blocks  # see benchmarks/scan_bench.py
+  scan = 8 * d_inner * sizes["d_state"] * scan_blocks  # see benchmarks/scan_bench.py
   forward = length * (2 * model_kernels + scan) + 2 * 2 * head_kernels  # head: prediction + target
   return 3.0 * forward
 
@@ -70,7 +72,7 @@ def make_jax_step(config: ml_collections.ConfigDict):
   The callable carries the state from call to call, as training does (the state is donated).
   """
   dim = config.data.vector_dim or config.data.synthetic.dim
-  predictor = checkpoint.predictor_from_config(config, dim)
+  predictor = models_lib.predictor_from_config(config, dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), dim, 1000)
   flops = model_flops_per_sequence(config, state.params)
   data_parallel = DataParallel.create(config.train.parallel, devices=jax.local_devices()[:1])
@@ -85,9 +87,10 @@ def make_jax_step(config: ml_collections.ConfigDict):
     jax.block_until_ready(metrics)
     return metrics
 
+  sizes = models_lib.model_sizes(config)
   info = {"micro_batch": config.train.batch_size, "accum_steps": config.train.accum_steps,
-          "vector_dim": dim, "d_model": config.model.d_model, "n_layers": config.model.n_layers,
-          "d_state": config.model.d_state, "scan_mode": config.model.scan_mode,
+          "vector_dim": dim, "d_model": sizes["d_model"], "n_layers": sizes["n_layers"],
+          "d_state": sizes["d_state"], "scan_mode": config.model.scan_mode,
           "model_flops_per_sequence": flops}
   return run_step, info
 
@@ -132,8 +135,8 @@ def measure(config: ml_collections.ConfigDict, *, config_name: str, steps: int, 
     compare.train.batch_size, compare.train.accum_steps = micro, 1
     jax_same = jax_step_throughput(compare, steps)
     torch_result = torch_reference.benchmark_torch_step(
-        vector_dim=jax_same["vector_dim"], d_model=config.model.d_model,
-        n_layers=config.model.n_layers, d_state=config.model.d_state, micro_batch=micro,
+        vector_dim=jax_same["vector_dim"], d_model=jax_same["d_model"],
+        n_layers=jax_same["n_layers"], d_state=jax_same["d_state"], micro_batch=micro,
         accum_steps=1, context_length=config.data.context_length, steps=steps)
     results["same_shape_comparison"] = {
         "micro_batch": micro, "accum_steps": 1, "jax": jax_same, "torch_loop": torch_result,
@@ -219,4 +222,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, argv=current_spellings(sys.argv))
+  cli.run(main, argv=current_spellings(sys.argv))

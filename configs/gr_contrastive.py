@@ -11,10 +11,5 @@ from lvm_jax.config_base import apply_argument, base_config
 def get_config(arg=None):
   config = base_config()
   config.model.name = "mamba_gr"
-  config.model.n_layers = 10
-  config.model.d_model = 288
-  config.model.d_state = 144
   config.model.dropout = 0.05
-  config.model.gru_hidden = 256
-  config.model.gru_state_handoff = False
   return apply_argument(config, arg, __file__, gru_hidden=16)

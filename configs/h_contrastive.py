@@ -11,10 +11,5 @@ from lvm_jax.config_base import apply_argument, base_config
 def get_config(arg=None):
   config = base_config()
   config.model.name = "mamba_hybrid_local"
-  config.model.n_layers = 12
-  config.model.d_model = 320
-  config.model.d_state = 128
   config.model.dropout = 0.05
-  config.model.window = 8
-  config.model.num_heads = 4
   return apply_argument(config, arg, __file__, n_layers=4)

@@ -1,4 +1,4 @@
-"""Continue training a reference checkpoint imported by `python -m lvm_jax.data.import_torch`.
+"""Continue training a reference checkpoint imported by `python -m lvm_jax.import_torch`.
 
 The argument is the import's workdir; its config.json (rebuilt from the
 reference's args) is laid over the base config, so the model, the lnsp head and
@@ -23,7 +23,7 @@ def get_config(workdir=None):
                      "--config=configs/lnsp_imported.py:DIR")
   path = Workdir(workdir).config
   if not os.path.exists(path):
-    raise ValueError(f"{path}: not found; run python -m lvm_jax.data.import_torch --workdir "
+    raise ValueError(f"{path}: not found; run python -m lvm_jax.import_torch --workdir "
                      f"{workdir} first.")
   config = base_config()
   with open(path) as f:

@@ -11,8 +11,5 @@ from lvm_jax.config_base import apply_argument, base_config
 def get_config(arg=None):
   config = base_config()
   config.model.name = "mamba_xl"
-  config.model.n_layers = 16
-  config.model.d_model = 384
-  config.model.d_state = 192
   config.model.dropout = 0.05
   return apply_argument(config, arg, __file__)

@@ -66,7 +66,7 @@ def initialize(name: str) -> str:
     reason = f"{type(error).__name__}: {error}" if str(error) else "no plugin for it is installed"
     raise BackendError(f"backend {name!r} was asked for but JAX could not start it ({reason}). "
                        f"To fix: {_INSTALL_HINT.get(name, 'use --backend=auto')}.") from error
-  multihost.guard_compilation_cache(platform)  # jax 0.5.0: cached multi-process programs break
+  guard_compilation_cache(platform)  # jax 0.5.0: cached multi-process programs break
   if name != "auto" and platform not in _REPORTED[name]:
     raise BackendError(f"backend {name!r} was asked for but JAX runs on {platform!r} "
                        f"(devices: {jax.devices()}). To fix: "
@@ -98,3 +98,34 @@ def is_metal(platform: Optional[str] = None) -> bool:
   """Apple GPUs (jax-metal, jax-mps): one device, no associative_scan in jax-metal."""
   return current_platform(platform) in _REPORTED["metal"]
 
+
+# The first jax release verified to run a cross-process CPU executable loaded from the
+# persistent compilation cache correctly; jax 0.5.0 is not (docs/multihost.md).
+CACHE_SAFE_JAX = (0, 10)
+
+
+def _jax_version() -> tuple:
+  import jax  # pylint: disable=g-import-not-at-top
+  return tuple(int(part) for part in jax.__version__.split(".")[:2])
+
+
+def guard_compilation_cache(platform: str) -> bool:
+  """Turns the persistent compilation cache off where it breaks multi-process runs.
+
+  jax 0.5.0's CPU client runs a cross-process (Gloo) executable that it loaded
+  from the cache wrongly: glibc heap corruption, steps ten times slower, inf or
+  NaN where it does not crash. Compiled afresh, the same program is exact. Call
+  after `initialize`, before anything compiles. Returns True if it turned it off.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if (platform != "cpu" or not multihost.is_multiprocess() or _jax_version() >= CACHE_SAFE_JAX
+      or not jax.config.jax_enable_compilation_cache):
+    return False
+  jax.config.update("jax_enable_compilation_cache", False)
+  if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    logging.warning("%s: the persistent compilation cache is off for this run: jax %s loads "
+                    "multi-process CPU programs from it wrongly (NaN); jax >= %s does not. See "
+                    "docs/multihost.md.",
+                    f"process {multihost.process_index()} of {multihost.process_count()}",
+                    jax.__version__, ".".join(map(str, CACHE_SAFE_JAX)))
+  return True

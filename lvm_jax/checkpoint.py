@@ -27,11 +27,11 @@ from orbax.checkpoint import checkpoint_managers
 
 from lvm_jax import atomic, cli, multihost
 from lvm_jax.cli import UserFacingError
-from lvm_jax.models import LatentVectorPredictor, create_head, create_model
+from lvm_jax.config_base import BestMode
+from lvm_jax.models import model_from_config
 from lvm_jax.workdir import Workdir
 
 DEFAULT_BEST_METRIC = "val_cosine"
-NOT_MODEL_SIZES = ("name", "matmul_precision")  # config.model fields that are not create_model's
 
 
 class _QuietOrbax(python_logging.Filter):
@@ -52,7 +52,7 @@ class CheckpointError(UserFacingError, RuntimeError):
 
 def _manager(directory: str, *, keep_latest: int, best_metric: str, best_mode: str,
              read_only: bool = False) -> ocp.CheckpointManager:
-  reverse = best_mode == "min"
+  reverse = best_mode == BestMode.MIN
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep_latest),
       checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[best_metric],
@@ -146,7 +146,7 @@ class Checkpointer:
     Process 0 renames once every process has finished reading; all reload after.
     """
     multihost.barrier("checkpoint restored")
-    if jax.process_index() == 0:
+    if multihost.is_process_0():
       for step in damaged_steps:
         path = os.path.join(self.directory, str(step))
         if os.path.isdir(path):
@@ -188,19 +188,6 @@ def read_config(workdir: Workdir) -> ml_collections.ConfigDict:
                           "training workdir (the directory given to --workdir).")
   with open(workdir.config) as f:
     return ml_collections.ConfigDict(json.load(f))
-
-
-def model_from_config(config: ml_collections.ConfigDict, vector_dim: int):
-  """The model that `config.model` describes, for vectors of `vector_dim`."""
-  overrides = {k: v for k, v in config.model.to_dict().items() if k not in NOT_MODEL_SIZES}
-  return create_model(config.model.name, vector_dim=vector_dim, **overrides)
-
-
-def predictor_from_config(config: ml_collections.ConfigDict,
-                          vector_dim: int) -> LatentVectorPredictor:
-  """The model and projection head that `config` describes, as one module."""
-  return LatentVectorPredictor(model=model_from_config(config, vector_dim),
-                               head=create_head(config.head))
 
 
 @dataclasses.dataclass
@@ -252,3 +239,16 @@ def load(path: str) -> LoadedModel:
   logging.info("Loaded %s step %d (%s)", directory, step, config.model.name)
   return LoadedModel(model=model, params=params["model"], config=config, step=int(step),
                      path=os.path.join(directory, str(step)), workdir=workdir.root)
+
+
+def write_state(workdir: Workdir, config: ml_collections.ConfigDict, state,
+                metrics: Dict[str, float]) -> None:
+  """config.json and one checkpoint of `state` (kept as latest and best), for a state made
+  outside the loop (the reference import); waits until it is on disk."""
+  write_config(workdir, config)
+  saver = Checkpointer(workdir.checkpoints)
+  try:
+    saver.save(state, metrics)
+  finally:
+    saver.wait_until_finished()
+    saver.close()

@@ -15,11 +15,12 @@ import functools
 import os
 import sys
 
-from absl import flags
+from absl import app, flags
 
 flags.DEFINE_bool("verbose", False, "On an error, show the full traceback, not just its message.")
 
 EXIT_BAD_INPUT = 2
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 EXIT_ENVIRONMENT = 3
 
 # Write errors that no flag can fix: the disk, the quota or the device.
@@ -80,3 +81,16 @@ def exits_cleanly_on_user_errors(main):
       sys.exit(exit_status(error))
 
   return wrapped
+
+
+def run(main, **kwargs) -> None:
+  """absl's app.run, but asking for --help is a success: absl prints the usage and exits 1,
+  which scripts and CI read as a failure."""
+  argv = kwargs.get("argv") or sys.argv
+  asked_for_help = any(arg in HELP_FLAGS for arg in argv[1:])
+  try:
+    app.run(main, **kwargs)
+  except SystemExit as exit_:
+    if asked_for_help and exit_.code == 1:
+      sys.exit(0)
+    raise

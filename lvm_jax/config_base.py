@@ -5,13 +5,43 @@ Every default lives here once; an experiment file changes only what differs.
 
 from __future__ import annotations
 
+import enum
+
 import ml_collections
 
-NEGATIVES = ("micro", "accum", "global")
-POSITIONS = ("last", "all")
-PARALLEL = ("auto", "mesh", "vmap")
-BEST_MODES = ("max", "min")
+
+class Negatives(str, enum.Enum):
+  """Where InfoNCE's negatives come from (config.loss.negatives)."""
+  MICRO = "micro"  # the micro-batch only (what the reference did)
+  ACCUM = "accum"  # every sample of the step on this device
+  GLOBAL = "global"  # also all-gathered across devices
+
+
+class Positions(str, enum.Enum):
+  """Which positions predict (config.loss.positions)."""
+  LAST = "last"  # the reference: the last position predicts the target
+  ALL = "all"  # every position predicts its next vector
+
+
+class Parallel(str, enum.Enum):
+  AUTO = "auto"  # mesh; vmap on Metal
+  MESH = "mesh"
+  VMAP = "vmap"
+
+
+class BestMode(str, enum.Enum):
+  """Whether a larger or smaller train.best_metric is better."""
+  MAX = "max"
+  MIN = "min"
+
+
+NEGATIVES = tuple(n.value for n in Negatives)
+POSITIONS = tuple(p.value for p in Positions)
+PARALLEL = tuple(p.value for p in Parallel)
+BEST_MODES = tuple(m.value for m in BestMode)
 MATMUL_PRECISIONS = ("default", "high", "highest")
+MODEL_SIZES = ("d_model", "n_layers", "d_state", "d_conv", "expand")
+REFERENCE_TRAINING_D_MODEL = 768  # the reference trained mamba_s at d_model 768 (default 256)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,11 +65,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "mamba_s"
-  config.model.d_model = 768
-  config.model.n_layers = 8
-  config.model.d_state = 128
-  config.model.d_conv = 4
-  config.model.expand = 2
+  # Sizes are stated once, in models.variants: None here means the variant's default, so a
+  # config naming another variant gets that variant's sizes without repeating them.
+  for size in MODEL_SIZES:
+    config.model[size] = ml_collections.config_dict.placeholder(int)
   config.model.dropout = 0.1
   config.model.scan_mode = "auto"
   config.model.dtype = "float32"  # float32 | bfloat16 (matmuls only; see README "Precision")

@@ -12,7 +12,8 @@ from numbers import Number
 import ml_collections
 
 from lvm_jax.models.projection import HEAD_KINDS
-from lvm_jax.config_base import BEST_MODES, MATMUL_PRECISIONS, NEGATIVES, PARALLEL, POSITIONS
+from lvm_jax.config_base import (BEST_MODES, MATMUL_PRECISIONS, NEGATIVES, PARALLEL, POSITIONS,
+                                 Positions)
 
 
 class ConfigError(ValueError):
@@ -99,7 +100,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def check_model(config: ml_collections.ConfigDict, model) -> None:
-  if config.loss.positions == "all" and not model.is_causal:
+  if config.loss.positions == Positions.ALL and not model.is_causal:
     raise ConfigError("config field loss.positions='all' needs a causal model, but "
                        f"{config.model.name} (with gru_state_handoff, or an lnsp_* model with "
                       "look-ahead attention or GRU hand-off) sees the whole window at every "

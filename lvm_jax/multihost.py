@@ -27,9 +27,7 @@ import functools
 import inspect
 import math
 import os
-import socket
 import sys
-import threading
 import time
 import traceback
 import zlib
@@ -38,11 +36,11 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 from absl import logging
 
 from lvm_jax import cli
+from lvm_jax.peer_watchdog import (TIMEOUT_ENV, MultihostError, PeerWatchdog,
+                                   coordination_client, unreachable, wait_for_coordinator)
 from lvm_jax.cli import EXIT_ENVIRONMENT, USER_ERRORS, UserFacingError
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-TIMEOUT_ENV = {"init": "LVM_JAX_INIT_TIMEOUT_S", "heartbeat": "LVM_JAX_HEARTBEAT_TIMEOUT_S",
-               "barrier": "LVM_JAX_BARRIER_TIMEOUT_S"}
 DEFAULT_TIMEOUTS = {"init": 300, "heartbeat": 100, "barrier": 300}
 # Unless LVM_JAX_BARRIER_TIMEOUT_S is set, a wait for work of an expected duration gives up
 # after this many times that duration (and never before DEFAULT_TIMEOUTS["barrier"]): ample
@@ -60,10 +58,6 @@ _PEER_FAILURE_MARKERS = ("gloo", "heartbeat", "barrier", "coordination", "deadli
 
 T = TypeVar("T")
 _BARRIER_USES: Dict[str, int] = {}
-
-
-class MultihostError(UserFacingError, RuntimeError):
-  """A process of a multi-process run cannot reach, or lost, the others."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +104,12 @@ def requested() -> bool:
 def process_index() -> int:
   import jax  # pylint: disable=g-import-not-at-top
   return jax.process_index()
+
+
+def is_process_0() -> bool:
+  """The one process-0 test: process 0 writes the files every process would write alike,
+  holds the workdir lock and shows progress."""
+  return process_index() == 0
 
 
 def process_count() -> int:
@@ -164,7 +164,7 @@ def initialize() -> None:
                               client_max_missing_heartbeats=beats)
   # JAX aborts the process (no Python error) when the coordinator stays out of reach, so
   # first wait for its port here, where the message can say what to check.
-  waited = _wait_for_coordinator(address, process_id, num_processes, bounds.init)
+  waited = wait_for_coordinator(address, process_id, num_processes, bounds.init)
   if process_id == 0:
     _WATCHDOG.reserve(num_processes)
   arguments["initialization_timeout"] = max(bounds.init - int(waited), 10)
@@ -175,198 +175,17 @@ def initialize() -> None:
   try:
     start(**arguments)
   except Exception as error:  # XLA raises its own runtime error types, differing by version
-    raise _unreachable(address, process_id, num_processes, bounds.init,
+    raise unreachable(address, process_id, num_processes, bounds.init,
                        _first_line(error)) from error
   _WATCHDOG.start(process_id, num_processes, address, bounds.init)
 
 
-# The first jax release verified to run a cross-process CPU executable loaded from the
-# persistent compilation cache correctly; jax 0.5.0 is not (docs/multihost.md).
-CACHE_SAFE_JAX = (0, 10)
-
-
-def _jax_version() -> tuple:
-  import jax  # pylint: disable=g-import-not-at-top
-  return tuple(int(part) for part in jax.__version__.split(".")[:2])
-
-
-def guard_compilation_cache(platform: str) -> bool:
-  """Turns the persistent compilation cache off where it breaks multi-process runs.
-
-  jax 0.5.0's CPU client runs a cross-process (Gloo) executable that it loaded
-  from the cache wrongly: glibc heap corruption, steps ten times slower, inf or
-  NaN where it does not crash. Compiled afresh, the same program is exact. Call
-  after `initialize`, before anything compiles. Returns True if it turned it off.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  if (platform != "cpu" or not is_multiprocess() or _jax_version() >= CACHE_SAFE_JAX
-      or not jax.config.jax_enable_compilation_cache):
-    return False
-  jax.config.update("jax_enable_compilation_cache", False)
-  if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    logging.warning("%s: the persistent compilation cache is off for this run: jax %s loads "
-                    "multi-process CPU programs from it wrongly (NaN); jax >= %s does not. See "
-                    "docs/multihost.md.", _where(), jax.__version__,
-                    ".".join(map(str, CACHE_SAFE_JAX)))
-  return True
-
-
-class _Watchdog:
-  """A TCP connection between process 0 and each other process, watched by a thread.
-
-  JAX notices a dead peer only through its coordination service, and then ends
-  the process from C++ with its own message (a Python callback cannot replace
-  it: jaxlib cannot pass the status to Python). The kernel closes a dead
-  process's sockets at once, so the reader here sees the loss first and prints
-  this project's line. A process that ends on purpose says so first: `bye` (a
-  normal end) or `failed <its error line>`, which the others repeat.
-  """
-
-  def __init__(self):
-    self.peers: Dict[int, socket.socket] = {}
-    self.lock = threading.Lock()
-    self.leaving = False
-    self.failing = False  # this process is failing: its own error line comes, not a peer's
-    self.low_fds: list = []
-
-  def reserve(self, num_processes: int) -> None:
-    """Process 0, before JAX opens its sockets: the lowest free descriptors, for the
-    watchdog's. At exit the kernel closes descriptors in increasing order, so a killed
-    process 0's watchdog connections drop before the coordination service's do."""
-    self.low_fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(num_processes - 1)]
-
-  def start(self, process_id: int, num_processes: int, address: str, seconds: int) -> None:
-    self.process_id, self.num_processes = process_id, num_processes
-    key = "lvm_jax.watchdog"
-    if process_id == 0:
-      server = socket.create_server(("", 0))
-      host = address.rpartition(":")[0].strip("[]")
-      _client().key_value_set(key, f"{host}:{server.getsockname()[1]}")
-      threading.Thread(target=self._accept, args=(server, num_processes - 1), daemon=True,
-                       name="lvm_jax-watchdog-accept").start()
-    else:
-      host, _, port = str(_client().blocking_key_value_get(key, seconds * 1000)).rpartition(":")
-      peer = socket.create_connection((host, int(port)), timeout=seconds)
-      peer.settimeout(None)
-      peer.sendall(f"{process_id}\n".encode())
-      self._watch(0, peer)
-
-  def _accept(self, server: socket.socket, count: int) -> None:
-    for _ in range(count):
-      peer, _ = server.accept()
-      if self.low_fds:
-        low = self.low_fds.pop(0)
-        os.dup2(peer.fileno(), low)
-        peer.close()
-        peer = socket.socket(fileno=low)
-      index = b""
-      while not index.endswith(b"\n"):
-        byte = peer.recv(1)
-        if not byte:
-          break
-        index += byte
-      self._watch(int(index or b"-1"), peer)
-    server.close()
-
-  def _watch(self, index: int, peer: socket.socket) -> None:
-    with self.lock:
-      self.peers[index] = peer
-    threading.Thread(target=self._read, args=(index, peer), daemon=True,
-                     name=f"lvm_jax-watchdog-{index}").start()
-
-  def _read(self, index: int, peer: socket.socket) -> None:
-    said = b""
-    while True:
-      try:
-        chunk = peer.recv(4096)
-      except OSError:
-        chunk = b""
-      if not chunk:
-        break
-      said += chunk
-    words = said.decode(errors="replace").strip()
-    if words.startswith("bye") or self.leaving or self.failing:
-      return
-    if words.startswith("failed "):
-      message = (f"process {self.process_id} of {self.num_processes} stopped because process "
-                 f"{index} failed: {words[len('failed '):]}")
-    else:
-      message = (f"process {self.process_id} of {self.num_processes} lost contact with the other "
-                 f"processes (process {index} ended without a word: killed, out of memory or "
-                 "crashed). Check the other processes' logs for an earlier error and that they "
-                 "all still run; rerun every process to resume from the last checkpoint.")
-    self.leave(f"failed {message}")
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    os._exit(EXIT_MULTIHOST_FAILURE)  # pylint: disable=protected-access
-
-  def leave(self, words: str) -> None:
-    """Tells every peer why this process ends (`bye` or `failed ...`), once."""
-    with self.lock:
-      if self.leaving:
-        return
-      self.leaving = True
-      peers = list(self.peers.values())
-    for peer in peers:
-      try:
-        peer.sendall(words.replace("\n", " ").encode() + b"\n")
-        peer.shutdown(socket.SHUT_WR)
-      except OSError:
-        pass
-
-
-_WATCHDOG = _Watchdog()
+_WATCHDOG = PeerWatchdog()
 
 
 def finish() -> None:
   """Call when this process's work ended normally: the others then take its exit calmly."""
   _WATCHDOG.leave("bye")
-
-
-def _unreachable(address: str, process_id: int, num_processes: int, seconds: int,
-                 reason: str) -> MultihostError:
-  role = "start the coordinator on" if process_id == 0 else "reach the coordinator at"
-  within = f" within {seconds} s" if seconds else ""
-  return MultihostError(
-      f"process {process_id} of {num_processes} could not {role} {address}{within} "
-      f"({reason}). Check: every process was started with the same JAX_COORDINATOR_ADDRESS "
-      "and JAX_NUM_PROCESSES and its own JAX_PROCESS_ID; process 0 runs and its port is free "
-      f"and reachable from this host (firewall, host name); raise {TIMEOUT_ENV['init']} if the "
-      "processes start far apart.")
-
-
-def _wait_for_coordinator(address: str, process_id: int, num_processes: int,
-                          seconds: int) -> float:
-  """Process 0: its port is free. Others: it accepts connections within `seconds`.
-
-  Returns the seconds spent waiting.
-  """
-  host, _, port_text = address.rpartition(":")
-  host = host.strip("[]")
-  try:
-    port = int(port_text)
-  except ValueError:
-    raise MultihostError(f"JAX_COORDINATOR_ADDRESS={address!r} is not host:port. Fix: set it to "
-                         "process 0's host and a free port, e.g. host0:12345.") from None
-  if process_id == 0:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-      try:
-        probe.bind(("", port))
-      except OSError as error:
-        raise _unreachable(address, process_id, num_processes, 0,
-                           f"port {port} is taken: {error.strerror}") from error
-    return 0.0
-  started = time.monotonic()
-  last_error = "no answer"
-  while time.monotonic() - started < seconds:
-    try:
-      with socket.create_connection((host, port), timeout=2):
-        return time.monotonic() - started
-    except OSError as error:
-      last_error = error.strerror or type(error).__name__
-      time.sleep(0.5)
-  raise _unreachable(address, process_id, num_processes, seconds,
-                     f"the port did not accept a connection: {last_error}")
 
 
 def barrier(name: str) -> None:
@@ -390,11 +209,6 @@ def barrier(name: str) -> None:
         f"{TIMEOUT_ENV['barrier']} (now {seconds} s) if one of them is only slow.") from error
 
 
-def _client():
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  return distributed.global_state.client
-
-
 def _key(name: str) -> str:
   """A key (or barrier id) that serves once; every process uses names in the same order."""
   _BARRIER_USES[name] = _BARRIER_USES.get(name, 0) + 1
@@ -416,14 +230,14 @@ def on_process_zero(name: str, work: Callable[[], T], expected_s: float = 0.0) -
   if not is_multiprocess():
     return work()
   key = _key(name)
-  if process_index() == 0:
+  if is_process_0():
     try:
       result = work()
     except BaseException as error:
       _WATCHDOG.failing = True
-      _client().key_value_set(key, _FAILED + _first_line(error))
+      coordination_client().key_value_set(key, _FAILED + _first_line(error))
       raise
-    _client().key_value_set(key, _DONE)
+    coordination_client().key_value_set(key, _DONE)
     return result
   seconds = barrier_timeout(expected_s)
   outcome = _wait_for_key(key, seconds, name)
@@ -439,7 +253,7 @@ def _wait_for_key(key: str, seconds: int, name: str) -> str:
   deadline = time.monotonic() + seconds
   while True:
     try:
-      return str(_client().blocking_key_value_get(key, int(_POLL_S * 1000)))
+      return str(coordination_client().blocking_key_value_get(key, int(_POLL_S * 1000)))
     except Exception as error:  # XLA raises its own runtime error types, differing by version
       if "deadline" not in str(error).lower() or time.monotonic() > deadline:
         raise MultihostError(

@@ -31,7 +31,7 @@ TEXT_WIDTH = 160  # characters of each chunk shown
 
 def define_flags() -> None:
   flags.DEFINE_string("checkpoint", None, "Training workdir or checkpoint directory.")
-  flags.DEFINE_string("payload", None, "Payload directory (from python -m lvm_jax.data.ingest) "
+  flags.DEFINE_string("payload", None, "Payload directory (from python -m lvm_jax.corpus.ingest) "
                       "with texts.jsonl.")
   flags.DEFINE_string("text-file", None, "The text to continue; default: standard input.")
   flags.DEFINE_string("model", None, "sentence-transformers model name or local directory "
@@ -60,7 +60,7 @@ class Prediction:
 def resolve_embedder(provenance: dict, payload_path: str, model: Optional[str],
                      embedder_id: Optional[str]):
   """(model, embedder id) to embed the text with; raises unless the id is the payload's."""
-  from lvm_jax.data import ingest  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import ingest  # pylint: disable=g-import-not-at-top
   recorded_id, recorded_model = provenance.get("embedder_id"), provenance.get("model")
   if model is None:
     if not recorded_model:
@@ -81,7 +81,7 @@ def resolve_embedder(provenance: dict, payload_path: str, model: Optional[str],
 
 def context_chunks(text: str, provenance: dict, context_length: int, source: str) -> List[str]:
   """The text's chunks as ingest made the payload's (its recorded min/max chars)."""
-  from lvm_jax.data import chunking  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import chunking  # pylint: disable=g-import-not-at-top
   rules = provenance.get("chunking") or {}
   min_chars = int(rules.get("min_chars", chunking.DEFAULT_MIN_CHARS))
   max_chars = int(rules.get("max_chars", chunking.DEFAULT_MAX_CHARS))
@@ -99,7 +99,7 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   """Returns (Prediction, payload, loaded checkpoint). `encoder` replaces the model (tests)."""
   import jax  # pylint: disable=g-import-not-at-top
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import ingest  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import ingest  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import search  # pylint: disable=g-import-not-at-top
@@ -109,7 +109,7 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   payload = read_payload(payload_path)
   if payload.texts is None:
     raise ValueError(f"{payload_path}: has no texts.jsonl, so there is nothing to show; pass a "
-                     "payload written by python -m lvm_jax.data.ingest.")
+                     "payload written by python -m lvm_jax.corpus.ingest.")
   model, _ = resolve_embedder(payload.provenance, payload_path, model, embedder_id)
   checkpoint.quiet_orbax_logs()
   loaded = checkpoint.load(checkpoint_path)
@@ -139,7 +139,7 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
 
 def _article_names(payload_path: str):
   """{article_index: name} from ingest's articles.json, or {} without one."""
-  from lvm_jax.data import ingest  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import ingest  # pylint: disable=g-import-not-at-top
   path = os.path.join(payload_path, ingest.ARTICLES_FILE)
   if not os.path.exists(path):
     return {}
@@ -197,4 +197,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

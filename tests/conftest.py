@@ -50,7 +50,7 @@ def eval_workdir(tmp_path_factory):
   checkpoint, history.json with val_cosine 0.25."""
   import jax  # pylint: disable=g-import-not-at-top
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import hooks, step  # pylint: disable=g-import-not-at-top
   from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
 
@@ -62,7 +62,8 @@ def eval_workdir(tmp_path_factory):
   synthetic.generate_synthetic_corpus(workdir.data, **config.data.synthetic)
   config.data.vector_dim = 32
   checkpoint.write_config(workdir, config)
-  predictor = checkpoint.predictor_from_config(config, 32)
+  from lvm_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  predictor = models_lib.predictor_from_config(config, 32)
   state = step.create_train_state(config, predictor, jax.random.PRNGKey(0), 32, 10)
   saver = checkpoint.Checkpointer(workdir.checkpoints)
   saver.save(state, {"val_cosine": 0.25})

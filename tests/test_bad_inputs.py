@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import synthetic
+from lvm_jax.corpus import synthetic
 
 TINY = "configs/s_contrastive.py:tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("data"))
-  synthetic.generate_synthetic_corpus(out, num_articles=60, dim=16, index_kind="flat")
+  synthetic.generate_synthetic_corpus(out, num_articles=60, dim=16)
   return out
 
 
@@ -81,15 +81,15 @@ CASES = [
      lambda d, t: _main("--workdir=/proc/lvm_jax_run"), 2,
      "/proc/lvm_jax_run: cannot write the workdir"),
     ("convert: missing file",
-     lambda d, t: ["-m", "lvm_jax.data.convert", f"--src={t}/missing.npy", f"--dst={t}/p",
+     lambda d, t: ["-m", "lvm_jax.corpus.legacy", f"--src={t}/missing.npy", f"--dst={t}/p",
                    "--trust_pickle"], 2,
      "missing.npy: field '(file)': does not exist. Fix: pass the reference's payload .npy (--src)"),
     ("convert: text file",
-     lambda d, t: ["-m", "lvm_jax.data.convert", f"--src={_text_file(t / 'p.npy')}",
+     lambda d, t: ["-m", "lvm_jax.corpus.legacy", f"--src={_text_file(t / 'p.npy')}",
                    f"--dst={t}/p", "--trust_pickle"], 2,
      "is not a .npy file (the reference saves its payload with np.save): it holds text"),
     ("build: a split without articles",
-     lambda d, t: ["-m", "lvm_jax.data.build", f"--payload={d}/payload", f"--out={t}/sets",
+     lambda d, t: ["-m", "lvm_jax.corpus.build", f"--payload={d}/payload", f"--out={t}/sets",
                    "--split_ratios=1,0,0"], 2,
      "the val share is 0.0; every split needs a share > 0"),
 ]
@@ -100,7 +100,7 @@ def test_bad_input_gives_one_error_line(data_dir, tmp_path, name, command, code,
   if name == "val set of another context length" and not os.path.exists(
       os.path.join(data_dir, "l4", "val.npz")):
     synthetic.generate_synthetic_corpus(os.path.join(data_dir, "l4"), num_articles=60, dim=16,
-                                        context_length=4, index_kind="none")
+                                        context_length=4)
   result = subprocess.run([sys.executable, *command(data_dir, tmp_path)], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
   assert result.returncode == code, result.stderr[-2000:]

@@ -86,7 +86,8 @@ def test_model_flops_count_kernels_and_scan():
   from lvm_jax.config_base import base_config, shrink_to_tiny  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   config = shrink_to_tiny(base_config())
-  predictor = checkpoint.predictor_from_config(config, 64)
+  from lvm_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  predictor = models_lib.predictor_from_config(config, 64)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), 64, 10)
   flops = train_bench.model_flops_per_sequence(config, state.params)
   d_inner = 2 * config.model.d_model

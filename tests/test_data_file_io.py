@@ -13,7 +13,7 @@ from data_helpers import assert_message, full_set_arrays, make_payload, save_npz
 from lvm_jax.data import file_io
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.data.eval_sets import read_eval_set
-from lvm_jax.data.legacy import read_reference_payload
+from lvm_jax.corpus.legacy import read_reference_payload
 from lvm_jax.data.payload import read_payload, write_payload
 from lvm_jax.data.sequences import read_sequence_set
 

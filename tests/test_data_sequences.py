@@ -95,7 +95,7 @@ def test_missing_key_names_file_field_and_fix(tmp_path, payload_dir):
   with pytest.raises(DataFormatError) as error:
     read_sequence_set(path)
   assert_message(error, path, "'target_vectors'", "is missing", "older name targets",
-                 "Fix:", "lvm_jax.data.build")
+                 "Fix:", "lvm_jax.corpus.build")
   assert error.value.field == "target_vectors"
 
 

@@ -142,3 +142,34 @@ def test_build_index_cli_writes_an_index_of_the_payload(eval_workdir, tmp_path, 
   index = index_lib.read_index(out, payload.vectors)
   assert index_lib.index_kind(index) == "ivf_flat" and index.ntotal == payload.num_rows
   assert "ivf_flat index over" in capsys.readouterr().out
+
+
+# Measured with `python -m lvm_jax.eval` on this fixture before the package was redrawn
+# (issue 20): the redesign must not move a number. (R@1, R@5, R@10, Contain@50, Eff@5, MRR,
+# mean_cosine) of each row, in each view.
+PINNED_KEYS = ("R@1", "R@5", "R@10", "Contain@50", "Eff@5", "MRR", "mean_cosine")
+PINNED = {
+    "all/model": (0.0, 0.0, 0.0, 0.008197, 0.0, 0.000482, 0.020326),
+    "all/copy_last": (0.0, 0.204918, 0.303279, 0.557377, 0.367647, 0.098338, 0.391189),
+    "all/mean_of_context": (0.0, 0.016393, 0.122951, 0.467213, 0.035088, 0.034033, 0.362191),
+    "all/model+next_gap(w=0.12)": (0.0, 0.008197, 0.008197, 0.008197, 1.0, 0.004098, 0.020326),
+    "all/model+mmr(λ=0.7)": (0.0, 0.0, 0.0, 0.008197, 0.0, 0.000431, 0.020326),
+    "excl/model": (0.0, 0.0, 0.0, 0.008197, 0.0, 0.000482, 0.020326),
+    "excl/copy_last": (0.090164, 0.254098, 0.319672, 0.557377, 0.455882, 0.162797, 0.391189),
+    "excl/mean_of_context": (0.02459, 0.122951, 0.188525, 0.5, 0.245902, 0.07888, 0.362191),
+    "excl/model+next_gap(w=0.12)": (0.0, 0.008197, 0.008197, 0.008197, 1.0, 0.004098, 0.020326),
+    "excl/model+mmr(λ=0.7)": (0.0, 0.0, 0.0, 0.008197, 0.0, 0.000431, 0.020326),
+}
+
+
+def test_numbers_on_the_synthetic_default_are_pinned(eval_workdir, tmp_path):
+  out = str(tmp_path / "eval.json")
+  eval_cli.main(["--checkpoint", eval_workdir, "--out", out, "--latency-queries", "5"])
+  with open(out) as f:
+    report = json.load(f)
+  assert report["n_samples"] == 122
+  views = report["lvm_jax"]["views"]
+  measured = {name: tuple(round(views[name.split("/")[0]][name.split("/", 1)[1]][key], 6)
+                          for key in PINNED_KEYS) for name in PINNED}
+  for name, expected in PINNED.items():
+    assert measured[name] == pytest.approx(expected, abs=2e-6), name

@@ -1,4 +1,4 @@
-"""python -m lvm_jax.data.import_torch: a best.pt in the reference trainer's format -> a workdir
+"""python -m lvm_jax.import_torch: a best.pt in the reference trainer's format -> a workdir
 that evaluates and continues training. The best.pt is written here with plain torch from the
 committed fixtures (the reference's tensors and names), so no reference code is needed."""
 
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from lvm_jax import checkpoint
-from lvm_jax.data import import_torch
+from lvm_jax import import_torch
+from lvm_jax.models import torch_import
 from lvm_jax.models.lnsp_import import StateDictMismatch, from_torch, torch_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +75,8 @@ def restore_state(workdir):
   from lvm_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
   config = checkpoint.read_config(Workdir(workdir))
-  predictor = checkpoint.predictor_from_config(config, config.data.vector_dim)
+  from lvm_jax import models as models_lib  # pylint: disable=g-import-not-at-top
+  predictor = models_lib.predictor_from_config(config, config.data.vector_dim)
   template = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(1),
                                          config.data.vector_dim, 1)
   saver = checkpoint.Checkpointer(Workdir(workdir).checkpoints)
@@ -87,7 +89,7 @@ def restore_state(workdir):
 def test_refuses_without_trust_pickle(tmp_path):
   src = tmp_path / "best.pt"
   src.write_bytes(b"not opened")
-  with pytest.raises(import_torch.TorchImportError) as error:
+  with pytest.raises(torch_import.TorchImportError) as error:
     import_torch.import_checkpoint(str(src), str(tmp_path / "out"))
   assert str(error.value) == f"{src}: {REFUSAL}"
   assert not (tmp_path / "out").exists()
@@ -96,7 +98,7 @@ def test_refuses_without_trust_pickle(tmp_path):
 def test_cli_refusal_is_one_line_and_exit_code_2(tmp_path):
   src = tmp_path / "best.pt"
   src.write_bytes(b"not opened")
-  done = subprocess.run([sys.executable, "-m", "lvm_jax.data.import_torch", f"--src={src}",
+  done = subprocess.run([sys.executable, "-m", "lvm_jax.import_torch", f"--src={src}",
                          f"--workdir={tmp_path / 'out'}"], capture_output=True, text=True,
                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
                         check=False)
@@ -185,7 +187,7 @@ def test_args_of_another_size_leave_tensors_unmapped(tmp_path):
 
 
 def test_sandwich_args_map_to_the_project_config():
-  config = import_torch.config_from_args(
+  config = torch_import.config_from_args(
       reference_args(model_type="mamba_sandwich", n_layers_mamba=3, n_layers_local=2,
                      local_attn_win=6, n_heads=2), 768)
   model = config.model
@@ -193,8 +195,8 @@ def test_sandwich_args_map_to_the_project_config():
           model.window, model.num_heads) == ("lnsp_mamba_sandwich", 3, 1, 1, 6, 2)
   assert (config.train.accum_steps, config.loss.negatives, config.loss.positions,
           config.head.kind, config.head.hidden_dim) == (2, "micro", "last", "lnsp", 16)
-  with pytest.raises(import_torch.TorchImportError, match="args.model_type='mamba_x' is not one"):
-    import_torch.config_from_args(reference_args(model_type="mamba_x"), 768)
+  with pytest.raises(torch_import.TorchImportError, match="args.model_type='mamba_x' is not one"):
+    torch_import.config_from_args(reference_args(model_type="mamba_x"), 768)
 
 
 def test_continues_training_from_its_step_and_evaluates(imported, tmp_path):

@@ -32,8 +32,8 @@ import multihost_probe  # tests/multihost_probe.py
 import numpy as np
 import pytest
 
-from lvm_jax import checkpoint
-from lvm_jax.data import build
+from lvm_jax import backend, checkpoint, peer_watchdog
+from lvm_jax.corpus import build
 from lvm_jax.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ def _kill(process) -> None:
 def kill_leftovers_and_share_compilations(tmp_path_factory):
   """Every run shares one persistent compilation cache, on both stacks, as users run: later
   runs skip most compiling. On jax 0.5.0 a cross-process program loaded from the cache
-  corrupts memory (NaN, crashes); lvm_jax.multihost.guard_compilation_cache turns the cache
+  corrupts memory (NaN, crashes); lvm_jax.backend.guard_compilation_cache turns the cache
   off there for multi-process runs, and the resume test below is the regression test."""
   _CACHE_ENV.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -414,7 +414,7 @@ def test_a_warm_compilation_cache_computes_what_a_cold_one_does(tmp_path):
     printed += [[line for line in log.splitlines() if line.startswith("cache ")][-1]
                 for log in logs]
   assert len(set(printed)) == 1, printed
-  cache_on = tuple(int(p) for p in jax.__version__.split(".")[:2]) >= multihost.CACHE_SAFE_JAX
+  cache_on = tuple(int(p) for p in jax.__version__.split(".")[:2]) >= backend.CACHE_SAFE_JAX
   assert printed[0].startswith(f"cache {cache_on} loss "), printed
   assert "inf" not in printed[0] and "nan" not in printed[0]
   if cache_on:
@@ -423,7 +423,7 @@ def test_a_warm_compilation_cache_computes_what_a_cold_one_does(tmp_path):
 
 def test_barrier_timeout_grows_with_the_work(monkeypatch):
   from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv("LVM_JAX_BARRIER_TIMEOUT_S", raising=False)
   small = multihost.barrier_timeout(synthetic.expected_seconds(num_articles=80, dim=32))
   large = multihost.barrier_timeout(synthetic.expected_seconds(num_articles=200_000, dim=768))
@@ -458,15 +458,15 @@ def test_coordinator_checks_before_jax_starts():
     port = taken.getsockname()[1]
     with pytest.raises(multihost.MultihostError, match=f"process 0 of 2 could not start the "
                        f"coordinator on 127.0.0.1:{port} \\(port {port} is taken"):
-      multihost._wait_for_coordinator(f"127.0.0.1:{port}", 0, 2, 5)  # pylint: disable=protected-access
-    assert multihost._wait_for_coordinator(f"127.0.0.1:{port}", 1, 2, 5) < 5  # pylint: disable=protected-access
+      peer_watchdog.wait_for_coordinator(f"127.0.0.1:{port}", 0, 2, 5)
+    assert peer_watchdog.wait_for_coordinator(f"127.0.0.1:{port}", 1, 2, 5) < 5
   started = time.monotonic()
   with pytest.raises(multihost.MultihostError, match="process 1 of 2 could not reach the "
                      "coordinator at 127.0.0.1:.* within 1 s"):
-    multihost._wait_for_coordinator(f"127.0.0.1:{free_port()}", 1, 2, 1)  # pylint: disable=protected-access
+    peer_watchdog.wait_for_coordinator(f"127.0.0.1:{free_port()}", 1, 2, 1)
   assert time.monotonic() - started < 10
   with pytest.raises(multihost.MultihostError, match="is not host:port"):
-    multihost._wait_for_coordinator("host0", 1, 2, 1)  # pylint: disable=protected-access
+    peer_watchdog.wait_for_coordinator("host0", 1, 2, 1)
 
 
 def test_single_process_is_untouched():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lvm_jax import predict
-from lvm_jax.data import ingest
+from lvm_jax.corpus import ingest
 
 TOPICS = ("memory", "scheduler", "network", "storage")
 WORDS = ("the a kernel page queue driver lock buffer cache request thread timer device file "

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint, losses
 from lvm_jax.config_base import base_config
 from lvm_jax.models import create_model
@@ -52,7 +53,7 @@ def overlapping_batch(accum_steps, micro_batch, seed=0):
 
 
 def gradients(config, batch):
-  predictor = checkpoint.predictor_from_config(config, DIM)
+  predictor = models_lib.predictor_from_config(config, DIM)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), DIM, total_steps=10)
   # One update first: the residual's output layer starts at zero, which would hide the model.
   data_parallel = parallel.DataParallel.create("vmap")

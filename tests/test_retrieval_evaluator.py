@@ -81,16 +81,17 @@ def test_predict_fn_always_sees_full_batches(eval_workdir):
     evaluator.run(lambda contexts: contexts[:, :, :3].reshape(len(contexts), -1)[:, :5])
 
 
-def test_make_retrieval_evaluator_loads_once_and_runs_cheaply(eval_workdir):
+def test_make_retrieval_evaluator_loads_once_and_runs_cheaply(eval_workdir, tmp_path):
   data = os.path.join(eval_workdir, "data")
   evaluator = make_retrieval_evaluator(os.path.join(data, "eval.npz"),
                                        os.path.join(data, "payload"), None, k=60)
   assert index_lib.index_kind(evaluator.index) == "flat"
   first, second = evaluator.run(copy_last), evaluator.run(copy_last)
   assert first == second and "latency_p95_ms" not in first  # no timing in the loop's defaults
+  index_path = str(tmp_path / index_lib.INDEX_FILE)  # the corpus build writes no index
+  index_lib.write_payload_index(read_payload(os.path.join(data, "payload")), index_path)
   from_file = make_retrieval_evaluator(os.path.join(data, "eval.npz"),
-                                       os.path.join(data, "payload"),
-                                       os.path.join(data, "payload.faiss"), limit=30)
+                                       os.path.join(data, "payload"), index_path, limit=30)
   assert len(from_file.contexts) == 30
   with pytest.raises(TypeError, match=r"unknown option\(s\) \['kk'\]"):
     make_retrieval_evaluator(os.path.join(data, "eval.npz"), os.path.join(data, "payload"),

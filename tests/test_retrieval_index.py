@@ -24,8 +24,10 @@ def test_every_row_finds_itself_first(kind, tmp_path):
   # so the row itself comes first once it is on the shortlist.
   _, ids = index.search(vectors[:200], 10)
   found = ids[:, 0] == np.arange(200)
-  # 8-bit codes can swap a row with a near-equal neighbour; exact kinds never do.
-  assert found.mean() >= (0.98 if kind == "ivf_sq8" else 1.0)
+  # 8-bit codes can swap a row with a near-equal neighbour; exact kinds never do. 4-bit PQ
+  # codes shortlist only k_factor·k = 4 rows at k = 1, and the row can fall outside them.
+  floor = {"ivf_sq8": 0.98, "ivf_pqfs_refine": 0.95}.get(kind, 1.0)
+  assert found.mean() >= floor
   assert index_lib.index_kind(index) == kind
 
 
@@ -48,9 +50,9 @@ def test_read_index_rejects_another_payload(tmp_path):
     index_lib.read_index(str(tmp_path / "absent.faiss"), vectors)
 
 
-@pytest.mark.parametrize("module", ["lvm_jax.train", "lvm_jax.data.build",
+@pytest.mark.parametrize("module", ["lvm_jax.train", "lvm_jax.corpus.build",
                                     "lvm_jax.retrieval.metrics", "lvm_jax.retrieval.baselines",
-                                    "lvm_jax.retrieval.index", "lvm_jax.data.synthetic"])
+                                    "lvm_jax.retrieval.index", "lvm_jax.corpus.synthetic"])
 def test_importing_does_not_load_faiss(module):
   """FAISS loads on first use of an index, never on the training path's imports (and each
   module imports first in a fresh interpreter: no import cycle)."""
@@ -59,3 +61,15 @@ def test_importing_does_not_load_faiss(module):
   code = f"import sys, {module}; print('faiss' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_payload_index_holds_the_payload_in_row_order_and_auto_is_flat_when_small(tmp_path):
+  from data_helpers import make_payload  # pylint: disable=g-import-not-at-top
+  payload = make_payload()
+  path = str(tmp_path / index_lib.INDEX_FILE)
+  record = index_lib.write_payload_index(payload, path)
+  assert record["kind"] == "flat" and record["num_vectors"] == payload.num_rows
+  index = index_lib.read_index(path, payload.vectors)
+  assert index.ntotal == payload.num_rows
+  _, ids = index.search(payload.vectors[[0, 17, 40]], 1)
+  np.testing.assert_array_equal(ids[:, 0], [0, 17, 40])

@@ -5,7 +5,6 @@ and one rule (choose_index_kind) picks Flat for small payloads and DEFAULT_KIND 
 import numpy as np
 import pytest
 
-from lvm_jax.data import build
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import search
 
@@ -96,10 +95,12 @@ def test_one_rule_picks_flat_below_the_small_payload_size_else_the_default():
   assert index_lib.choose_index_kind(small - 1) == "flat"
   assert index_lib.choose_index_kind(small) == index_lib.DEFAULT_KIND
   assert index_lib.choose_index_kind(584_000) == index_lib.DEFAULT_KIND
-  # data.build's "auto" is that rule; an explicit kind is kept.
-  assert build.resolve_index_kind("auto", small - 1) == "flat"
-  assert build.resolve_index_kind("auto", 584_000) == index_lib.DEFAULT_KIND
-  assert build.resolve_index_kind("ivf_flat", 584_000) == "ivf_flat"
+  # "auto" is that rule; an explicit kind is kept, an unknown one refused.
+  assert index_lib.resolve_kind("auto", small - 1) == "flat"
+  assert index_lib.resolve_kind("auto", 584_000) == index_lib.DEFAULT_KIND
+  assert index_lib.resolve_kind("ivf_flat", 584_000) == "ivf_flat"
+  with pytest.raises(ValueError, match="'ivf' is not one of"):
+    index_lib.resolve_kind("ivf", 10)
   assert index_lib.DEFAULT_KIND in index_lib.IVF_KINDS
 
 
@@ -109,5 +110,6 @@ def test_eval_cli_builds_by_the_one_rule_and_keeps_the_index_nprobe():
   values = flags.FlagValues()
   eval_cli.define_flags(values)
   values(["eval"])
-  assert values["index-kind"].value == "auto"  # index.choose_index_kind
+  assert values["index-kind"].value == index_lib.AUTO  # choose_index_kind, as build and loop
+  assert index_lib.resolve_kind(values["index-kind"].value, 584_000) == index_lib.DEFAULT_KIND
   assert values.nprobe is None  # the index's own KIND_NPROBE, not the reference's 64

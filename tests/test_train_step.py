@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint
 from lvm_jax.config_base import base_config
 from lvm_jax.train import step as step_lib
@@ -52,7 +53,7 @@ def reshape_step(batch, num_devices, accum_steps):
 
 
 def build(config):
-  predictor = checkpoint.predictor_from_config(config, DIM)
+  predictor = models_lib.predictor_from_config(config, DIM)
   return step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), DIM, total_steps=10)
 
 
@@ -163,3 +164,32 @@ def test_mesh_and_vmap_layouts_take_the_same_step():
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                          mesh_params, vmap_params)
   assert mesh_metrics["loss"] == pytest.approx(vmap_metrics["loss"], rel=1e-6)
+
+
+def test_negative_pool_places_each_positive_and_appends_extras_after_them():
+  keys, ids = jnp.arange(12.0).reshape(6, 2), jnp.arange(6)
+  micro = (keys[2:4], None, ids[2:4])
+  step = (keys, None, ids)
+  extras = (jnp.full((1, 2), -1.0), None, jnp.array([99]))
+  pool, vectors, pool_ids, positive = step_lib.negative_pool("accum", 1, 2, micro, step, 0, extras)
+  assert vectors is None and pool.shape == (7, 2)
+  np.testing.assert_array_equal(pool_ids, [0, 1, 2, 3, 4, 5, 99])
+  np.testing.assert_array_equal(pool[positive], keys[2:4])  # micro-batch 1's own targets
+  pool, _, pool_ids, positive = step_lib.negative_pool("micro", 1, 2, micro, step, 0, None)
+  np.testing.assert_array_equal(pool_ids, [2, 3])
+  np.testing.assert_array_equal(positive, [0, 1])
+  _, _, _, positive = step_lib.negative_pool("global", 1, 2, micro, step, 2, None)
+  np.testing.assert_array_equal(positive, [4, 5])  # after the devices before this one
+
+
+def test_head_infonce_is_not_computed_when_its_weight_is_0(monkeypatch):
+  config = small_config()
+  config.loss.contrastive_weight = 0.0
+  config.loss.vector_infonce_weight = 1.0
+  projected = []
+  real_project = step_lib.project
+  monkeypatch.setattr(step_lib, "project", lambda *a: projected.append(1) or real_project(*a))
+  accumulated, sums = gradients(config, make_batch(1, 4, 8, duplicate=True))
+  assert not projected and "infonce" not in sums and float(sums["vector_infonce"][0]) > 0
+  assert float(sums["masked_negatives"][0]) > 0  # the duplicate, masked in the vector InfoNCE
+  assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(accumulated))

@@ -21,7 +21,7 @@ from lvm_jax.data import validate
 from lvm_jax.data.errors import data_error
 
 FORMAT_VERSION = 1
-BUILD_HINT = "python -m lvm_jax.data.build"
+BUILD_HINT = "python -m lvm_jax.corpus.build"
 CONFIG_SOURCE = "config"  # expectations passed to the readers come from config.data by default
 
 
@@ -196,7 +196,7 @@ def open_npz(path):
 def load_npy(path, field, *, directory) -> np.ndarray:
   if not os.path.exists(path):
     raise data_error(directory, field, f"file {os.path.basename(path)} is missing",
-                     "rewrite the payload with write_payload or lvm_jax.data.convert")
+                     "rewrite the payload with write_payload or lvm_jax.corpus.legacy")
   require_file(path, field)
   check_magic(path, field, NPY_MAGIC, "a .npy array", "rewrite the payload with write_payload")
   try:

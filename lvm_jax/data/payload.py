@@ -185,11 +185,11 @@ def read_payload(path: str, *, expected_dim: Optional[int] = None, normalize: bo
   if os.path.isfile(path) and path.endswith(".npy"):
     raise data_error(path, "(file)", "is a single .npy file, the reference's pickled payload "
                      "format, not this project's payload directory", "convert it once with "
-                     "python -m lvm_jax.data.convert --src " + path + " --dst PAYLOAD_DIR "
+                     "python -m lvm_jax.corpus.legacy --src " + path + " --dst PAYLOAD_DIR "
                      "--trust_pickle (only for files you trust: loading runs pickle)")
   if not os.path.isdir(path):
     raise data_error(path, "(directory)", "does not exist or is not a directory",
-                     "pass the payload directory written by write_payload / lvm_jax.data.convert")
+                     "pass the payload directory written by write_payload / lvm_jax.corpus.legacy")
   arrays = {}
   for field, name in PAYLOAD_FILES.items():
     arrays[field] = file_io.load_npy(os.path.join(path, name), field, directory=path)

@@ -37,7 +37,7 @@ def check_ndim(array: np.ndarray, ndim: int, *, path, field: str, layout: str) -
 def check_not_empty(array: np.ndarray, *, path, field: str) -> None:
   if array.shape[0] == 0 or array.size == 0:
     raise data_error(path, field, f"is empty (shape {tuple(array.shape)})",
-                     "rebuild the file from a non-empty payload (python -m lvm_jax.data.build)")
+                     "rebuild the file from a non-empty payload (python -m lvm_jax.corpus.build)")
 
 
 def check_float(array: np.ndarray, *, path, field: str) -> None:
@@ -59,7 +59,7 @@ def check_same_count(counts: Dict[str, int], *, path) -> int:
     listed = ", ".join(f"{name}={count}" for name, count in counts.items())
     raise data_error(path, "/".join(counts), f"row counts differ ({listed}); nothing is "
                      "truncated to the shortest", "rebuild the file so every field has one row "
-                     "per sequence (python -m lvm_jax.data.build)")
+                     "per sequence (python -m lvm_jax.corpus.build)")
   return values.pop()
 
 
@@ -77,10 +77,10 @@ def check_context_length(actual: int, expected: Optional[int], *, path, field: s
   if expected is not None and expected > 0 and actual != expected:
     if expected_from.startswith("config."):
       fix = (f"set {expected_from}={actual}, or rebuild the file with --context_length={expected} "
-             "(python -m lvm_jax.data.build)")
+             "(python -m lvm_jax.corpus.build)")
     else:  # another file (the train set): only rebuilding both from one payload fixes it
       fix = (f"use sets built together: rebuild this file with --context_length={expected}, or "
-             "build train, val and eval in one run of python -m lvm_jax.data.build")
+             "build train, val and eval in one run of python -m lvm_jax.corpus.build")
     raise data_error(path, field, f"has context length {actual} but {expected_from} asks for "
                      f"{expected}", fix)
 
@@ -193,7 +193,7 @@ def check_rows_in_range(rows: np.ndarray, num_rows: int, *, path, field: str,
   if low < 0 or high >= num_rows:
     raise data_error(path, field, f"has payload rows from {low} to {high} but the payload "
                      f"{payload_path} has {num_rows} rows", "pass the payload this file was "
-                     "built from, or rebuild the file (python -m lvm_jax.data.build)")
+                     "built from, or rebuild the file (python -m lvm_jax.corpus.build)")
 
 
 def check_windows_consecutive(rows: np.ndarray, article_index: np.ndarray,
@@ -208,7 +208,7 @@ def check_windows_consecutive(rows: np.ndarray, article_index: np.ndarray,
       bad = block.start + int(np.argmin(good))
       raise data_error(path, field, f"row {bad} is not a run of consecutive chunks of one "
                        f"article (payload rows {rows[bad].tolist()})",
-                       "rebuild the file from its payload (python -m lvm_jax.data.build)")
+                       "rebuild the file from its payload (python -m lvm_jax.corpus.build)")
 
 
 def check_targets_match(targets: np.ndarray, payload_vectors: np.ndarray, rows: np.ndarray, *,
@@ -228,7 +228,7 @@ def check_targets_match(targets: np.ndarray, payload_vectors: np.ndarray, rows: 
     raise data_error(path, field, f"{bad} of {targets.shape[0]} targets do not match their "
                      f"payload vector in {payload_path} (cosine < {min_cosine}; worst {worst:.4f} "
                      f"at row {worst_row})", "use the payload the file was built from, or rebuild "
-                     "the file from this payload (python -m lvm_jax.data.build)")
+                     "the file from this payload (python -m lvm_jax.corpus.build)")
 
 
 def split_article_overlap(train_articles: np.ndarray, other_articles: np.ndarray) -> np.ndarray:

@@ -5,9 +5,9 @@
 A drop-in for the reference's tools/eval_checkpoint_unified.py: its flags (with
 their spellings and defaults), its JSON keys and units, and its [EVAL] line;
 see docs/eval_reference.md. With a workdir trained on the synthetic corpus,
---eval-npz, --payload and --faiss default to its data/ directory. Every run
+--eval_npz, --payload and --faiss default to its data/ directory. Every run
 reports two views: all candidates, and the window's own context chunks
-excluded; the [EVAL] line and the gates use --gate-view's (default: all, as
+excluded; the [EVAL] line and the gates use --gate_view's (default: all, as
 the reference), a second [EVAL-excl] / [EVAL-all] line the other.
 Exit code: 0 when every gate passes, 1 when a gate fails, 2 on bad input
 (one `error:` line; --verbose adds the traceback).
@@ -38,24 +38,23 @@ def define_flags(values: flags.FlagValues) -> None:
   """This project's flags, and the reference's spellings as aliases where they differ."""
   d = dict(flag_values=values)
   flags.DEFINE_string("checkpoint", None, "Training workdir or checkpoint directory.", **d)
-  flags.DEFINE_string("eval-npz", None, "Eval NPZ (contexts, targets, truth_keys, provenance); "
+  flags.DEFINE_string("eval_npz", None, "Eval NPZ (contexts, targets, truth_keys, provenance); "
                       "default: <workdir>/data/eval.npz.", **d)
   flags.DEFINE_string("payload", None, "Payload directory, or the reference's pickled .npy "
                       "(with --trust_pickle: converted once, then reused); default: "
                       "<workdir>/data/payload.", **d)
   flags.DEFINE_bool("trust_pickle", False, "Allow converting a pickled .npy --payload (reading "
                     "it runs pickle, which can execute code).", **d)
-  flags.DEFINE_alias("trust-pickle", "trust_pickle", flag_values=values)
   flags.DEFINE_string("train", None, "Train windows (compact *_rows.npz over the payload, or a "
                       "full set) that the recency and linear baselines are fitted on; default: "
                       "the checkpoint config's data.train_path (or the synthetic corpus's). "
                       "Never the eval windows.", **d)
-  flags.DEFINE_string("payload-cache", None, "Directory for converted .npy payloads (default: "
+  flags.DEFINE_string("payload_cache", None, "Directory for converted .npy payloads (default: "
                       "beside the .npy).", **d)
   flags.DEFINE_string("faiss", None, "FAISS index of the payload; built when absent.", **d)
-  flags.DEFINE_enum("index-kind", "auto", ("auto",) + index_lib.INDEX_KINDS,
+  flags.DEFINE_enum("index_kind", index_lib.AUTO, (index_lib.AUTO,) + index_lib.INDEX_KINDS,
                     "Kind built when --faiss is absent; auto: retrieval.index.choose_index_kind "
-                    "(Flat for small payloads, else the default kind).", **d)
+                    "(Flat below 50k rows).", **d)
   flags.DEFINE_integer("nlist", None, "IVF cells when building (default ≈ 4·√M).", **d)
   flags.DEFINE_integer("limit", 1000, "Evaluate the first N sequences (the reference's default "
                        "1000); 0: every sequence.", **d)
@@ -63,29 +62,29 @@ def define_flags(values: flags.FlagValues) -> None:
                        "set when built (retrieval.index.KIND_NPROBE: 64 for ivf_flat as the "
                        "reference).", **d)
   flags.DEFINE_integer("k", 50, "Candidates a query (at least 50: Contain@50 is gated).", **d)
-  flags.DEFINE_integer("latency-queries", 1000, "Queries timed one at a time on one thread.", **d)
-  flags.DEFINE_enum("gate-view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "
+  flags.DEFINE_integer("latency_queries", 1000, "Queries timed one at a time on one thread.", **d)
+  flags.DEFINE_enum("gate_view", "all", VIEWS, "The view the [EVAL] line, the reference keys and "
                     "the gates use: all candidates (as the reference) or context excluded.", **d)
-  flags.DEFINE_bool("exclude-context", False, "Same as --gate-view=excl.", **d)
-  flags.DEFINE_float("mmr-lambda", 0.7, "MMR reranker row, λ in [0, 1]; 1 turns it off.", **d)
-  flags.DEFINE_alias("rerank-mmr", "mmr-lambda", flag_values=values)
-  flags.DEFINE_float("w-same-article", 0.05, "Same-article bias row weight; 0 turns it off.", **d)
-  flags.DEFINE_alias("seq-bias-same", "w-same-article", flag_values=values)
-  flags.DEFINE_float("w-next-gap", 0.12, "Next-gap bias row weight; 0 turns it off.", **d)
-  flags.DEFINE_alias("seq-bias-gap", "w-next-gap", flag_values=values)
-  flags.DEFINE_float("w-directional", 0.03, "Directional bonus row weight; 0 turns it off.", **d)
-  flags.DEFINE_alias("directional", "w-directional", flag_values=values)
-  flags.DEFINE_enum("shard-assist", "false", ["true", "false"], "The reference's shard-assist "
+  flags.DEFINE_bool("exclude_context", False, "Same as --gate_view=excl.", **d)
+  flags.DEFINE_float("mmr_lambda", 0.7, "MMR reranker row, λ in [0, 1]; 1 turns it off.", **d)
+  flags.DEFINE_alias("rerank-mmr", "mmr_lambda", flag_values=values)
+  flags.DEFINE_float("w_same_article", 0.05, "Same-article bias row weight; 0 turns it off.", **d)
+  flags.DEFINE_alias("seq-bias-same", "w_same_article", flag_values=values)
+  flags.DEFINE_float("w_next_gap", 0.12, "Next-gap bias row weight; 0 turns it off.", **d)
+  flags.DEFINE_alias("seq-bias-gap", "w_next_gap", flag_values=values)
+  flags.DEFINE_float("w_directional", 0.03, "Directional bonus row weight; 0 turns it off.", **d)
+  flags.DEFINE_alias("directional", "w_directional", flag_values=values)
+  flags.DEFINE_enum("shard_assist", "false", ["true", "false"], "The reference's shard-assist "
                     "knob: recorded; `true` is refused (not available here).", **d)
-  flags.DEFINE_string("gate-row", "model", "The row the gates judge.", **d)
-  flags.DEFINE_bool("gate-article-rerankers", False, "Allow gating on a row that uses the "
+  flags.DEFINE_string("gate_row", "model", "The row the gates judge.", **d)
+  flags.DEFINE_bool("gate_article_rerankers", False, "Allow gating on a row that uses the "
                     "query's article identity.", **d)
-  flags.DEFINE_bool("allow-provenance-mismatch", False, "Evaluate although embedder_id / norm / "
+  flags.DEFINE_bool("allow_provenance_mismatch", False, "Evaluate although embedder_id / norm / "
                     "metric disagree.", **d)
-  flags.DEFINE_float("gate-contain50", 0.60, "Contain@50 gate (fraction).", **d)
-  flags.DEFINE_float("gate-eff5", 0.68, "Eff@5 gate (fraction).", **d)
-  flags.DEFINE_float("gate-r5", 0.40, "R@5 gate (fraction).", **d)
-  flags.DEFINE_float("gate-p95", 1.45, "P95 per-query latency gate (ms).", **d)
+  flags.DEFINE_float("gate_contain50", 0.60, "Contain@50 gate (fraction).", **d)
+  flags.DEFINE_float("gate_eff5", 0.68, "Eff@5 gate (fraction).", **d)
+  flags.DEFINE_float("gate_r5", 0.40, "R@5 gate (fraction).", **d)
+  flags.DEFINE_float("gate_p95", 1.45, "P95 per-query latency gate (ms).", **d)
   flags.DEFINE_string("out", None, "Write the JSON report here (the reference's keys and units, "
                       "this project's content under 'lvm_jax').", **d)
   flags.DEFINE_integer("epoch", None, "Epoch number, recorded in the report (as the reference).",
@@ -94,6 +93,26 @@ def define_flags(values: flags.FlagValues) -> None:
                     "(= --backend gpu) or mps (= --backend metal).", **d)
   flags.DEFINE_enum("backend", "auto", list(backend.PLATFORMS), "JAX backend.", **d)
   flags.DEFINE_bool("verbose", False, "Show the traceback of an error.", **d)
+  # The reference tool's spellings, kept as aliases (docs/eval_reference.md).
+  flags.DEFINE_alias("eval-npz", "eval_npz", flag_values=values)
+  flags.DEFINE_alias("payload-cache", "payload_cache", flag_values=values)
+  flags.DEFINE_alias("index-kind", "index_kind", flag_values=values)
+  flags.DEFINE_alias("latency-queries", "latency_queries", flag_values=values)
+  flags.DEFINE_alias("gate-view", "gate_view", flag_values=values)
+  flags.DEFINE_alias("exclude-context", "exclude_context", flag_values=values)
+  flags.DEFINE_alias("mmr-lambda", "mmr_lambda", flag_values=values)
+  flags.DEFINE_alias("w-same-article", "w_same_article", flag_values=values)
+  flags.DEFINE_alias("w-next-gap", "w_next_gap", flag_values=values)
+  flags.DEFINE_alias("w-directional", "w_directional", flag_values=values)
+  flags.DEFINE_alias("shard-assist", "shard_assist", flag_values=values)
+  flags.DEFINE_alias("gate-row", "gate_row", flag_values=values)
+  flags.DEFINE_alias("gate-article-rerankers", "gate_article_rerankers", flag_values=values)
+  flags.DEFINE_alias("allow-provenance-mismatch", "allow_provenance_mismatch", flag_values=values)
+  flags.DEFINE_alias("gate-contain50", "gate_contain50", flag_values=values)
+  flags.DEFINE_alias("gate-eff5", "gate_eff5", flag_values=values)
+  flags.DEFINE_alias("gate-r5", "gate_r5", flag_values=values)
+  flags.DEFINE_alias("gate-p95", "gate_p95", flag_values=values)
+  flags.DEFINE_alias("trust-pickle", "trust_pickle", flag_values=values)
 
 
 def parse_flags(argv: List[str]) -> flags.FlagValues:
@@ -126,37 +145,37 @@ def _platform(f) -> str:
 
 def options_from_flags(f, count: int) -> EvalOptions:
   """EvalOptions from the flags; `count` is the number of sequences that will be evaluated."""
-  if f["shard-assist"].value == "true":
-    raise ValueError("--shard-assist true: shard-assist is not available in this project (the "
+  if f.shard_assist == "true":
+    raise ValueError("--shard_assist true: shard-assist is not available in this project (the "
                      "reference recorded the knob but never applied it); drop the flag or pass "
-                     "--shard-assist false.")
-  if f["latency-queries"].value < 1:
-    raise ValueError(f"--latency-queries {f['latency-queries'].value}: must be at least 1, "
+                     "--shard_assist false.")
+  if f.latency_queries < 1:
+    raise ValueError(f"--latency_queries {f['latency-queries'].value}: must be at least 1, "
                      "because the P95 latency is gated.")
   if f.limit < 0:
     raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
-  mmr = f["mmr-lambda"].value
+  mmr = f.mmr_lambda
   weight = lambda name: None if f[name].value == 0 else f[name].value
   return EvalOptions(
-      k=f.k, nprobe=f.nprobe, limit=f.limit or None, latency_queries=f["latency-queries"].value,
-      gate_view="excl" if f["exclude-context"].value else f["gate-view"].value,
+      k=f.k, nprobe=f.nprobe, limit=f.limit or None, latency_queries=f.latency_queries,
+      gate_view="excl" if f.exclude_context else f.gate_view,
       mmr_lambda=None if mmr == 1.0 else mmr, w_same_article=weight("w-same-article"),
       w_next_gap=weight("w-next-gap"), w_directional=weight("w-directional"),
-      gate_row=f["gate-row"].value, gate_article_rerankers=f["gate-article-rerankers"].value,
-      allow_provenance_mismatch=f["allow-provenance-mismatch"].value,
-      gates=Gates(f["gate-contain50"].value, f["gate-eff5"].value, f["gate-r5"].value,
-                  f["gate-p95"].value),
+      gate_row=f.gate_row, gate_article_rerankers=f.gate_article_rerankers,
+      allow_provenance_mismatch=f.allow_provenance_mismatch,
+      gates=Gates(f.gate_contain50, f.gate_eff5, f.gate_r5,
+                  f.gate_p95),
       batch_size=max(1, min(BATCH_SIZE, count)))
 
 
 def default_paths(f, workdir: str):
   data_dir = os.path.join(workdir, "data")
-  eval_npz = f["eval-npz"].value or os.path.join(data_dir, "eval.npz")
+  eval_npz = f.eval_npz or os.path.join(data_dir, "eval.npz")
   payload = f.payload or os.path.join(data_dir, "payload")
   faiss_path = f.faiss
   if faiss_path is None and f.payload is None and os.path.exists(
-      os.path.join(data_dir, "payload.faiss")):
-    faiss_path = os.path.join(data_dir, "payload.faiss")
+      os.path.join(data_dir, index_lib.INDEX_FILE)):
+    faiss_path = os.path.join(data_dir, index_lib.INDEX_FILE)
   return eval_npz, payload, faiss_path
 
 
@@ -177,7 +196,7 @@ def train_windows_path(f, loaded) -> Optional[str]:
   if f.train:
     if not os.path.exists(f.train):
       raise FileNotFoundError(f"--train {f.train}: does not exist; pass the train set the model "
-                              "was trained on (a *_rows.npz from python -m lvm_jax.data.build).")
+                              "was trained on (a *_rows.npz from python -m lvm_jax.corpus.build).")
     return f.train
   data = loaded.config.get("data", {})
   path = data.get("train_path") or os.path.join(loaded.workdir or "", "data",
@@ -219,7 +238,7 @@ def evaluate(f) -> int:
   loaded = checkpoint.load(f.checkpoint)
   eval_npz, payload_path, faiss_path = default_paths(f, loaded.workdir)
   payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,
-                                           cache_dir=f["payload-cache"].value)
+                                           cache_dir=f.payload_cache)
   payload = read_payload(payload_path, load_texts=False)
   eval_set = load_eval_set(eval_npz, payload)
   if eval_set.vector_dim != loaded.model.vector_dim:
@@ -233,8 +252,7 @@ def evaluate(f) -> int:
   if faiss_path:
     index = index_lib.read_index(faiss_path, payload.vectors)
   else:
-    kind = f["index-kind"].value
-    kind = index_lib.choose_index_kind(payload.num_rows) if kind == "auto" else kind
+    kind = index_lib.resolve_kind(f.index_kind, payload.num_rows)
     logging.info("No --faiss given: building a %s index over %d rows", kind, payload.num_rows)
     index = index_lib.build_index(payload.vectors, kind=kind, nlist=f.nlist)
   fitted = fit_train_baselines(f, loaded, payload)
@@ -260,7 +278,7 @@ def evaluate(f) -> int:
   if f.out:
     nprobe = index_lib.search_knobs(index).get("nprobe")  # the one searched with
     knobs = {"nprobe": nprobe, **{name: f[flag].value for flag, name, _ in reference.KNOBS},
-             "shard_assist": f["shard-assist"].value}
+             "shard_assist": f.shard_assist}
     val_cosine = report.val_cosine_of(loaded.workdir)
     ours = report.our_section(result, checkpoint=loaded.path, val_cosine=val_cosine, options={
         "index": index_lib.index_kind(index), "index_path": faiss_path, "nprobe": nprobe,

@@ -1,7 +1,11 @@
 """Build a FAISS index over a payload (ids = payload rows).
 
-  python -m lvm_jax.eval.build_index --payload data/payload --out data/payload.faiss \
-      --kind ivf_flat --nlist 3056 --train-sample 200000
+  python -m lvm_jax.eval.build_index --payload DATA/payload --out DATA/payload.faiss \
+      [--kind auto] [--nlist 3056] [--train_sample 200000]
+
+--kind auto (the default) is retrieval.index.choose_index_kind: exact Flat below
+50k rows, index.DEFAULT_KIND from there on. The eval CLI reads DATA/payload.faiss
+when it is there.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ def define_flags(values: flags.FlagValues) -> None:
   d = dict(flag_values=values)
   flags.DEFINE_string("payload", None, "Payload directory.", **d)
   flags.DEFINE_string("out", None, "Index file to write.", **d)
-  flags.DEFINE_enum("kind", index_lib.DEFAULT_KIND, index_lib.INDEX_KINDS, "Index kind.", **d)
+  flags.DEFINE_enum("kind", index_lib.AUTO, (index_lib.AUTO,) + index_lib.INDEX_KINDS,
+                    "Index kind; auto: retrieval.index.choose_index_kind.", **d)
   flags.DEFINE_integer("nlist", None, "IVF cells (default ≈ 4·√M).", **d)
-  flags.DEFINE_integer("train-sample", None, "k-means training points (default 64 a cell).", **d)
+  flags.DEFINE_integer("train_sample", None, "k-means training points (default 64 a cell).", **d)
   flags.DEFINE_integer("seed", 0, "k-means sample seed.", **d)
+  # The dashed spellings of earlier versions, kept as aliases.
+  flags.DEFINE_alias("train-sample", "train_sample", flag_values=values)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -47,12 +54,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     payload = read_payload(values.payload, load_texts=False)
     start = time.perf_counter()
     index = index_lib.build_index(payload.vectors, kind=values.kind, nlist=values.nlist,
-                                  train_sample=values["train-sample"].value, seed=values.seed)
+                                  train_sample=values.train_sample, seed=values.seed)
     index_lib.write_index(index, values.out)
   except (ValueError, OSError) as error:
     print(f"error: {cli.message(error)}", file=sys.stderr)
     return cli.exit_status(error)
-  print(f"{values.kind} index over {payload.num_rows} rows -> {values.out} "
+  print(f"{index_lib.index_kind(index)} index over {payload.num_rows} rows -> {values.out} "
         f"({time.perf_counter() - start:.1f} s)")
   return 0
 

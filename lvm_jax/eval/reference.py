@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
-from lvm_jax.data.legacy import convert_reference_payload
+from lvm_jax.corpus.legacy import convert_reference_payload
 from lvm_jax.data.payload import PROVENANCE_FILE
 from lvm_jax.data.errors import data_error
 
@@ -136,7 +136,7 @@ def resolve_payload(path: str, *, trust_pickle: bool, cache_dir: Optional[str] =
     raise data_error(path, "(file)", "is the reference's pickled payload; reading it runs pickle, "
                      "which can execute code", "if you trust the file, add --trust_pickle: it is "
                      f"converted once into {target} and reused (or convert it yourself with "
-                     f"python -m lvm_jax.data.convert --src {path} --dst DIR --trust_pickle)")
+                     f"python -m lvm_jax.corpus.legacy --src {path} --dst DIR --trust_pickle)")
   parent = os.path.dirname(os.path.abspath(target))
   os.makedirs(parent, exist_ok=True)
   if not os.access(parent, os.W_OK):

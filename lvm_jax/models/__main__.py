@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from lvm_jax import cli
 from lvm_jax.models.model import count_parameters
 from lvm_jax.models.variants import VARIANTS, create_model
 
@@ -50,4 +51,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

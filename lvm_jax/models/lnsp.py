@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lvm_jax.models.model import BlockKind
 from lvm_jax.models.lnsp_blocks import (LnspGRUGate, LnspLocalAttention, LnspMambaBlock,
                                         torch_dense, torch_normalize)
 
@@ -34,7 +35,7 @@ LAYER_NORM_EPSILON = 1e-5  # torch.nn.LayerNorm's default, used by the reference
 class LnspLatentVectorModel(nn.Module):
   """[batch, L, vector_dim] context vectors -> [batch, L, vector_dim] unit predictions.
 
-  blocks: (submodule name, kind) in order, kind one of "mamba", "attention", "gru".
+  blocks: (submodule name, kind) in order, kind a BlockKind.
   """
   vector_dim: int
   d_model: int
@@ -56,8 +57,8 @@ class LnspLatentVectorModel(nn.Module):
   def is_causal(self) -> bool:
     """False when some output t depends on inputs after t (then only the last is valid)."""
     kinds = [kind for _, kind in self.blocks]
-    looks_ahead = "attention" in kinds and self.window // 2 > 0
-    return not looks_ahead and kinds.count("gru") <= 1
+    looks_ahead = BlockKind.ATTENTION in kinds and self.window // 2 > 0
+    return not looks_ahead and kinds.count(BlockKind.GRU) <= 1
 
   @nn.compact
   def __call__(self, context_vectors, *, train: bool = False):
@@ -65,14 +66,14 @@ class LnspLatentVectorModel(nn.Module):
         context_vectors.astype(self.dtype))
     gru_hidden = None
     for name, kind in self.blocks:
-      if kind == "mamba":
+      if kind == BlockKind.MAMBA:
         x = LnspMambaBlock(self.d_model, self.d_state, self.d_conv, self.expand,
                            self.dropout_rate, self.scan_mode, self.scan_chunk_size, self.dtype,
                            name=name)(x, train=train)
-      elif kind == "attention":
+      elif kind == BlockKind.ATTENTION:
         x = LnspLocalAttention(self.d_model, self.num_heads, self.window, self.dropout_rate,
                                self.dtype, name=name)(x, train=train)
-      elif kind == "gru":
+      elif kind == BlockKind.GRU:
         x, gru_hidden = LnspGRUGate(self.d_model, self.gru_hidden, name=name)(x, gru_hidden)
       else:
         raise ValueError(f"LnspLatentVectorModel: unknown block kind {kind!r} in {name}; "
@@ -113,23 +114,23 @@ class LnspVariant:
 
 
 def _hybrid_layout(s):
-  return tuple((f"layers_{i}", "attention" if (i + 1) % s["attention_every"] == 0 else "mamba")
+  return tuple((f"layers_{i}", BlockKind.ATTENTION if (i + 1) % s["attention_every"] == 0 else BlockKind.MAMBA)
                for i in range(s["n_layers"]))
 
 
 def _sandwich_layout(s):
-  return (tuple((f"front_layers_{i}", "attention") for i in range(s["n_attention_front"]))
-          + tuple((f"trunk_layers_{i}", "mamba") for i in range(s["n_layers"]))
-          + tuple((f"back_layers_{i}", "attention") for i in range(s["n_attention_back"])))
+  return (tuple((f"front_layers_{i}", BlockKind.ATTENTION) for i in range(s["n_attention_front"]))
+          + tuple((f"trunk_layers_{i}", BlockKind.MAMBA) for i in range(s["n_layers"]))
+          + tuple((f"back_layers_{i}", BlockKind.ATTENTION) for i in range(s["n_attention_back"])))
 
 
 def _gr_layout(s):
   return tuple(block for i in range(s["n_layers"])
-               for block in ((f"mamba_layers_{i}", "mamba"), (f"gru_gates_{i}", "gru")))
+               for block in ((f"mamba_layers_{i}", BlockKind.MAMBA), (f"gru_gates_{i}", BlockKind.GRU)))
 
 
 def _mamba_layout(s):
-  return tuple((f"layers_{i}", "mamba") for i in range(s["n_layers"]))
+  return tuple((f"layers_{i}", BlockKind.MAMBA) for i in range(s["n_layers"]))
 
 
 _COMMON = dict(vector_dim=768, d_conv=4, expand=2, dropout=0.05, alignment_head=False,

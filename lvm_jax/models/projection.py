@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import enum
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from lvm_jax.models.lnsp import LnspProjectionHead
 from lvm_jax.models.model import l2_normalize
 
-HEAD_KINDS = ("native", "lnsp")
+class HeadKind(str, enum.Enum):
+  """config.head.kind: this project's head, or the reference trainer's (for imports)."""
+  NATIVE = "native"
+  LNSP = "lnsp"
+
+
+HEAD_KINDS = tuple(k.value for k in HeadKind)
 
 
 class ProjectionHead(nn.Module):
@@ -29,8 +37,8 @@ def create_head(head_config):
   """The head config.head describes: kind "native" (this project's) or "lnsp" (the reference
   trainer's, which imported reference checkpoints need). Configs without `kind` are native."""
   kind = head_config.get("kind", "native")
-  if kind == "lnsp":
+  if kind == HeadKind.LNSP:
     return LnspProjectionHead(head_config.hidden_dim, head_config.out_dim)
-  if kind == "native":
+  if kind == HeadKind.NATIVE:
     return ProjectionHead(head_config.hidden_dim, head_config.out_dim)
   raise ValueError(f"config field head.kind={kind!r} is not one of {HEAD_KINDS}.")

@@ -5,6 +5,8 @@
   metrics    the one ranking implementation: R@k, Contain@K, Eff@5, MRR, exact ranks,
              rank_metrics (the training loop's validation proxy), cosines
   rerank     MMR, same-article, next-gap and directional rerankers
+  baselines  copy-last, mean-of-context, linear, nearest-train; CLI with their numbers
+  eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
   baselines  copy-last, mean-of-context, recency (decay fitted on train), linear,
              nearest-train; CLI with their numbers
   margin     the model minus the best baseline, with a paired bootstrap interval

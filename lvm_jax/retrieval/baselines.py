@@ -26,9 +26,10 @@ import os
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from lvm_jax.data import build
+from lvm_jax import cli
+from lvm_jax.corpus import build
 from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.data.sequences import read_sequence_set
 from lvm_jax.retrieval import metrics as metrics_lib
@@ -234,7 +235,7 @@ def report_for_directory(data_dir: str, *, split: str = "eval") -> Dict[str, Dic
                                           payload=payload) for name in ("train", split)}
   noise_free = None
   if "synthetic" in manifest:
-    from lvm_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
     noise_free = synthetic.noise_free_predictions(data_dir, sets[split].payload_rows[:, -1])
   return baseline_report(payload, sets["train"].payload_rows, sets[split].payload_rows,
                          noise_free=noise_free)
@@ -269,4 +270,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("data", None, "Data directory (with manifest.json and compact sets).",
                       required=True)
   flags.DEFINE_string("split", "eval", "Split to score (eval or val).")
-  app.run(main)
+  cli.run(main)

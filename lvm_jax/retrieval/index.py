@@ -46,6 +46,8 @@ IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp
 REFINE_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine")
 DEFAULT_KIND = "ivf_pqfs_refine"  # what choose_index_kind picks for large payloads
 FLAT_MAX_ROWS = 50_000  # below this many rows exact Flat search is fast enough and needs no training
+AUTO = "auto"  # a kind argument meaning choose_index_kind(rows)
+INDEX_FILE = "payload.faiss"  # the index beside a data directory's sets
 DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
 # nprobe and k_factor set at build time, per kind: the settings that reach recall@50 >= 0.99
 # at the default nlist on 585k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json).
@@ -60,7 +62,7 @@ CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mappi
 
 
 def _faiss():
-  """FAISS on first use: data.build imports this module, and training imports data.build."""
+  """FAISS on first use: training imports the evaluators, which import this module."""
   import faiss  # pylint: disable=g-import-not-at-top
   return faiss
 
@@ -78,23 +80,33 @@ def default_nlist(num_vectors: int) -> int:
 
 
 def choose_index_kind(num_rows: int) -> str:
-  """The kind to build over a payload of `num_rows`: the one rule data.build ("auto"), the
-  eval CLI and the in-loop evaluator share. Flat below FLAT_MAX_ROWS, else DEFAULT_KIND."""
+  """The kind to build over a payload of `num_rows` when none is named: the one rule that
+  eval.build_index, the eval CLI and the in-loop evaluator share. Flat below FLAT_MAX_ROWS,
+  else DEFAULT_KIND."""
   return "flat" if num_rows < FLAT_MAX_ROWS else DEFAULT_KIND
 
 
-def build_index(vectors: np.ndarray, kind: str = "ivf_flat", nlist: Optional[int] = None,
+def resolve_kind(kind: str, rows: int) -> str:
+  """`kind`, or choose_index_kind(rows) for "auto"; refuses an unknown kind."""
+  if kind == AUTO:
+    return choose_index_kind(rows)
+  if kind not in INDEX_KINDS:
+    raise ValueError(f"index kind {kind!r} is not one of {(AUTO,) + INDEX_KINDS}.")
+  return kind
+
+
+def build_index(vectors: np.ndarray, kind: str = AUTO, nlist: Optional[int] = None,
                 train_sample: Optional[int] = None, seed: int = 0) -> faiss.Index:
   """An inner-product index over `vectors` [M, dim] in row order (FAISS id = row).
 
-  nlist: IVF cells (default default_nlist(M)); train_sample: k-means training
-  points (default TRAIN_POINTS_PER_CELL per cell), drawn without replacement.
+  kind: one of INDEX_KINDS, or "auto" (choose_index_kind(M)); nlist: IVF cells
+  (default default_nlist(M)); train_sample: k-means training points (default
+  TRAIN_POINTS_PER_CELL per cell), drawn without replacement.
   """
   faiss = _faiss()
-  if kind not in INDEX_KINDS:
-    raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS}.")
   vectors = np.ascontiguousarray(vectors, dtype=np.float32)
   num_vectors, dim = vectors.shape
+  kind = resolve_kind(kind, num_vectors)
   if kind == "flat":
     index = faiss.IndexFlatIP(dim)
   elif kind == "hnsw":
@@ -227,7 +239,7 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
              f"{path}")
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build it with python -m "
-                     "lvm_jax.data.build --payload PAYLOAD --out DIR --index_kind ivf_flat")
+                     f"lvm_jax.eval.build_index --payload PAYLOAD --out {path}")
   if os.path.isdir(path):
     raise data_error(path, "(file)", "is a directory, not a FAISS index file",
                      "pass the index file itself (e.g. DIR/payload.faiss)")
@@ -260,3 +272,15 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
                      "in the index: its ids are not this payload's row numbers",
                      "rebuild the index from this payload (rows in payload order)")
   return index
+
+
+def write_payload_index(payload, path: str, *, kind: str = AUTO,
+                        nlist: Optional[int] = None) -> dict:
+  """FAISS index over a Payload in row order (FAISS id = row) written to `path`; returns the
+  record a manifest keeps (path, kind, nlist, num_vectors, search knobs)."""
+  built = build_index(payload.vectors, kind=kind, nlist=nlist)
+  write_index(built, path)
+  kind = index_kind(built)
+  logging.info("FAISS %s index over %d payload rows -> %s", kind, payload.num_rows, path)
+  return {"path": os.path.basename(path), "kind": kind, "nlist": nlist,
+          "num_vectors": payload.num_rows, "search": search_knobs(built)}

@@ -1,5 +1,7 @@
 """Training, by concern.
 
+  augment        article dropout and span corruption, jittable (step applies it)
+  training_sets  the train/val sets a run trains on (configured, or the synthetic default)
   step        optimizer, TrainState, accumulated_gradients, train_step (pure)
   evaluators  ValidationEvaluator: val losses, cosine, retrieval proxy, baselines
   hooks       history, TensorBoard scalars, early stopping, smoke gate

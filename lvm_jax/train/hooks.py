@@ -10,17 +10,11 @@ import math
 import os
 from typing import Dict, List, Optional
 
-import jax
 from absl import logging
 from flax.training import early_stopping
 
 from lvm_jax import atomic, multihost
 from lvm_jax.workdir import Workdir
-
-
-def is_writer() -> bool:
-  """Process 0 writes the files every process would otherwise write alike."""
-  return jax.process_index() == 0
 
 
 class History:
@@ -39,7 +33,7 @@ class History:
 
   def append(self, entry: Dict) -> None:
     self.entries.append(entry)
-    if is_writer():
+    if multihost.is_process_0():
       atomic.write_json(self.path, self.entries)
 
   def best(self, metric: str, mode: str = "max") -> float:
@@ -54,7 +48,7 @@ class MetricWriter:
 
   def __init__(self, workdir: Workdir):
     self._writer = None
-    if is_writer():
+    if multihost.is_process_0():
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._writer = SummaryWriter(workdir.tensorboard)
 
@@ -129,5 +123,5 @@ class SmokeGate:
 
 
 def write_baselines(path: str, baselines: Dict[str, Dict[str, float]]) -> None:
-  if is_writer():
+  if multihost.is_process_0():
     atomic.write_json(path, baselines)

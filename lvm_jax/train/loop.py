@@ -18,9 +18,10 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from lvm_jax import models as models_lib
 from lvm_jax import checkpoint, config_checks, multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
-from lvm_jax.data.training_sets import load_training_sets
+from lvm_jax.train.training_sets import load_training_sets
 from lvm_jax.retrieval import baselines as baselines_lib
 from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
@@ -47,7 +48,7 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
   """One epoch from `first_step`; metrics are fetched from the device every log_every_steps."""
   steps_per_epoch = pipeline.steps_per_epoch
   bar = tqdm(total=steps_per_epoch - first_step, unit="step", leave=False, mininterval=1.0,
-             desc=f"epoch {epoch + 1}/{config.train.num_epochs}", disable=not hooks.is_writer())
+             desc=f"epoch {epoch + 1}/{config.train.num_epochs}", disable=not multihost.is_process_0())
   sums, pending, done, start = {}, [], 0, time.perf_counter()
 
   def fetch(step: int) -> Dict[str, float]:
@@ -87,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """
   config_checks.check_config(config)
   workdir = Workdir(workdir)
-  lock = workdir_lock.hold(workdir) if hooks.is_writer() else contextlib.nullcontext()
+  lock = workdir_lock.hold(workdir) if multihost.is_process_0() else contextlib.nullcontext()
   with lock:
     return _train_and_evaluate(config, workdir)
 
@@ -100,9 +101,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   sets = load_training_sets(config, workdir.data)
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim = sets.train.vector_dim
-  predictor = checkpoint.predictor_from_config(config, vector_dim)
+  predictor = models_lib.predictor_from_config(config, vector_dim)
   config_checks.check_model(config, predictor.model)
-  if hooks.is_writer():
+  if multihost.is_process_0():
     checkpoint.write_config(workdir, config)
 
   pipeline = TrainingPipeline(
@@ -176,7 +177,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
       val = validation.run(host_state.params)
       step = int(host_state.step)
       entry = {"epoch": epoch + 1, "step": step, "train_loss": train_means["loss"],
-               "train_infonce": train_means["infonce"], "train_ar_cosine": train_means["ar_loss"],
+               # absent when the head's InfoNCE is off (loss.contrastive_weight 0)
+               **({"train_infonce": train_means["infonce"]} if "infonce" in train_means else {}),
+               "train_ar_cosine": train_means["ar_loss"],
                "train_cosine": train_means["cosine"],
                "masked_negatives_per_step": train_means["masked_negatives"], **val,
                "lr": float(schedule(max(step - 1, 0))), **speed}

@@ -17,8 +17,9 @@ import optax
 from flax.training import train_state
 from jax import lax
 
+from lvm_jax.config_base import Negatives, Positions
 from lvm_jax import losses
-from lvm_jax.data import augment
+from lvm_jax.train import augment
 from lvm_jax.models import LatentVectorPredictor, weight_decay_mask
 from lvm_jax.train.parallel import AXIS, DataParallel
 
@@ -79,12 +80,34 @@ def prediction_targets(contexts, targets, target_ids, positions: str):
     packed (article, chunk) keys), so position t's next chunk has id
     target_id - (L - 1 - t).
   """
-  if positions == "last":
+  if positions == Positions.LAST:
     return targets[..., None, :], target_ids[..., None]
   length = contexts.shape[-2]
   next_vectors = jnp.concatenate([contexts[..., 1:, :], targets[..., None, :]], axis=-2)
   offsets = jnp.arange(length - 1, -1, -1, dtype=target_ids.dtype)
   return next_vectors, target_ids[..., None] - offsets
+
+
+def negative_pool(negatives: str, index, per_micro: int, micro, step, step_offset, extras):
+  """What micro-batch `index`'s queries score against, and where each one's positive sits.
+
+  micro, step: (keys, vectors, ids) of this micro-batch and of the whole step (every
+  device's for "global", this device's first query then at `step_offset`); keys or vectors
+  are None when their InfoNCE term is off. "micro" scores against the micro-batch only
+  (the reference); "accum" and "global" against the whole step. extras (context negatives,
+  per micro-batch for "micro", of the step otherwise) are appended after the positives, so
+  the positive indices hold. Returns (keys, vectors, ids, positive [per_micro]).
+  """
+  if negatives == Negatives.MICRO:
+    (keys, vectors, ids), positive = micro, jnp.arange(per_micro)
+  else:
+    (keys, vectors, ids), positive = step, step_offset + index * per_micro + jnp.arange(per_micro)
+  if extras is not None:
+    extra_keys, extra_vectors, extra_ids = extras
+    keys = None if keys is None else jnp.concatenate([keys, extra_keys])
+    vectors = None if vectors is None else jnp.concatenate([vectors, extra_vectors])
+    ids = jnp.concatenate([ids, extra_ids.astype(ids.dtype)])
+  return keys, vectors, ids, positive
 
 
 def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: jax.Array, *,
@@ -94,37 +117,41 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
   Because the target branch has stop-gradient, the target projections of the
   whole step are computed once up front and every micro-batch scores against
   them ("accum"), or against all devices' ("global"): the summed micro-batch
-  gradients then equal the gradient of one batch of the whole step.
+  gradients then equal the gradient of one batch of the whole step. The head's
+  InfoNCE is not computed when its weight is 0, the vector InfoNCE when its is.
   """
   contexts, targets, target_ids = batch["contexts"], batch["targets"], batch["target_ids"]
   accum_steps, micro_batch = contexts.shape[:2]
   negatives, temperature = config.loss.negatives, config.loss.temperature
+  use_head = config.loss.contrastive_weight > 0
+  use_vectors = config.loss.vector_infonce_weight > 0
   device_index = lax.axis_index(AXIS)
+  gather = ((lambda x: lax.all_gather(x, AXIS, tiled=True)) if negatives == Negatives.GLOBAL
+            else (lambda x: x))
 
   next_vectors, next_ids = prediction_targets(contexts, targets, target_ids, config.loss.positions)
   per_micro = next_vectors.shape[2] * micro_batch  # queries per micro-batch
-  keys = lax.stop_gradient(project(state, state.params, next_vectors))
-  keys = keys.reshape(accum_steps, per_micro, -1)
-  key_ids = next_ids.reshape(accum_steps, per_micro)
-  step_keys, step_key_ids = keys.reshape(-1, keys.shape[-1]), key_ids.reshape(-1)
-  pool_offset = 0
-  if negatives == "global":
-    step_keys = lax.all_gather(step_keys, AXIS, tiled=True)
-    step_key_ids = lax.all_gather(step_key_ids, AXIS, tiled=True)
-    pool_offset = device_index * accum_steps * per_micro
   queries_per_device = accum_steps * per_micro
-  use_vectors = config.loss.vector_infonce_weight > 0
-  step_vectors = next_vectors.reshape(-1, next_vectors.shape[-1]).astype(jnp.float32)
-  if use_vectors and negatives == "global":
-    step_vectors = lax.all_gather(step_vectors, AXIS, tiled=True)
+  key_ids = next_ids.reshape(accum_steps, per_micro)
+  keys = step_keys = step_vectors = None
+  if use_head:
+    keys = lax.stop_gradient(project(state, state.params, next_vectors))
+    keys = keys.reshape(accum_steps, per_micro, -1)
+    step_keys = gather(keys.reshape(-1, keys.shape[-1]))
+  if use_vectors:
+    step_vectors = gather(next_vectors.reshape(-1, next_vectors.shape[-1]).astype(jnp.float32))
+  step_pool = (step_keys, step_vectors, gather(key_ids.reshape(-1)))
+  step_offset = device_index * queries_per_device if negatives == Negatives.GLOBAL else 0
   extras, step_extras = None, None  # context negatives: (keys, vectors, ids) per micro-batch
   if config.loss.context_negatives:
     extra_vectors, extra_ids = losses.context_negatives(contexts, target_ids, config.loss.positions)
     extra_vectors = extra_vectors.reshape(accum_steps, -1, extra_vectors.shape[-1])
-    extra_keys = lax.stop_gradient(project(state, state.params, extra_vectors))
-    extras = (extra_keys, extra_vectors.astype(jnp.float32), extra_ids.reshape(accum_steps, -1))
-    step_extras = tuple(a.reshape((-1,) + a.shape[2:]) for a in extras)
-  metric_names = METRIC_SUMS + (("vector_infonce",) if use_vectors else ())
+    extra_keys = lax.stop_gradient(project(state, state.params, extra_vectors)) if use_head else None
+    extras = (extra_keys, extra_vectors.astype(jnp.float32) if use_vectors else None,
+              extra_ids.reshape(accum_steps, -1))
+    step_extras = tuple(None if a is None else a.reshape((-1,) + a.shape[2:]) for a in extras)
+  metric_names = (METRIC_SUMS if use_head else tuple(k for k in METRIC_SUMS if k != "infonce")) \
+      + (("vector_infonce",) if use_vectors else ())
 
   def micro_step(carry, inputs):
     grad_sum, metric_sum = carry
@@ -135,39 +162,37 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
     micro_contexts = augment.augment_contexts(
         augment_rng, micro_contexts, article_dropout_p=config.augment.article_dropout,
         span_corruption_p=config.augment.span_corruption)
-    if negatives == "micro":
-      pool, pool_ids, positive = micro_keys, micro_key_ids, jnp.arange(per_micro)
-      vector_pool = micro_next.reshape(per_micro, -1).astype(jnp.float32)
-    else:
-      pool, pool_ids, vector_pool = step_keys, step_key_ids, step_vectors
-      positive = pool_offset + index * per_micro + jnp.arange(per_micro)
-    if extras is not None:  # appended after the positives, so their indices hold
-      extra_keys, extra_vectors, extra_ids = micro_extras if negatives == "micro" else step_extras
-      pool = jnp.concatenate([pool, extra_keys])
-      pool_ids = jnp.concatenate([pool_ids, extra_ids.astype(pool_ids.dtype)])
-      vector_pool = jnp.concatenate([vector_pool, extra_vectors])
+    micro_vectors = micro_next.reshape(per_micro, -1).astype(jnp.float32) if use_vectors else None
+    pool, vector_pool, pool_ids, positive = negative_pool(
+        negatives, index, per_micro, (micro_keys, micro_vectors, micro_key_ids), step_pool,
+        step_offset, micro_extras if negatives == Negatives.MICRO else step_extras)
 
     def loss_fn(params):
       predictions = predict(state, params, micro_contexts, train=True,
                             rngs={"dropout": dropout_rng})
-      if config.loss.positions == "last":
+      if config.loss.positions == Positions.LAST:
         predictions = predictions[:, -1:]
       ar = losses.ar_cosine_loss(predictions, micro_next)
-      queries = project(state, params, predictions).reshape(per_micro, -1)
-      infonce, masked = losses.info_nce(queries, pool, positive, micro_ids.reshape(-1), pool_ids,
-                                        temperature)
+      query_ids = micro_ids.reshape(-1)
+      sums = {"ar_loss": jnp.sum(ar), "cosine": jnp.sum(1.0 - ar[:, -1]) * per_micro / micro_batch,
+              "masked_negatives": jnp.float32(0)}
+      if use_head:
+        queries = project(state, params, predictions).reshape(per_micro, -1)
+        infonce, masked = losses.info_nce(queries, pool, positive, query_ids, pool_ids, temperature)
+        sums["infonce"], sums["masked_negatives"] = jnp.sum(infonce), jnp.sum(masked).astype(
+            jnp.float32)
       # Sums over the step's queries, not micro-batch means: the scan then adds up
       # to exactly the gradient of the mean over one big batch.
-      loss = losses.combined_loss(jnp.sum(infonce), jnp.sum(ar), config.loss.contrastive_weight,
+      loss = losses.combined_loss(sums.get("infonce", 0.0), sums["ar_loss"],
+                                  config.loss.contrastive_weight if use_head else 0.0,
                                   config.loss.ar_weight) / queries_per_device
-      sums = {"infonce": jnp.sum(infonce),
-              "ar_loss": jnp.sum(ar), "cosine": jnp.sum(1.0 - ar[:, -1]) * per_micro / micro_batch,
-              "masked_negatives": jnp.sum(masked).astype(jnp.float32)}
       if use_vectors:  # InfoNCE in the space FAISS searches: predictions vs raw next vectors
-        vector_infonce, _ = losses.info_nce(predictions.reshape(per_micro, -1), vector_pool,
-                                            positive, micro_ids.reshape(-1), pool_ids,
-                                            config.loss.vector_temperature)
+        vector_infonce, masked = losses.info_nce(predictions.reshape(per_micro, -1), vector_pool,
+                                                 positive, query_ids, pool_ids,
+                                                 config.loss.vector_temperature)
         sums["vector_infonce"] = jnp.sum(vector_infonce)
+        if not use_head:  # the same pool ids, so the same negatives are masked
+          sums["masked_negatives"] = jnp.sum(masked).astype(jnp.float32)
         loss = loss + config.loss.vector_infonce_weight * sums["vector_infonce"] / queries_per_device
       sums["loss"] = loss * queries_per_device
       return loss, sums

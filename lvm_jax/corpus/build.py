@@ -1,8 +1,12 @@
-"""Payload -> article-disjoint train / val / eval windows, manifest and FAISS index.
+"""Payload -> article-disjoint train / val / eval windows and manifest.
 
-  python -m lvm_jax.data.build --payload PAYLOAD_DIR --out DATA_DIR \
+  python -m lvm_jax.corpus.build --payload DATA/payload --out DATA \
       [--context_length 5] [--min_article_chunks 10] [--split_ratios 0.8,0.1,0.1] \
-      [--seed 0] [--forms full,compact] [--index_kind auto]
+      [--seed 0] [--forms full,compact]
+  python -m lvm_jax.eval.build_index --payload DATA/payload --out DATA/payload.faiss
+
+The FAISS index over the payload is retrieval's (the second command, or built
+on first use by the evaluators: retrieval.index.choose_index_kind).
 
 A window is `context_length` consecutive chunks of one article followed by
 the next chunk as target; a gap in chunk_index ends a run. Only articles with
@@ -22,11 +26,10 @@ import numpy as np
 from absl import app, flags, logging
 
 from lvm_jax import atomic, cli
-from lvm_jax.retrieval import index as index_lib
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.eval_sets import EvalSet, write_eval_set
 from lvm_jax.data.file_io import FORMAT_VERSION
-from lvm_jax.data.legacy import convert_reference_payload
+from lvm_jax.corpus.legacy import convert_reference_payload
 from lvm_jax.data.payload import Payload, payload_fingerprint, read_payload, write_payload
 from lvm_jax.data.sequences import SequenceSet, write_sequence_set
 
@@ -36,8 +39,6 @@ SPLITS = ("train", "val", "eval")
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)  # train, val, eval
 FORMS = ("full", "compact")
 MANIFEST_FILE = "manifest.json"
-INDEX_FILE = "payload.faiss"
-INDEX_KINDS = ("auto",) + index_lib.INDEX_KINDS + ("none",)
 
 
 def output_file(split: str, form: str) -> str:
@@ -148,26 +149,6 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
   return sets, record
 
 
-def resolve_index_kind(kind: str, num_rows: int) -> str:
-  """"auto": retrieval.index.choose_index_kind, the one rule (Flat for small payloads)."""
-  if kind not in INDEX_KINDS:
-    raise ValueError(f"index kind {kind!r} is not one of {INDEX_KINDS} (--index_kind).")
-  if kind == "auto":
-    return index_lib.choose_index_kind(num_rows)
-  return kind
-
-
-def build_index_file(payload: Payload, path: str, *, kind: str = "auto",
-                     nlist: Optional[int] = None) -> Dict:
-  """FAISS index over the payload in row order (FAISS id = row) written to `path`."""
-  kind = resolve_index_kind(kind, payload.num_rows)
-  built = index_lib.build_index(payload.vectors, kind=kind, nlist=nlist)
-  index_lib.write_index(built, path)
-  logging.info("FAISS %s index over %d payload rows -> %s", kind, payload.num_rows, path)
-  return {"path": os.path.basename(path), "kind": kind, "nlist": nlist,
-          "num_vectors": payload.num_rows, "search": index_lib.search_knobs(built)}
-
-
 def write_sets(out_dir: str, sets: Mapping[str, SequenceSet],
                forms: Sequence[str] = FORMS) -> Dict[str, str]:
   """Writes each split in each form; returns {key: path}.
@@ -199,12 +180,12 @@ def write_sets(out_dir: str, sets: Mapping[str, SequenceSet],
 def build_dataset(payload, out_dir: str, *, context_length: int = DEFAULT_CONTEXT_LENGTH,
                   min_article_chunks: int = DEFAULT_MIN_ARTICLE_CHUNKS,
                   split_ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS, seed: int = 0,
-                  forms: Sequence[str] = FORMS, index_kind: str = "auto",
-                  nlist: Optional[int] = None, extra_manifest: Optional[Dict] = None
+                  forms: Sequence[str] = FORMS, extra_manifest: Optional[Dict] = None
                   ) -> Dict[str, str]:
-  """Payload (a Payload or its directory) -> sets, index and manifest in `out_dir`.
+  """Payload (a Payload or its directory) -> sets and manifest in `out_dir`.
 
-  Returns {"train", "train_rows", "val", ..., "index", "manifest", "payload": path}.
+  Returns {"train", "train_rows", "val", ..., "manifest", "payload": path}. The
+  FAISS index over the payload is retrieval's: python -m lvm_jax.eval.build_index.
   """
   if not isinstance(payload, Payload):
     payload = read_payload(payload)
@@ -225,10 +206,6 @@ def build_dataset(payload, out_dir: str, *, context_length: int = DEFAULT_CONTEX
                           "num_rows": payload.num_rows, "vector_dim": payload.vector_dim,
                           "provenance": payload.provenance},
               **record, "files": {key: os.path.basename(path) for key, path in paths.items()}}
-  if index_kind != "none":
-    index_path = os.path.join(out_dir, INDEX_FILE)
-    manifest["index"] = build_index_file(payload, index_path, kind=index_kind, nlist=nlist)
-    paths["index"] = index_path
   manifest.update(extra_manifest or {})
   manifest_path = os.path.join(out_dir, MANIFEST_FILE)
   atomic.write_json(manifest_path, manifest, indent=1)
@@ -243,7 +220,7 @@ def read_manifest(path: str) -> Dict:
     path = os.path.join(path, MANIFEST_FILE)
   if not os.path.exists(path):
     raise data_error(path, "(file)", "does not exist", "build the data directory with "
-                     "python -m lvm_jax.data.build (or lvm_jax.data.synthetic)")
+                     "python -m lvm_jax.corpus.build (or lvm_jax.corpus.synthetic)")
   with open(path) as f:
     return json.load(f)
 
@@ -290,8 +267,6 @@ def define_flags() -> None:
                       "train,val,eval shares of the articles.")
   flags.DEFINE_integer("seed", 0, "Seed of the article split.")
   flags.DEFINE_list("forms", list(FORMS), "Which forms to write: full, compact.")
-  flags.DEFINE_enum("index_kind", "auto", INDEX_KINDS, "FAISS index over the payload.")
-  flags.DEFINE_integer("nlist", None, "IVF lists (default: the index module's rule).")
   flags.DEFINE_bool("trust_pickle", False, "Allow reading the reference's pickled payload.")
   flags.DEFINE_bool("normalize", False, "Re-normalise non-unit payload vectors (logged).")
 
@@ -312,10 +287,10 @@ def main(argv) -> None:
   paths = build_dataset(payload, args.out, context_length=args.context_length,
                         min_article_chunks=args.min_article_chunks,
                         split_ratios=parse_ratios(args.split_ratios), seed=args.seed,
-                        forms=args.forms, index_kind=args.index_kind, nlist=args.nlist)
+                        forms=args.forms)
   print(json.dumps(paths, indent=1))
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

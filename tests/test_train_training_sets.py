@@ -11,7 +11,7 @@ from lvm_jax.config_base import base_config
 from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.data.payload import read_payload
-from lvm_jax.data.training_sets import load_training_sets
+from lvm_jax.train.training_sets import load_training_sets
 
 
 def tiny_synthetic_config():
@@ -73,7 +73,7 @@ def test_train_path_without_val_path_is_refused(tmp_path):
     load_training_sets(config, str(tmp_path / "data"))
   assert str(error.value) == (
       "config.data.val_path is empty while train_path='/data/train.npz'; give the validation "
-      "set built with the training set (python -m lvm_jax.data.build writes both).")
+      "set built with the training set (python -m lvm_jax.corpus.build writes both).")
 
 
 def write_sets(tmp_path, payload_dir, train_starts, val_starts, val_payload=None):
@@ -91,7 +91,7 @@ def test_overlapping_articles_between_train_and_val_log_a_warning(tmp_path, payl
   assert sets.article_overlap == 1
   assert "1 article(s) appear in both" in caplog.text
   assert train in caplog.text and val in caplog.text and "[13]" in caplog.text
-  assert "build splits by article (python -m lvm_jax.data.build)" in caplog.text
+  assert "build splits by article (python -m lvm_jax.corpus.build)" in caplog.text
   assert sets.describe()["article_overlap"] == 1
   assert (sets.train_path, sets.val_path, sets.payload_path, sets.eval_path) == (
       train, val, payload_dir, "")

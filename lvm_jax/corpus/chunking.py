@@ -1,4 +1,4 @@
-"""Text -> paragraphs -> chunks: the pure part of `python -m lvm_jax.data.ingest`.
+"""Text -> paragraphs -> chunks: the pure part of `python -m lvm_jax.corpus.ingest`.
 
 A chunk is what one payload row embeds. The rules, chosen so a reader can
 predict the chunks from the text:

@@ -1,6 +1,6 @@
 """A synthetic corpus with a learnable next-chunk task: the embedded default when no data is set.
 
-  python -m lvm_jax.data.synthetic --out DIR [--num_articles 600] [--dim 768] [--seed 0]
+  python -m lvm_jax.corpus.synthetic --out DIR [--num_articles 600] [--dim 768] [--seed 0]
   python -m lvm_jax.retrieval.baselines --data DIR     # the baselines' numbers on it
 
 The generating process (all of it fixed by `seed`):
@@ -33,8 +33,8 @@ import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
-from lvm_jax import atomic
-from lvm_jax.data import build
+from lvm_jax import atomic, cli
+from lvm_jax.corpus import build
 from lvm_jax.data.file_io import make_provenance
 from lvm_jax.data.payload import PAYLOAD_FILES, Payload, write_payload
 
@@ -168,7 +168,7 @@ def sample_corpus(knobs: SyntheticKnobs) -> Tuple[Payload, np.ndarray, np.ndarra
     texts = [f"synthetic article {a} chunk {c}" for a, c in zip(article_index, chunk_index)]
   provenance = make_provenance(
       embedder_id=f"synthetic-v1(dim={knobs.dim}, seed={knobs.seed})",
-      source="lvm_jax.data.synthetic", source_hash=f"synthetic:{_knobs_hash(knobs)}",
+      source="lvm_jax.corpus.synthetic", source_hash=f"synthetic:{_knobs_hash(knobs)}",
       synthetic_knobs=_knobs_record(knobs))
   payload = Payload(vectors=vectors, article_index=article_index.astype(np.int64),
                     chunk_index=chunk_index.astype(np.int64),
@@ -205,22 +205,21 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
                               min_article_chunks: int = build.DEFAULT_MIN_ARTICLE_CHUNKS,
                               split_ratios: Sequence[float] = build.DEFAULT_SPLIT_RATIOS,
                               split_seed: Optional[int] = None,
-                              forms: Sequence[str] = build.FORMS, index_kind: str = "auto",
-                              reuse: bool = True, **knob_values) -> Dict[str, str]:
-  """Writes payload, FAISS index, train/val/eval sets (full and compact) and manifest.
+                              forms: Sequence[str] = build.FORMS, reuse: bool = True, **knob_values) -> Dict[str, str]:
+  """Writes payload, train/val/eval sets (full and compact) and manifest.
 
   knob_values: any SyntheticKnobs field (num_articles, dim, seed, ...).
   reuse: when out_dir already holds a corpus made with the same knobs and build
   settings, return its paths instead of regenerating (generation is
   deterministic, so the files would be identical).
-  Returns {"payload", "index", "train", "train_rows", "val", "val_rows", "eval",
+  Returns {"payload", "train", "train_rows", "val", "val_rows", "eval",
   "eval_rows", "manifest", "synthetic_state": path} (only the forms asked for).
   """
   knobs = SyntheticKnobs(**knob_values)
   settings = {"knobs": _knobs_record(knobs), "context_length": context_length,
               "min_article_chunks": min_article_chunks, "split_ratios": list(split_ratios),
               "split_seed": knobs.seed if split_seed is None else split_seed,
-              "forms": sorted(forms), "index_kind": index_kind}
+              "forms": sorted(forms)}
   manifest_path = os.path.join(out_dir, build.MANIFEST_FILE)
   if reuse and os.path.exists(manifest_path):
     manifest = build.read_manifest(manifest_path)
@@ -228,8 +227,6 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
       paths = {key: os.path.join(out_dir, name) for key, name in manifest["files"].items()}
       paths.update(payload=os.path.join(out_dir, PAYLOAD_DIR), manifest=manifest_path,
                    synthetic_state=os.path.join(out_dir, STATE_FILE))
-      if "index" in manifest:
-        paths["index"] = os.path.join(out_dir, manifest["index"]["path"])
       if all(os.path.exists(p) for p in paths.values()):
         logging.info("Reusing the synthetic corpus in %s (same knobs).", out_dir)
         return paths
@@ -242,7 +239,7 @@ def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAU
   atomic.savez(state_path, latents=latents, topics=topics)
   paths = build.build_dataset(payload, out_dir, context_length=context_length,
                               min_article_chunks=min_article_chunks, split_ratios=split_ratios,
-                              seed=settings["split_seed"], forms=forms, index_kind=index_kind,
+                              seed=settings["split_seed"], forms=forms,
                               extra_manifest={"synthetic": settings})
   paths["synthetic_state"] = state_path
   logging.info("Synthetic corpus: %d articles, %d chunks x %d dims in %s", knobs.num_articles,
@@ -282,7 +279,6 @@ def define_flags() -> None:
   flags.DEFINE_string("split_ratios", ",".join(map(str, build.DEFAULT_SPLIT_RATIOS)),
                       "train,val,eval shares of the articles.")
   flags.DEFINE_list("forms", list(build.FORMS), "Which forms to write: full, compact.")
-  flags.DEFINE_enum("index_kind", "auto", build.INDEX_KINDS, "FAISS index over the payload.")
 
 
 def main(argv) -> None:
@@ -295,11 +291,11 @@ def main(argv) -> None:
   paths = generate_synthetic_corpus(args.out, context_length=args.context_length,
                                     min_article_chunks=args.min_article_chunks,
                                     split_ratios=build.parse_ratios(args.split_ratios),
-                                    forms=args.forms, index_kind=args.index_kind, reuse=False,
+                                    forms=args.forms, reuse=False,
                                     **knob_values)
   print(json.dumps(paths, indent=1))
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -5,6 +5,8 @@ the reference's own eval sets check against the converted payload (issue 11, ite
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from data_helpers import assert_message, make_payload, unit_rows
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.data.eval_sets import read_eval_set
-from lvm_jax.data.legacy import convert_reference_payload, read_reference_payload
+from lvm_jax.corpus.legacy import convert_reference_payload, read_reference_payload
 from lvm_jax.data.payload import read_payload
 from lvm_jax.data.sequences import read_sequence_set
 from lvm_jax.retrieval.evaluator import check_provenance
@@ -44,7 +46,7 @@ def test_reference_pickled_payload_is_refused_without_trust_pickle(tmp_path):
   assert not os.path.exists(tmp_path / "out")
   with pytest.raises(DataFormatError) as error:  # read_payload points at the converter
     read_payload(path)
-  assert_message(error, path, "lvm_jax.data.convert", "--trust_pickle")
+  assert_message(error, path, "lvm_jax.corpus.legacy", "--trust_pickle")
 
 
 def test_reference_payload_converts_sorted_to_the_safe_format(tmp_path):
@@ -233,3 +235,26 @@ def test_provenance_from_a_bad_file_names_it_and_writes_nothing(tmp_path, refere
                               provenance_from=str(text))
   assert_message(error, str(text), "is not an NPZ archive: it holds text")
   assert not dst.exists()
+
+
+def test_cli_converts_only_with_trust_pickle(tmp_path):
+  vectors = np.eye(4, dtype=np.float32)
+  entries = {10 + i: (f"text {i}", {"article_index": 2 - i // 2, "chunk_index": i % 2}, vectors[i])
+             for i in range(4)}
+  src = str(tmp_path / "reference.npy")
+  np.save(src, entries, allow_pickle=True)
+  dst = str(tmp_path / "payload")
+  command = [sys.executable, "-m", "lvm_jax.corpus.legacy", "--src", src, "--dst", dst,
+             "--embedder_id", "gtr-t5-base"]
+  refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+  assert refused.returncode != 0
+  assert f"{src}: field '(file)'" in refused.stderr and "trust_pickle" in refused.stderr
+  done = subprocess.run(command + ["--trust_pickle"], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  payload = read_payload(dst)
+  np.testing.assert_array_equal(payload.article_index, [1, 1, 2, 2])
+  np.testing.assert_array_equal(payload.chunk_index, [0, 1, 0, 1])
+  np.testing.assert_array_equal(payload.ids, [12, 13, 10, 11])
+  np.testing.assert_array_equal(payload.vectors, vectors[[2, 3, 0, 1]])
+  assert payload.texts == ["text 2", "text 3", "text 0", "text 1"]
+  assert payload.provenance["embedder_id"] == "gtr-t5-base"

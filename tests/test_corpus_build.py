@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import build
+from lvm_jax.corpus import build
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.payload import Payload, read_payload, write_payload
@@ -84,16 +84,15 @@ def built(tmp_path_factory):
   return payload_dir, paths
 
 
-def test_build_writes_both_forms_index_and_manifest(built):
+def test_build_writes_both_forms_and_manifest(built):
   payload_dir, paths = built
-  for key in ("train", "train_rows", "val", "val_rows", "eval", "eval_rows", "manifest", "index"):
+  for key in ("train", "train_rows", "val", "val_rows", "eval", "eval_rows", "manifest"):
     assert os.path.exists(paths[key]), key
   payload = read_payload(payload_dir)
   manifest = build.read_manifest(os.path.dirname(paths["manifest"]))
   assert manifest["context_length"] == 5 and manifest["min_article_chunks"] == 10
   assert manifest["seed"] == 5 and manifest["payload"]["path"] == os.path.abspath(payload_dir)
-  assert manifest["index"]["kind"] == "flat" and manifest["index"]["num_vectors"] == \
-      payload.num_rows
+  assert "index" not in paths and "index" not in manifest  # the index is retrieval's
   for name in build.SPLITS:
     full = (read_eval_set(paths[name], payload=payload) if name == "eval" else
             read_sequence_set(paths[name], payload=payload))
@@ -119,28 +118,20 @@ def test_no_article_sits_in_two_splits(built):
   assert sum(map(len, listed)) == len(set.union(*listed))
 
 
-def test_index_holds_the_payload_in_row_order(built):
-  from lvm_jax.retrieval import index as faiss_index  # pylint: disable=g-import-not-at-top
-  payload_dir, paths = built
-  payload = read_payload(payload_dir)
-  index = faiss_index.read_index(paths["index"], payload.vectors)
-  assert index.ntotal == payload.num_rows
-  _, ids = index.search(payload.vectors[[0, 17, 40]], 1)
-  np.testing.assert_array_equal(ids[:, 0], [0, 17, 40])
 
 
 def test_compact_only_still_writes_the_eval_set_in_full(tmp_path):
   payload = payload_with([20] * 12)
   payload.source = write_payload(str(tmp_path / "p"), payload)
   paths = build.build_dataset(payload, str(tmp_path / "d"), forms=("compact",),
-                              index_kind="none")
+)
   assert sorted(k for k in paths if k not in ("manifest", "payload")) == \
       ["eval", "eval_rows", "train_rows", "val_rows"]
 
 
 def test_build_needs_a_written_payload(tmp_path):
   with pytest.raises(ValueError, match="must be written first"):
-    build.build_dataset(payload_with([20] * 12), str(tmp_path / "d"), index_kind="none")
+    build.build_dataset(payload_with([20] * 12), str(tmp_path / "d"))
 
 
 def test_payload_without_any_window_is_a_clear_error(tmp_path):
@@ -158,8 +149,8 @@ def test_cli_builds_from_the_reference_pickled_payload_only_with_trust_pickle(tm
                                    payload.vectors[r]) for r in range(payload.num_rows)}
   reference = str(tmp_path / "reference_payload.npy")
   np.save(reference, entries, allow_pickle=True)
-  command = [sys.executable, "-m", "lvm_jax.data.build", "--payload", reference, "--out",
-             str(tmp_path / "out"), "--split_ratios", "0.6,0.2,0.2", "--index_kind", "none"]
+  command = [sys.executable, "-m", "lvm_jax.corpus.build", "--payload", reference, "--out",
+             str(tmp_path / "out"), "--split_ratios", "0.6,0.2,0.2"]
   refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert refused.returncode != 0 and "trust_pickle" in refused.stderr
   done = subprocess.run(command + ["--trust_pickle"], capture_output=True, text=True, timeout=300)

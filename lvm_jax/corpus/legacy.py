@@ -1,18 +1,24 @@
-"""The reference's pickled payload (`np.save`d dict {payload_id: (text, meta, vec)}).
+"""The reference's pickled payload (`np.save`d dict {payload_id: (text, meta, vec)}): read,
+and converted once into this project's safe payload directory.
 
-Read only behind trust_pickle=True, since loading it runs pickle; converted
-once into the safe payload directory (python -m lvm_jax.data.convert).
+  python -m lvm_jax.corpus.legacy --src reference_payload.npy --dst PAYLOAD_DIR --trust_pickle \
+      [--embedder_id gtr-t5-base | --provenance_from reference_train.npz] [--normalize]
+
+Reading it runs pickle (arbitrary code), so only behind --trust_pickle, for files
+you trust. Everything after this step reads plain arrays.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-from absl import logging
+from absl import flags, logging
 from tqdm import tqdm
 
+from lvm_jax import cli
 from lvm_jax.data import file_io
 from lvm_jax.data.errors import data_error
 from lvm_jax.data.payload import Payload, check_payload_arrays, sort_payload, write_payload
@@ -33,7 +39,7 @@ def read_reference_payload(path: str, *, trust_pickle: bool = False,
                      "loading it would run pickle, which can execute arbitrary code",
                      "if you trust the file, pass trust_pickle=True (CLI: --trust_pickle) to "
                      "convert it once into this project's safe format "
-                     "(python -m lvm_jax.data.convert)")
+                     "(python -m lvm_jax.corpus.legacy)")
   file_io.require_file(path, "(file)", missing_fix="pass the reference's payload .npy (--src)")
   with open(path, "rb") as f:
     if f.read(len(file_io.NPY_MAGIC)) != file_io.NPY_MAGIC:
@@ -122,3 +128,30 @@ def _reference_entry(path, payload_id, entry) -> Tuple[str, Dict[str, Any], np.n
                      "store meta['article_index'] and meta['chunk_index'] for every chunk")
   return ("" if text is None else str(text)), meta, np.asarray(vec, np.float32).reshape(-1)
 
+
+def define_flags() -> None:
+  flags.DEFINE_string("src", None, "The reference's pickled payload (.npy).", required=True)
+  flags.DEFINE_string("dst", None, "Output payload directory.", required=True)
+  flags.DEFINE_bool("trust_pickle", False, "Allow unpickling --src (it can run code).")
+  flags.DEFINE_string("embedder_id", None, "Recorded in the provenance, e.g. gtr-t5-base "
+                      "(default: from --provenance_from, else 'unknown').")
+  flags.DEFINE_string("provenance_from", None, "An NPZ the reference built from this payload "
+                      "(train/val/eval): its provenance (embedder_id, norm, metric, ...) is "
+                      "carried over.")
+  flags.DEFINE_bool("normalize", False, "Re-normalise non-unit vectors (logged) instead of "
+                    "failing.")
+
+
+@cli.exits_cleanly_on_user_errors
+def main(argv) -> None:
+  del argv
+  args = flags.FLAGS
+  payload = convert_reference_payload(args.src, args.dst, trust_pickle=args.trust_pickle,
+                                      embedder_id=args.embedder_id, normalize=args.normalize,
+                                      provenance_from=args.provenance_from)
+  print(json.dumps({"payload": args.dst, "rows": payload.num_rows, "dim": payload.vector_dim}))
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)

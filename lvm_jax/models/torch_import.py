@@ -1,24 +1,18 @@
-"""Imports a reference `best.pt` (app/lvm/train_mamba_contrastive.py) into a training workdir.
+"""Reads a reference `best.pt` (app/lvm/train_mamba_contrastive.py) as this project's model.
 
-  pip install -e '.[torch]'
-  python -m lvm_jax.data.import_torch --src best.pt --workdir runs/imported --trust_pickle \
-      [--import_optimizer]
-  python -m lvm_jax.eval --checkpoint runs/imported --eval-npz ... --payload ...
-  python -m lvm_jax.main --config=configs/lnsp_imported.py:runs/imported --workdir=runs/imported \
-      --config.data.train_path=... --config.data.val_path=...
+The CLI that writes it into a workdir is `python -m lvm_jax.import_torch` (it
+writes through lvm_jax.checkpoint); this module only reads and maps.
 
 best.pt is a pickle (epoch, model_state_dict, projection_head_state_dict,
 optimizer_state_dict, val_cosine, val_loss, args): reading it can run code, so
 it is refused without --trust_pickle. The model config is rebuilt from `args`
 as an lnsp_* model (the reference's own blocks) with the reference trainer's
 head (head.kind = "lnsp"); every tensor is mapped by name with its shape
-checked. The workdir gets config.json, an Orbax checkpoint at the reference's
-optimizer step (latest and best) and imported_from.json.
-"""
+checked. """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sys
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -27,17 +21,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from absl import app, flags, logging
+from absl import logging
 
-from lvm_jax import atomic, checkpoint, cli
 from lvm_jax.config_base import base_config
-from lvm_jax.models import create_head
+from lvm_jax.models.predictor import model_from_config
+from lvm_jax.models.projection import create_head
 from lvm_jax.models.lnsp import LNSP_PREFIX, LNSP_VARIANTS
 from lvm_jax.models.lnsp_import import StateDictMismatch, state_dict_to_params
-from lvm_jax.workdir import Workdir
 
-IMPORT_RECORD = "imported_from.json"
 REQUIRED_KEYS = ("model_state_dict", "projection_head_state_dict", "args")
 # The reference's AdamW: torch defaults, which optax.adamw shares.
 TORCH_ADAMW = {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False}
@@ -191,60 +182,19 @@ def adam_moments(optimizer_state: Mapping[str, Any], state_dicts, templates, src
                 for part in ("model", "head")} for key in ("exp_avg", "exp_avg_sq"))
 
 
-def with_optimizer_state(opt_state, step: int, moments: Optional[Tuple[Any, Any]]):
-  """opt_state with the schedule at `step`, and Adam's moments and count imported or fresh."""
-  found = {"adam": 0, "schedule": 0}
-
-  def rebuild(node):
-    if isinstance(node, optax.ScaleByAdamState):
-      found["adam"] += 1
-      if moments is None:
-        return node
-      mu, nu = (jax.tree_util.tree_map(jnp.asarray, m) for m in moments)
-      return node._replace(count=jnp.asarray(step, node.count.dtype), mu=mu, nu=nu)
-    if isinstance(node, optax.ScaleByScheduleState):
-      found["schedule"] += 1
-      return node._replace(count=jnp.asarray(step, node.count.dtype))
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-      return type(node)(*(rebuild(child) for child in node))
-    if isinstance(node, (tuple, list)):
-      return type(node)(rebuild(child) for child in node)
-    return node
-
-  rebuilt = rebuild(opt_state)
-  if found != {"adam": 1, "schedule": 1}:
-    raise RuntimeError(f"import_torch.with_optimizer_state: expected one Adam and one schedule "
-                       f"state in step.create_optimizer's chain, found {found}; update it.")
-  return rebuilt
+@dataclasses.dataclass
+class ImportedModel:
+  """best.pt as this project's values: what checkpoint writes, and what the record keeps."""
+  config: ml_collections.ConfigDict
+  params: Dict[str, Any]  # {"model": ..., "head": ...}
+  step: int  # the reference's optimizer step
+  moments: Optional[Tuple[Any, Any]]  # AdamW (mu, nu) trees, or None: a fresh optimizer
+  raw: Dict[str, Any]  # the rest of best.pt (epoch, val_cosine, val_loss, args)
 
 
-def write_checkpoint(workdir: str, config: ml_collections.ConfigDict, params, step: int,
-                     moments: Optional[Tuple[Any, Any]], metrics: Dict[str, float]) -> None:
-  """The one place that knows the training state: built as step.create_train_state builds it,
-  saved as checkpoint.Checkpointer saves it (the step, kept as latest and best)."""
-  from lvm_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  vector_dim = config.data.vector_dim
-  predictor = checkpoint.predictor_from_config(config, vector_dim)
-  state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(config.seed),
-                                      vector_dim, total_steps=1)
-  state = state.replace(step=step, params=jax.tree_util.tree_map(jnp.asarray, params),
-                        opt_state=with_optimizer_state(state.opt_state, step, moments))
-  workdir = Workdir(workdir)
-  checkpoint.write_config(workdir, config)
-  saver = checkpoint.Checkpointer(workdir.checkpoints)
-  try:
-    saver.save(state, metrics)
-  finally:
-    saver.wait_until_finished()
-    saver.close()
-
-
-def import_checkpoint(src: str, workdir: str, *, trust_pickle: bool = False,
-                      import_optimizer: bool = False) -> Dict[str, Any]:
-  """Reads `src`, maps it onto an lnsp_* model and head, writes `workdir`; returns the record."""
-  if os.path.isdir(Workdir(workdir).checkpoints):
-    raise TorchImportError(f"{workdir}: already holds checkpoints/; import into an empty "
-                           "--workdir.")
+def convert_best_pt(src: str, *, trust_pickle: bool = False,
+                    import_optimizer: bool = False) -> ImportedModel:
+  """Reads `src` and maps it onto an lnsp_* model and head; writes nothing."""
   raw = read_best_pt(src, trust_pickle=trust_pickle)
   state_dicts = {"model": raw["model_state_dict"], "head": raw["projection_head_state_dict"]}
   if "input_proj.weight" not in state_dicts["model"]:
@@ -252,7 +202,7 @@ def import_checkpoint(src: str, workdir: str, *, trust_pickle: bool = False,
                            "app/lvm/mamba (the reference's create_model).")
   vector_dim = int(state_dicts["model"]["input_proj.weight"].shape[1])
   config = config_from_args(raw["args"], vector_dim, src)
-  model = checkpoint.model_from_config(config, vector_dim)
+  model = model_from_config(config, vector_dim)
   head = create_head(config.head)
   dummy = jax.ShapeDtypeStruct((1, config.data.context_length, vector_dim), jnp.float32)
   templates = {
@@ -274,43 +224,4 @@ def import_checkpoint(src: str, workdir: str, *, trust_pickle: bool = False,
   else:
     logging.info("Optimizer: started fresh (AdamW moments not imported; pass --import_optimizer "
                  "to carry them); the learning-rate schedule resumes at step %d.", step)
-  val_cosine = raw.get("val_cosine")
-  val_cosine = float(val_cosine) if val_cosine is not None else -1.0
-  os.makedirs(workdir, exist_ok=True)
-  write_checkpoint(workdir, config, params, step, moments, {checkpoint.DEFAULT_BEST_METRIC: val_cosine})
-  record = {"src": os.path.abspath(src), "model": config.model.name, "step": step,
-            "epoch": raw.get("epoch"), "val_cosine": raw.get("val_cosine"),
-            "val_loss": raw.get("val_loss"), "optimizer": "imported" if moments else "fresh",
-            "reference_args": {k: (v if isinstance(v, (bool, int, float, str, type(None)))
-                                   else str(v)) for k, v in raw["args"].items()}}
-  for key in ("val_cosine", "val_loss"):
-    if record[key] is not None:
-      record[key] = float(record[key])
-  atomic.write_json(os.path.join(workdir, IMPORT_RECORD), record)
-  logging.info("Imported %s (%s, step %d, epoch %s, val_cosine %s) into %s", src,
-               config.model.name, step, record["epoch"], record["val_cosine"], workdir)
-  return record
-
-
-@cli.exits_cleanly_on_user_errors
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  checkpoint.quiet_orbax_logs()
-  config = flags.FLAGS
-  import_checkpoint(config.src, config.workdir, trust_pickle=config.trust_pickle,
-                    import_optimizer=config.import_optimizer)
-
-
-def define_flags():
-  flags.DEFINE_string("src", None, "The reference trainer's best.pt.")
-  flags.DEFINE_string("workdir", None, "An empty directory for config.json and checkpoints.")
-  flags.DEFINE_bool("trust_pickle", False, "Allow reading the .pt file (a pickle: runs code).")
-  flags.DEFINE_bool("import_optimizer", False,
-                    "Carry AdamW's moments over; otherwise the optimizer starts fresh.")
-  flags.mark_flags_as_required(["src", "workdir"])
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  return ImportedModel(config, params, step, moments, raw)

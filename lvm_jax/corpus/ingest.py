@@ -1,13 +1,13 @@
-"""Text -> payload: chunk articles, embed the chunks, write what `data.build` reads.
+"""Text -> payload: chunk articles, embed the chunks, write what `corpus.build` reads.
 
   pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu  # CPU torch first
   pip install -e '.[embed]'
-  python -m lvm_jax.data.ingest --src DIR_OR_JSONL --out PAYLOAD_DIR --model NAME_OR_PATH \
+  python -m lvm_jax.corpus.ingest --src DIR_OR_JSONL --out PAYLOAD_DIR --model NAME_OR_PATH \
       [--min_chars 60] [--max_chars 1200] [--min_chunks 10] [--batch_size 64] [--shard_size 1024]
 
 --src is a folder of .txt/.md/.html files (one article per file, searched
 recursively, sorted) or a JSONL file of {"article": ..., "text": ...} records.
-Chunking rules: lvm_jax/data/chunking.py. --model is a sentence-transformers
+Chunking rules: lvm_jax/corpus/chunking.py. --model is a sentence-transformers
 model name (downloaded by sentence-transformers if not cached) or a local model
 directory (then nothing is downloaded).
 
@@ -34,7 +34,7 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from lvm_jax import atomic, cli
-from lvm_jax.data import build, chunking, text_sources
+from lvm_jax.corpus import build, chunking, text_sources
 from lvm_jax.data.file_io import make_provenance
 from lvm_jax.data.payload import PAYLOAD_FILES, PROVENANCE_FILE, Payload, TEXTS_FILE, write_payload
 from lvm_jax.data.errors import data_error
@@ -286,7 +286,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_chars", chunking.DEFAULT_MAX_CHARS, "Longer paragraphs are cut at "
                        "sentence ends.")
   flags.DEFINE_integer("min_chunks", DEFAULT_MIN_CHUNKS, "Articles with fewer chunks are "
-                       "dropped (data.build's --min_article_chunks default).")
+                       "dropped (corpus.build's --min_article_chunks default).")
   flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Chunks per embedding batch.")
   flags.DEFINE_integer("shard_size", DEFAULT_SHARD_SIZE, "Chunks per saved shard: the most "
                        "work a kill loses.")
@@ -312,4 +312,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

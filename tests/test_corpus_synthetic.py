@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from lvm_jax.data import build, synthetic
+from lvm_jax.corpus import build, synthetic
 from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.payload import read_payload
 from lvm_jax.data.sequences import read_sequence_set
@@ -78,7 +78,6 @@ def test_writes_every_set_in_both_forms_readable_by_the_readers(corpus_dir):
     assert manifest["splits"][name]["num_sequences"] == full.num_sequences > 0
   assert read_eval_set(os.path.join(corpus_dir, "eval.npz"), payload=payload
                                ).num_sequences == manifest["splits"]["eval"]["num_sequences"]
-  assert os.path.exists(os.path.join(corpus_dir, build.INDEX_FILE))
   assert manifest["synthetic"]["knobs"]["num_articles"] == 300
 
 
@@ -95,13 +94,13 @@ def test_same_seed_same_corpus_other_seed_other_corpus():
 
 def test_reuses_an_identical_corpus_and_regenerates_a_different_one(tmp_path):
   out = str(tmp_path / "c")
-  first = synthetic.generate_synthetic_corpus(out, num_articles=40, dim=16, index_kind="none",
+  first = synthetic.generate_synthetic_corpus(out, num_articles=40, dim=16,
                                               forms=("compact",))
   stamp = os.path.getmtime(first["train_rows"])
-  again = synthetic.generate_synthetic_corpus(out, num_articles=40, dim=16, index_kind="none",
+  again = synthetic.generate_synthetic_corpus(out, num_articles=40, dim=16,
                                               forms=("compact",))
   assert again == first and os.path.getmtime(first["train_rows"]) == stamp
-  other = synthetic.generate_synthetic_corpus(out, num_articles=41, dim=16, index_kind="none",
+  other = synthetic.generate_synthetic_corpus(out, num_articles=41, dim=16,
                                               forms=("compact",))
   assert build.read_manifest(other["manifest"])["synthetic"]["knobs"]["num_articles"] == 41
 
@@ -126,8 +125,8 @@ def test_knob_errors_are_clear():
 def test_cli_generates_a_corpus_and_the_baselines_cli_reports_on_it(tmp_path):
   out = str(tmp_path / "cli")
   result = subprocess.run(
-      [sys.executable, "-m", "lvm_jax.data.synthetic", "--out", out, "--num_articles", "60",
-       "--dim", "32", "--index_kind", "none"],
+      [sys.executable, "-m", "lvm_jax.corpus.synthetic", "--out", out, "--num_articles", "60",
+       "--dim", "32"],
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   report = subprocess.run([sys.executable, "-m", "lvm_jax.retrieval.baselines", "--data", out],

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lvm_jax.data import augment
+from lvm_jax.train import augment
 
 BATCH, LENGTH, DIM = 4000, 5, 3
 augment_jit = jax.jit(augment.augment_contexts)  # one compile per shape; eager dispatch is slow

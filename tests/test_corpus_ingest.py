@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from lvm_jax.data import build, chunking, ingest, text_sources
+from lvm_jax.corpus import build, chunking, ingest, text_sources
 from lvm_jax.data.payload import PROVENANCE_FILE, read_payload
 from lvm_jax.data.errors import DataFormatError
 
@@ -277,7 +277,7 @@ def test_rerun_with_other_flags_or_sources_fails_naming_the_plan(tmp_path):
 def test_cli_reports_bad_input_in_one_line_with_exit_2(tmp_path):
   write_articles(tmp_path / "src", count=1)
   (tmp_path / "src" / "empty.md").write_bytes(b"")
-  result = subprocess.run([sys.executable, "-m", "lvm_jax.data.ingest", "--src",
+  result = subprocess.run([sys.executable, "-m", "lvm_jax.corpus.ingest", "--src",
                            str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--model",
                            "unused"], capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
@@ -297,7 +297,7 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_run(tmp_path, monk
   write_articles(tmp_path / "src", count=12, paragraphs=11, sentences=1)  # 132 chunks
   src, num_chunks, shard_size = str(tmp_path / "src"), 132, 8
   killed = str(tmp_path / "killed")
-  process = subprocess.Popen([sys.executable, "-m", "lvm_jax.data.ingest", "--src", src,
+  process = subprocess.Popen([sys.executable, "-m", "lvm_jax.corpus.ingest", "--src", src,
                               "--out", killed, "--model", model, "--shard_size",
                               str(shard_size), "--batch_size", "4"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 
 from lvm_jax import multihost
-from lvm_jax.data import synthetic
+from lvm_jax.corpus import synthetic
 from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.data.sequences import SequenceSet, read_sequence_set
 
@@ -64,7 +64,7 @@ def load_training_sets(config: ml_collections.ConfigDict, data_dir: str) -> Trai
     if not data.val_path:
       raise ValueError(f"config.data.val_path is empty while train_path={data.train_path!r}; "
                        "give the validation set built with the training set "
-                       "(python -m lvm_jax.data.build writes both).")
+                       "(python -m lvm_jax.corpus.build writes both).")
     train_path, val_path, payload_path = data.train_path, data.val_path, data.payload_path
   expected_dim = data.vector_dim or None
   payload = None
@@ -79,7 +79,7 @@ def load_training_sets(config: ml_collections.ConfigDict, data_dir: str) -> Trai
   overlap = np.intersect1d(train_set.article_ids(), val_set.article_ids())
   if overlap.size:
     logging.warning("%d article(s) appear in both %s and %s (e.g. %s): val_cosine then measures "
-                    "seen articles; build splits by article (python -m lvm_jax.data.build).",
+                    "seen articles; build splits by article (python -m lvm_jax.corpus.build).",
                     overlap.size, train_path, val_path, overlap[:5].tolist())
   return TrainingSets(train=train_set, val=val_set, payload=payload, train_path=train_path,
                       val_path=val_path, payload_path=payload_path,

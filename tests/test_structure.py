@@ -1,0 +1,116 @@
+"""The package's shape (issue 20): imports run one way down the layers of docs/layout.md and
+never in a circle, and no module grows past 400 lines."""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "lvm_jax")
+MAX_LINES = 400
+
+# A module may import from its own layer or one listed before it; docs/layout.md states the
+# same order. The longest listed prefix names a module's layer.
+LAYERS = (
+    ("base", ("lvm_jax", "lvm_jax.cli", "lvm_jax.atomic", "lvm_jax.workdir", "lvm_jax.workdir_lock",
+              "lvm_jax.multihost", "lvm_jax.peer_watchdog", "lvm_jax.backend", "lvm_jax.config_base", "lvm_jax.ops")),
+    ("data", ("lvm_jax.data",)),
+    ("corpus", ("lvm_jax.corpus",)),
+    ("models", ("lvm_jax.models", "lvm_jax.losses", "lvm_jax.config_checks")),
+    ("step", ("lvm_jax.train.step", "lvm_jax.train.augment", "lvm_jax.train.training_sets",
+              "lvm_jax.train.parallel")),
+    ("checkpoint", ("lvm_jax.checkpoint",)),
+    ("retrieval", ("lvm_jax.retrieval",)),
+    ("loop", ("lvm_jax.train",)),
+    ("entry points", ("lvm_jax.eval", "lvm_jax.main", "lvm_jax.status", "lvm_jax.import_torch",
+                      "lvm_jax.predict")),
+)
+
+
+def modules():
+  """{module name: path} of every .py file under lvm_jax/."""
+  found = {}
+  for directory, _, files in os.walk(PACKAGE):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(directory, name)
+        parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+        if parts[-1] == "__init__":
+          parts = parts[:-1]
+        found[".".join(parts)] = path
+  return found
+
+
+def imports_of(path, known):
+  """The lvm_jax modules `path` imports anywhere in it (function-level imports count too)."""
+  targets = set()
+  for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+    if isinstance(node, ast.Import):
+      targets.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      for alias in node.names:
+        full = f"{node.module}.{alias.name}"
+        targets.add(full if full in known else node.module)
+  return {t for t in targets if t.split(".")[0] == "lvm_jax"}
+
+
+def layer_of(module):
+  best = None
+  for rank, (_, prefixes) in enumerate(LAYERS):
+    for prefix in prefixes:
+      if module == prefix or module.startswith(prefix + "."):
+        if best is None or len(prefix) > len(best[1]):
+          best = (rank, prefix)
+  assert best is not None, f"{module}: in no layer of tests/test_structure.LAYERS; add it there " \
+                           "and to docs/layout.md"
+  return best[0]
+
+
+@pytest.fixture(scope="module")
+def graph():
+  known = modules()
+  return {module: imports_of(path, known) for module, path in known.items()}
+
+
+def test_no_import_runs_back_up(graph):
+  upward = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+            for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a)]
+  assert not upward, "\n".join(sorted(upward))
+
+
+def test_no_import_cycle(graph):
+  state, stack, cycles = {}, [], []
+
+  def visit(module):
+    state[module] = "open"
+    stack.append(module)
+    for target in sorted(graph.get(module, ())):
+      if state.get(target) == "open":
+        cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+      elif target in graph and target not in state:
+        visit(target)
+    stack.pop()
+    state[module] = "done"
+
+  for module in sorted(graph):
+    if module not in state:
+      visit(module)
+  assert not cycles, "\n".join(cycles)
+
+
+def test_the_checker_sees_an_upward_import(graph):
+  # The walker must see function-level imports, or the two tests above could pass vacuously.
+  assert "lvm_jax.train.step" in graph["lvm_jax.import_torch"]
+  assert layer_of("lvm_jax.train.loop") > layer_of("lvm_jax.retrieval.index") > \
+      layer_of("lvm_jax.corpus.build")
+
+
+def test_data_holds_no_corpus_making_and_no_module_is_long():
+  data = os.listdir(os.path.join(PACKAGE, "data"))
+  for moved in ("ingest", "chunking", "synthetic", "import_torch", "build", "legacy", "convert",
+                "augment", "training_sets", "text_sources"):
+    assert f"{moved}.py" not in data, moved
+  long = {module: n for module, path in modules().items()
+          if (n := sum(1 for _ in open(path, encoding="utf-8"))) > MAX_LINES}
+  assert not long, f"modules over {MAX_LINES} lines: {long}; split them by concern"
