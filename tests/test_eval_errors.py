@@ -71,7 +71,7 @@ CASES = [
     ("nprobe zero with an IVF index", ["--faiss", "{ivf}", "--nprobe", "0"], 2,
      ["--nprobe", "must be at least 1"]),
     ("negative limit", ["--limit", "-1"], 2, ["--limit -1"]),
-    ("no latency queries", ["--latency-queries", "0"], 2, ["--latency-queries"]),
+    ("no latency queries", ["--latency-queries", "0"], 2, ["--latency_queries"]),
     ("garbage index", ["--faiss", "{garbage_index}"], 2,
      ["{garbage_index}", "not a readable FAISS index"]),
     ("truncated index", ["--faiss", "{truncated_index}"], 2,

@@ -150,7 +150,7 @@ def options_from_flags(f, count: int) -> EvalOptions:
                      "reference recorded the knob but never applied it); drop the flag or pass "
                      "--shard_assist false.")
   if f.latency_queries < 1:
-    raise ValueError(f"--latency_queries {f['latency-queries'].value}: must be at least 1, "
+    raise ValueError(f"--latency_queries {f.latency_queries}: must be at least 1, "
                      "because the P95 latency is gated.")
   if f.limit < 0:
     raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
