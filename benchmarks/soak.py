@@ -44,13 +44,6 @@ TIMING_FIELDS = ("time", "sequences_per_s")
 KILL_KINDS = ("random", "save", "history")
 POLL_S = 0.002
 
-flags.DEFINE_integer("kills", 30, "How many times to SIGKILL the run.")
-flags.DEFINE_integer("seed", 0, "Seed of the kill moments and kinds.")
-flags.DEFINE_string("workdir", None, "Scratch directory (two run directories and logs).")
-flags.DEFINE_integer("epochs", 6, "Epochs of the run (more leave room for more kills).")
-flags.DEFINE_string("out", None, "Result JSON; default benchmarks/results/<machine>/"
-                    "soak_kills<N>_seed<S>.json.")
-flags.DEFINE_integer("run_timeout_s", 900, "Bound on any one run.")
 
 
 def _environment(cache_dir: str) -> Dict[str, str]:
@@ -208,6 +201,17 @@ def soak(kills: int, seed: int, root: str, epochs: int = 6,
   }
 
 
+def define_flags() -> None:
+  """Called only when run as a script, so importing this module defines no global flags."""
+  flags.DEFINE_integer("kills", 30, "How many times to SIGKILL the run.")
+  flags.DEFINE_integer("seed", 0, "Seed of the kill moments and kinds.")
+  flags.DEFINE_string("workdir", None, "Scratch directory (two run directories and logs).")
+  flags.DEFINE_integer("epochs", 6, "Epochs of the run (more leave room for more kills).")
+  flags.DEFINE_string("out", None, "Result JSON; default benchmarks/results/<machine>/"
+                      "soak_kills<N>_seed<S>.json.")
+  flags.DEFINE_integer("run_timeout_s", 900, "Bound on any one run.")
+
+
 def main(argv):
   del argv
   if not flags.FLAGS.workdir:
@@ -228,4 +232,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -345,7 +345,7 @@ def failures_end_the_process(verbose: bool = False) -> Iterator[None]:
     if verbose or status == 1:
       traceback.print_exc()
     _WATCHDOG.leave(f"failed {message}")
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"\nerror: {message}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(status)  # pylint: disable=protected-access
 

@@ -160,7 +160,8 @@ class PeerWatchdog:
                  "crashed). Check the other processes' logs for an earlier error and that they "
                  "all still run; rerun every process to resume from the last checkpoint.")
     self.leave(f"failed {message}")
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    # A progress bar may own the current line (this thread interrupts it): start a new one.
+    print(f"\nerror: {message}", file=sys.stderr, flush=True)
     os._exit(EXIT_ENVIRONMENT)  # pylint: disable=protected-access
 
   def leave(self, words: str) -> None:

@@ -40,6 +40,7 @@ def write_articles(folder, count=4, paragraphs=12, seed=0):
 def save_untrained_checkpoint(workdir, vector_dim):
   import jax  # pylint: disable=g-import-not-at-top
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax import models as models_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.config_base import base_config  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import step  # pylint: disable=g-import-not-at-top
   from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
@@ -50,7 +51,7 @@ def save_untrained_checkpoint(workdir, vector_dim):
   config.data.vector_dim = vector_dim
   os.makedirs(workdir.root, exist_ok=True)
   checkpoint.write_config(workdir, config)
-  predictor = checkpoint.predictor_from_config(config, vector_dim)
+  predictor = models_lib.predictor_from_config(config, vector_dim)
   state = step.create_train_state(config, predictor, jax.random.PRNGKey(0), vector_dim, 10)
   saver = checkpoint.Checkpointer(workdir.checkpoints)
   saver.save(state, {"val_cosine": 0.0})
