@@ -51,7 +51,7 @@ def _environment(cache_dir: str) -> Dict[str, str]:
          if not k.startswith(("JAX_", "LVM_JAX_")) and k != "XLA_FLAGS"}
   env.update(PYTHONPATH=os.pathsep.join([REPO] + [p for p in [env.get("PYTHONPATH")] if p]),
              JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-             # One process: the compilation cache is safe, and reruns skip most compiling.
+             # Reruns skip most compiling (lvm_jax.backend turns the cache off where jax < 0.10).
              JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env

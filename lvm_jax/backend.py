@@ -110,21 +110,24 @@ def _jax_version() -> tuple:
 
 
 def guard_compilation_cache(platform: str) -> bool:
-  """Turns the persistent compilation cache off where it breaks multi-process runs.
+  """Turns the persistent compilation cache off on CPU for jax < 0.10.
 
   jax 0.5.0's CPU client runs a cross-process (Gloo) executable that it loaded
   from the cache wrongly: glibc heap corruption, steps ten times slower, inf or
-  NaN where it does not crash. Compiled afresh, the same program is exact. Call
-  after `initialize`, before anything compiles. Returns True if it turned it off.
+  NaN where it does not crash. Compiled afresh, the same program is exact. A
+  single-process run resumed from a warm cache crashed the same way ("corrupted
+  double-linked list", in the kill soak), so the guard covers every CPU run of
+  those versions. Call after `initialize`, before anything compiles. Returns True
+  if it turned it off.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  if (platform != "cpu" or not multihost.is_multiprocess() or _jax_version() >= CACHE_SAFE_JAX
+  if (platform != "cpu" or _jax_version() >= CACHE_SAFE_JAX
       or not jax.config.jax_enable_compilation_cache):
     return False
   jax.config.update("jax_enable_compilation_cache", False)
   if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     logging.warning("%s: the persistent compilation cache is off for this run: jax %s loads "
-                    "multi-process CPU programs from it wrongly (NaN); jax >= %s does not. See "
+                    "CPU programs from it wrongly (NaN, heap corruption); jax >= %s does not. See "
                     "docs/multihost.md.",
                     f"process {multihost.process_index()} of {multihost.process_count()}",
                     jax.__version__, ".".join(map(str, CACHE_SAFE_JAX)))
