@@ -39,6 +39,23 @@ class EnvironmentFault(UserFacingError, OSError):
 USER_ERRORS = (ValueError, OSError, UserFacingError)
 
 
+def exit_with_last_words(message: str, status: int) -> None:
+  """Prints `error: message` as the process's last line, then exits at once.
+
+  Used where a normal exit would hang (JAX's shutdown barrier waits for dead
+  peers). JAX's own threads keep logging until the process is gone; pointing
+  stdout and stderr at /dev/null after our line keeps it the last one a user
+  (or a launcher that shows the tail) sees.
+  """
+  # A progress bar may own the current line: start a new one.
+  print(f"\nerror: {message}", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 1)
+  os.dup2(devnull, 2)
+  os._exit(status)  # pylint: disable=protected-access
+
+
 def write_failed(path, error: OSError) -> OSError:
   """The error to raise for a failed write of `path`: an EnvironmentFault naming the file, the
   errno and the fix when the machine is at fault, else `error` itself."""

@@ -27,7 +27,6 @@ import functools
 import inspect
 import math
 import os
-import sys
 import time
 import traceback
 import zlib
@@ -345,9 +344,7 @@ def failures_end_the_process(verbose: bool = False) -> Iterator[None]:
     if verbose or status == 1:
       traceback.print_exc()
     _WATCHDOG.leave(f"failed {message}")
-    print(f"\nerror: {message}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(status)  # pylint: disable=protected-access
+    cli.exit_with_last_words(message, status)
 
 
 def _first_line(error: BaseException) -> str:

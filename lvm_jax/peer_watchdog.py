@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import time
 from typing import Dict
 
-from lvm_jax.cli import EXIT_ENVIRONMENT, UserFacingError
+from lvm_jax.cli import EXIT_ENVIRONMENT, UserFacingError, exit_with_last_words
 
 TIMEOUT_ENV = {"init": "LVM_JAX_INIT_TIMEOUT_S", "heartbeat": "LVM_JAX_HEARTBEAT_TIMEOUT_S",
                "barrier": "LVM_JAX_BARRIER_TIMEOUT_S"}
@@ -160,9 +159,7 @@ class PeerWatchdog:
                  "crashed). Check the other processes' logs for an earlier error and that they "
                  "all still run; rerun every process to resume from the last checkpoint.")
     self.leave(f"failed {message}")
-    # A progress bar may own the current line (this thread interrupts it): start a new one.
-    print(f"\nerror: {message}", file=sys.stderr, flush=True)
-    os._exit(EXIT_ENVIRONMENT)  # pylint: disable=protected-access
+    exit_with_last_words(message, EXIT_ENVIRONMENT)
 
   def leave(self, words: str) -> None:
     """Tells every peer why this process ends (`bye` or `failed ...`), once."""

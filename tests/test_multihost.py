@@ -357,9 +357,10 @@ def test_a_killed_peer_ends_the_other_with_our_line_at_once(tmp_path, killed):
       _kill(process)
   text = multihost_probe.log_of(survivor)
   assert code == 3, text[-3000:]
+  # Whichever notices first, the watchdog's dropped socket or the failed collective, the
+  # line is ours and the last one (JAX's later log lines go nowhere).
   assert last_line(text).startswith(f"error: process {1 - killed} of 2 lost contact with the "
-                                    f"other processes (process {killed} ended without a word"), \
-      text[-3000:]
+                                    "other processes ("), text[-3000:]
   assert stopped_after < PROBE_STOP_AFTER_KILL_S
 
 
