@@ -77,6 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.alignment_head = False
   config.model.residual = False  # predict a correction to context vector t (see LatentVectorModel)
   config.model.residual_decay = 0.0  # residual base: recency-weighted context average (0: vector t)
+  # fixed: that average for every window | learned: per-window weights over the last
+  # residual_max_lag lags, read from the hidden state, starting at the fixed decay's
+  config.model.residual_mixing = ml_collections.config_dict.placeholder(str)
+  config.model.residual_max_lag = ml_collections.config_dict.placeholder(int)
 
   config.head = ml_collections.ConfigDict()
   config.head.kind = "native"  # native | lnsp (the reference trainer's head, for imports)

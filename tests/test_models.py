@@ -223,3 +223,43 @@ def test_bfloat16_matmuls_keep_the_residual_stream_float32():
   assert all(v.dtype == jnp.float32 for v in blocks.values()), {k: v.dtype for k, v in blocks.items()}
   assert all(v.dtype == jnp.bfloat16 for v in projections.values())
   assert outputs["__call__"].dtype == jnp.float32
+
+
+def test_mix_by_lag_with_recency_logits_is_the_recency_average():
+  """With a logit per lag of the whole window, the learned mixing starts exactly where
+  the fixed one is; lags beyond the last logit share it."""
+  from lvm_jax.models.model import mix_by_lag, recency_average, recency_lag_logits
+  x = np.random.RandomState(0).randn(3, 7, 5).astype(np.float32)
+  for decay in (0.2, 0.5, 1.0):
+    logits = np.broadcast_to(recency_lag_logits(decay, 7), (3, 7, 7))
+    np.testing.assert_allclose(mix_by_lag(x, logits), recency_average(x, decay), atol=1e-6)
+  # Two logits: lag 0 gets weight e^0, every older chunk e^-inf -> copy-last
+  copy = mix_by_lag(x, np.broadcast_to(np.array([0.0, -1e9], np.float32), (3, 7, 2)))
+  np.testing.assert_allclose(copy, x, atol=1e-6)
+  # Causal: changing chunk 4 leaves positions 0..3 as they were.
+  logits = np.random.RandomState(1).randn(3, 7, 4).astype(np.float32)
+  changed = x.copy()
+  changed[:, 4] += 1.0
+  np.testing.assert_array_equal(mix_by_lag(x, logits)[:, :4], mix_by_lag(changed, logits)[:, :4])
+
+
+def test_learned_skip_mixing_starts_at_the_fixed_average_and_learns():
+  """An untrained residual_mixing="learned" model predicts the fixed-decay average, and
+  the mixing weights receive a gradient."""
+  from lvm_jax.models.model import recency_average
+  model = create_model("mamba_s", vector_dim=16, d_model=16, n_layers=1, d_state=4,
+                       residual=True, residual_decay=0.3, residual_mixing="learned",
+                       residual_max_lag=8)
+  x = np.random.RandomState(0).randn(2, 5, 16).astype(np.float32)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  expected = l2_normalize(recency_average(x, 0.3))
+  np.testing.assert_allclose(model.apply(variables, x), expected, atol=1e-6)
+  grads = jax.grad(lambda p: model.apply({"params": p}, x)[:, -1, 0].sum())(variables["params"])
+  assert float(jnp.abs(grads["skip_mixing"]["kernel"]).max()) > 0
+
+
+def test_residual_mixing_is_checked():
+  with pytest.raises(ValueError, match="residual_mixing 'mean' is not one of"):
+    create_model("mamba_s", residual_mixing="mean")
+  with pytest.raises(ValueError, match="the skip path is part of this project's blocks"):
+    create_model("lnsp_mamba_s", residual_mixing="learned")

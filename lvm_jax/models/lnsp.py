@@ -135,7 +135,8 @@ def _mamba_layout(s):
 
 _COMMON = dict(vector_dim=768, d_conv=4, expand=2, dropout=0.05, alignment_head=False,
                alignment_alpha=0.25, scan_mode="auto", scan_chunk_size=None, dtype="float32",
-               residual=False, residual_decay=0.0)  # the skip path: off, and only off (below)
+               residual=False, residual_decay=0.0, residual_mixing="fixed",
+               residual_max_lag=16)  # the skip path: off, and only off (below)
 
 LNSP_VARIANTS: Dict[str, LnspVariant] = {
     "lnsp_mamba_s": LnspVariant(dict(_COMMON, n_layers=8, d_model=256, d_state=128),
@@ -157,7 +158,7 @@ LNSP_VARIANTS: Dict[str, LnspVariant] = {
 
 def build_lnsp_model(name: str, sizes: Dict[str, Any], dtype) -> LnspLatentVectorModel:
   """The model for checked `sizes` (variants.resolve_sizes) of variant `name`."""
-  if sizes["residual"] or sizes["residual_decay"]:
+  if sizes["residual"] or sizes["residual_decay"] or sizes["residual_mixing"] != "fixed":
     raise ValueError(f"create_model({name!r}): residual={sizes['residual']!r}, residual_decay="
                      f"{sizes['residual_decay']!r}: the skip path is part of this project's blocks; "
                      "the lnsp_* models reproduce the reference's as written. Fix: set "

@@ -31,6 +31,35 @@ def recency_average(context_vectors, decay: float):
                     context_vectors.astype(jnp.float32))
 
 
+class ResidualMixing(str, enum.Enum):
+  """How the skip path averages the context (config.model.residual_mixing)."""
+  FIXED = "fixed"      # recency_average with residual_decay, the same for every window
+  LEARNED = "learned"  # per window and position: weights over lags read from the hidden state
+
+
+RESIDUAL_MIXINGS = tuple(kind.value for kind in ResidualMixing)
+
+
+def mix_by_lag(context_vectors, lag_logits):
+  """Causal weighted average: position t is sum_{s<=t} softmax_s(lag_logits[t, t-s]) x_s.
+
+  context_vectors [..., L, dim]; lag_logits [..., L, K], one logit per lag 0..K-1;
+  lags of K or more share the last logit (an old chunk weighs like the oldest one named).
+  """
+  length, max_lag = context_vectors.shape[-2], lag_logits.shape[-1]
+  lag = np.arange(length)[:, None] - np.arange(length)[None, :]  # [t, s]
+  which = np.clip(lag, 0, max_lag - 1)[..., None] == np.arange(max_lag)  # [t, s, K] one-hot
+  logits = jnp.einsum("...tk,tsk->...ts", lag_logits.astype(jnp.float32), which.astype(np.float32))
+  logits = jnp.where(lag >= 0, logits, -jnp.inf)
+  weights = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("...ts,...sd->...td", weights, context_vectors.astype(jnp.float32))
+
+
+def recency_lag_logits(decay: float, max_lag: int) -> np.ndarray:
+  """Logits whose softmax over lags is recency_average's weights: lag * log(decay)."""
+  return np.arange(max_lag, dtype=np.float32) * np.float32(np.log(max(float(decay), 1e-4)))
+
+
 class BlockKind(str, enum.Enum):
   """The blocks a variant stacks; each is causal over the window."""
   MAMBA = "mamba"
@@ -96,6 +125,8 @@ class LatentVectorModel(nn.Module):
   dtype: Any = jnp.float32
   residual: bool = False
   residual_decay: float = 0.0
+  residual_mixing: str = "fixed"
+  residual_max_lag: int = 16
 
   @nn.compact
   def __call__(self, context_vectors, *, train: bool = False):
@@ -127,8 +158,25 @@ class LatentVectorModel(nn.Module):
                          param_dtype=jnp.float32, name="alignment_head")(out)
       out = (1.0 - self.alignment_alpha) * out + self.alignment_alpha * aligned
     if self.residual:
-      out = recency_average(context_vectors, self.residual_decay) + out.astype(jnp.float32)
+      out = self._skip_base(context_vectors, x) + out.astype(jnp.float32)
     return l2_normalize(out)
+
+
+  def _skip_base(self, context_vectors, hidden):
+    """The average the correction is added to: fixed recency, or weights learned per window.
+
+    learned: a zero-initialised map from the hidden state to logits over lags,
+    with recency_average's logits as its bias, so an untrained model is still the
+    fixed-decay average and training moves each window's weights from there.
+    """
+    if ResidualMixing(self.residual_mixing) is ResidualMixing.FIXED:
+      return recency_average(context_vectors, self.residual_decay)
+    prior = recency_lag_logits(self.residual_decay, self.residual_max_lag)
+    lag_logits = nn.Dense(self.residual_max_lag, dtype=jnp.float32, param_dtype=jnp.float32,
+                          kernel_init=nn.initializers.zeros,
+                          bias_init=lambda *_: jnp.asarray(prior), name="skip_mixing")(
+                              hidden.astype(jnp.float32))
+    return mix_by_lag(context_vectors, lag_logits)
 
 
 def _block_kind(name) -> BlockKind:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Tuple
 import jax.numpy as jnp
 
 from lvm_jax.models.lnsp import LNSP_VARIANTS, build_lnsp_model
-from lvm_jax.models.model import BlockKind, LatentVectorModel
+from lvm_jax.models.model import RESIDUAL_MIXINGS, BlockKind, LatentVectorModel
 from lvm_jax.ops.scan import MODES
 
 
@@ -28,7 +28,7 @@ class Variant:
 
 _COMMON = dict(vector_dim=768, d_conv=4, expand=2, dropout=0.05, alignment_head=False,
                alignment_alpha=0.25, scan_mode="auto", scan_chunk_size=None, dtype="float32",
-               residual=False, residual_decay=0.0)
+               residual=False, residual_decay=0.0, residual_mixing="fixed", residual_max_lag=16)
 
 VARIANTS: Dict[str, Variant] = {
     "mamba_s": Variant(
@@ -53,7 +53,7 @@ VARIANTS: Dict[str, Variant] = {
 }
 ALIASES = {"mamba_h": "mamba_hybrid_local"}
 
-_POSITIVE_INTS = ("vector_dim", "n_layers", "d_model", "d_state", "d_conv", "expand", "window",
+_POSITIVE_INTS = ("vector_dim", "residual_max_lag", "n_layers", "d_model", "d_state", "d_conv", "expand", "window",
                   "num_heads", "gru_hidden", "attention_every")
 _NON_NEGATIVE_INTS = ("n_attention_front", "n_attention_back")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -89,6 +89,9 @@ def resolve_sizes(name: str, **overrides) -> Dict[str, Any]:
                      f"num_heads={sizes['num_heads']}; pick sizes where it is.")
   if sizes["scan_mode"] not in MODES:
     raise ValueError(f"create_model({name!r}): scan_mode {sizes['scan_mode']!r} is not one of {MODES}.")
+  if sizes["residual_mixing"] not in RESIDUAL_MIXINGS:
+    raise ValueError(f"create_model({name!r}): residual_mixing {sizes['residual_mixing']!r} is "
+                     f"not one of {RESIDUAL_MIXINGS}.")
   if sizes["dtype"] not in _DTYPES:
     raise ValueError(f"create_model({name!r}): dtype {sizes['dtype']!r} is not one of "
                      f"{tuple(_DTYPES)} (parameters are always float32).")
@@ -120,4 +123,6 @@ def create_model(name: str, **overrides) -> LatentVectorModel:
       dtype=_DTYPES[sizes["dtype"]],
       residual=bool(sizes["residual"]),
       residual_decay=float(sizes["residual_decay"]),
+      residual_mixing=sizes["residual_mixing"],
+      residual_max_lag=sizes["residual_max_lag"],
   )
