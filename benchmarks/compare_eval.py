@@ -116,15 +116,22 @@ def markdown(report) -> str:
 
 
 def run_comparison(*, train: str, payload_path: str, eval_path: str, faiss_path=None,
-                   checkpoints=(), nprobe: int = 64, linear_rank: int = 32, recency_decays=()):
-  """The report main() prints and writes; checkpoints: [(name, workdir)]."""
+                   checkpoints=(), nprobe: int = 64, linear_rank: int = 32, recency_decays=(),
+                   train_payload_path=None):
+  """The report main() prints and writes; checkpoints: [(name, workdir)].
+
+  train_payload_path: the payload the train rows index when it is not the one
+  searched (an eval on a held-out package's own payload); default payload_path.
+  """
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   payload = read_payload(payload_path, load_texts=False)
   eval_set = read_queries(eval_path, payload)
   index = (index_lib.read_index(faiss_path, payload.vectors) if faiss_path
            else index_lib.build_index(payload.vectors, kind="flat"))
-  fitted = fit_baselines(train, payload, linear_rank)
+  train_payload = (payload if train_payload_path in (None, payload_path)
+                   else read_payload(train_payload_path, load_texts=False))
+  fitted = fit_baselines(train, train_payload, linear_rank)
   predictors = {f"recency_average({float(decay):g})": recency_predictor(float(decay))
                 for decay in recency_decays}
   for name, workdir in checkpoints:
