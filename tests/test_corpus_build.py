@@ -120,6 +120,20 @@ def test_no_article_sits_in_two_splits(built):
 
 
 
+def test_builds_at_other_context_lengths_keep_each_article_in_its_split():
+  """A long-context train set never holds a short-context build's val or eval articles,
+  though the short articles give no long window."""
+  payload = payload_with([12, 30, 14, 25, 11, 40, 13, 22, 16, 35] * 3, seed=1)
+  short, _ = build.build_splits(payload, context_length=5, min_article_chunks=10)
+  long, _ = build.build_splits(payload, context_length=16, min_article_chunks=10)
+  split_of = {}
+  for name, windows in short.items():
+    split_of.update({int(a): name for a in windows.article_ids()})
+  for name, windows in long.items():
+    assert all(split_of[int(a)] == name for a in windows.article_ids()), name
+  assert sum(len(w.article_ids()) for w in long.values()) < len(split_of)
+
+
 def test_compact_only_still_writes_the_eval_set_in_full(tmp_path):
   payload = payload_with([20] * 12)
   payload.source = write_payload(str(tmp_path / "p"), payload)

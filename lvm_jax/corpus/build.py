@@ -116,7 +116,11 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
                      f"{min_article_chunks} chunks", "lower --context_length or "
                      "--min_article_chunks, or use a payload with longer articles")
   window_articles = payload.article_index[rows[:, 0]]
-  splits = split_articles(window_articles, split_ratios, seed)
+  # The split is drawn over the articles long enough to count, not over those that give
+  # a window at this context length: builds at different context lengths then put each
+  # article in the same split, so one's train never holds another's val or eval.
+  ids, counts = np.unique(payload.article_index, return_counts=True)
+  splits = split_articles(ids[counts >= min_article_chunks], split_ratios, seed)
   all_articles = np.unique(payload.article_index)
   record = {"context_length": context_length, "min_article_chunks": min_article_chunks,
             "split_ratios": dict(zip(SPLITS, map(float, split_ratios))), "seed": seed,
@@ -127,6 +131,7 @@ def build_splits(payload: Payload, *, context_length: int = DEFAULT_CONTEXT_LENG
   sets = {}
   for name, articles in splits.items():
     split_rows = rows[np.isin(window_articles, articles)]
+    articles = np.intersect1d(articles, window_articles)  # those that give a window
     record["splits"][name] = {"num_articles": int(articles.shape[0]),
                               "num_sequences": int(split_rows.shape[0]),
                               "articles": [int(a) for a in articles]}
