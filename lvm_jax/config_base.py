@@ -100,6 +100,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Every context vector of the step joins the negatives of both InfoNCE terms: among them each
   # window's own context, which a prediction near its input retrieves before the true next chunk.
   config.loss.context_negatives = False
+  # InfoNCE of the predictions against corpus rows: bank_negatives payload rows drawn per
+  # device and step (-1: all), the window's own rows masked (losses.bank_info_nce), with
+  # vector_temperature. Needs the compact form (a payload).
+  config.loss.bank_infonce_weight = 0.0
+  config.loss.bank_negatives = 0
 
   config.augment = ml_collections.ConfigDict()
   config.augment.article_dropout = 0.2

@@ -80,11 +80,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _number(config, "loss.vector_infonce_weight", low=0)
   _number(config, "loss.vector_temperature", low=0, low_open=True)
   _number(config, "model.residual_decay", low=0, high=1)
+  _number(config, "loss.bank_infonce_weight", low=0)
+  _number(config, "loss.bank_negatives", low=-1, integer=True)
+  if (config.loss.bank_infonce_weight > 0) != (config.loss.bank_negatives != 0):
+    raise ConfigError(f"config fields loss.bank_infonce_weight="
+                      f"{config.loss.bank_infonce_weight} and loss.bank_negatives="
+                      f"{config.loss.bank_negatives}: the bank term needs both (a weight > 0 and "
+                      "rows to draw, -1 for all) or neither. Fix: set both or set both to 0.")
   if (config.loss.contrastive_weight + config.loss.ar_weight +
-      config.loss.vector_infonce_weight) <= 0:
-    raise ConfigError("config fields loss.contrastive_weight, loss.ar_weight and "
-                      "loss.vector_infonce_weight are all 0: nothing would be trained. Fix: make "
-                      "at least one of them > 0.")
+      config.loss.vector_infonce_weight + config.loss.bank_infonce_weight) <= 0:
+    raise ConfigError("config fields loss.contrastive_weight, loss.ar_weight, "
+                      "loss.vector_infonce_weight and loss.bank_infonce_weight are all 0: nothing "
+                      "would be trained. Fix: make at least one of them > 0.")
   for field in ("augment.article_dropout", "augment.span_corruption", "model.dropout"):
     _number(config, field, low=0, high=1, high_open=True)
   _number(config, "evals.retrieval.every_epochs", low=0, integer=True)

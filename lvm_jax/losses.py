@@ -48,6 +48,37 @@ def info_nce(queries, keys, positive_index, query_ids, key_ids, temperature):
   return loss, jnp.sum(duplicate, axis=1)
 
 
+def bank_info_nce(predictions, positives, query_ids, window_start_ids, bank, bank_ids,
+                  temperature):
+  """InfoNCE of each prediction against its next vector and a bank of corpus rows.
+
+  The bank is a sample of the payload (the corpus FAISS searches), so its hard
+  negatives are the chunks retrieval confuses with the truth. Bank rows from
+  the query's own window, its context and the positive itself (ids in
+  [window_start_id, query_id]), are masked: the context-excluded view never
+  ranks them.
+
+  Args:
+    predictions: [n, dim] unit predictions (gradient flows here).
+    positives: [n, dim] the true next vectors.
+    query_ids, window_start_ids: [n] payload rows of the positive and of the
+      window's first context chunk.
+    bank: [m, dim] payload rows; bank_ids: [m] their row numbers.
+    temperature: softmax temperature.
+
+  Returns:
+    per-query loss [n] and per-query count of masked bank rows [n].
+  """
+  predictions = predictions.astype(jnp.float32)
+  positive_logit = jnp.sum(predictions * positives.astype(jnp.float32), axis=-1) / temperature
+  logits = jnp.einsum("nd,md->nm", predictions, bank.astype(jnp.float32)) / temperature
+  own = ((bank_ids[None, :] >= window_start_ids[:, None]) &
+         (bank_ids[None, :] <= query_ids[:, None]))
+  logits = jnp.where(own, MASKED_LOGIT, logits)
+  every = jnp.concatenate([positive_logit[:, None], logits], axis=1)
+  return jax.nn.logsumexp(every, axis=1) - positive_logit, jnp.sum(own, axis=1)
+
+
 def context_negatives(contexts, target_ids, positions: str):
   """The context vectors of a batch as extra InfoNCE keys, with their chunk ids.
 

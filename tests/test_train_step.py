@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lvm_jax import models as models_lib
-from lvm_jax import checkpoint
+from lvm_jax import checkpoint, losses
 from lvm_jax.config_base import base_config
 from lvm_jax.train import step as step_lib
 
@@ -193,3 +193,54 @@ def test_head_infonce_is_not_computed_when_its_weight_is_0(monkeypatch):
   assert not projected and "infonce" not in sums and float(sums["vector_infonce"][0]) > 0
   assert float(sums["masked_negatives"][0]) > 0  # the duplicate, masked in the vector InfoNCE
   assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(accumulated))
+
+
+def test_bank_term_is_the_mean_bank_infonce_of_the_step_with_the_window_masked():
+  """With only the bank term on, the accumulated gradient is that of the mean of
+  losses.bank_info_nce over the step's windows, each window's own rows masked."""
+  config = small_config(accum_steps=2, batch_size=4)
+  config.loss.contrastive_weight = config.loss.ar_weight = 0.0
+  config.loss.bank_infonce_weight, config.loss.bank_negatives = 1.0, -1
+  batch = make_batch(1, 2, 4, seed=3)
+  rng = np.random.default_rng(4)
+  bank = rng.normal(size=(1, 30, DIM)).astype(np.float32)
+  bank /= np.linalg.norm(bank, axis=-1, keepdims=True)
+  bank_ids = np.sort(rng.choice(1_000_000, 30, replace=False))[None].astype(np.int64)
+  # Two bank rows sit inside the first window (its context and its target): masked.
+  first = batch["target_ids"][0, 0, 0]
+  bank_ids[0, :2] = [first - 3, first]
+  bank[0, 0] = batch["contexts"][0, 0, 0, 2]
+  batch.update(bank_vectors=bank, bank_ids=bank_ids)
+  grads, sums = gradients(config, batch)
+
+  state = build(config)
+  flat = {k: v.reshape((-1,) + v.shape[3:]) for k, v in batch.items() if not k.startswith("bank")}
+
+  def direct(params):
+    predictions = step_lib.predict(state, params, flat["contexts"])[:, -1]
+    loss, masked = losses.bank_info_nce(predictions, flat["targets"], flat["target_ids"],
+                                        flat["target_ids"] - LENGTH, bank[0], bank_ids[0],
+                                        config.loss.vector_temperature)
+    return jnp.mean(loss), masked
+
+  (expected_loss, masked), expected = jax.value_and_grad(direct, has_aux=True)(state.params)
+  assert int(masked[0]) == 2 and int(masked.sum()) == 2
+  np.testing.assert_allclose(sums["bank_infonce"][0] / 8, expected_loss, rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+
+
+def test_bank_info_nce_ignores_the_windows_own_rows():
+  """A bank row of the window's own context scores nothing, however close it is."""
+  rng = np.random.default_rng(0)
+  predictions = rng.normal(size=(2, 8)).astype(np.float32)
+  positives = rng.normal(size=(2, 8)).astype(np.float32)
+  bank = rng.normal(size=(5, 8)).astype(np.float32)
+  ids = np.array([100, 200])
+  bank_ids = np.array([10, 20, 30, 40, 50])
+  alone, _ = losses.bank_info_nce(predictions, positives, ids, ids - 5, bank, bank_ids, 0.1)
+  own = np.concatenate([bank, predictions[:1] * 10])  # row 98: inside window 0 (95..100)
+  with_own, masked = losses.bank_info_nce(predictions, positives, ids, ids - 5, own,
+                                          np.append(bank_ids, 98), 0.1)
+  np.testing.assert_allclose(with_own, alone, rtol=1e-6)
+  assert masked.tolist() == [1, 0]

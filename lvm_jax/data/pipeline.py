@@ -68,13 +68,19 @@ class TrainingPipeline:
     devices: the devices to place batches on (default: the first num_devices local ones).
     place: numpy batch -> device batch (default: split over `devices` along axis 0); the
       training loop passes the mesh's placement, which builds global arrays.
+    bank_rows: payload rows drawn per device and step as extra negatives
+      (config.loss.bank_negatives): batches gain "bank_vectors" [devices, K, dim]
+      and "bank_ids" [devices, K]; -1 or more than the payload holds takes every
+      row. Draws are seeded by (seed, epoch, step, host, device), so a resumed
+      run sees the same ones. Needs the compact form (the payload).
   """
 
   def __init__(self, sequence_set: SequenceSet, *, micro_batch: int, accum_steps: int = 1,
                num_devices: Optional[int] = None, seed: int = 0, process_index: int = 0,
                process_count: int = 1, prefetch: int = 2,
                devices: Optional[Sequence[jax.Device]] = None,
-               place: Optional[Callable[[Dict[str, np.ndarray]], Dict]] = None):
+               place: Optional[Callable[[Dict[str, np.ndarray]], Dict]] = None,
+               bank_rows: int = 0):
     if devices is None:
       local = jax.local_devices()
       devices = local[:num_devices] if num_devices else local
@@ -90,6 +96,12 @@ class TrainingPipeline:
     if not 0 <= process_index < process_count:
       raise ValueError(f"TrainingPipeline: process_index={process_index} is not in "
                        f"[0, process_count={process_count}).")
+    if bank_rows and getattr(sequence_set, "payload", None) is None:
+      raise data_error(getattr(sequence_set, "source", "<train set>"), "payload_rows",
+                       "is a set without its payload, but bank negatives draw payload rows",
+                       "use the compact form (*_rows.npz with config.data.payload_path) or set "
+                       "config.loss.bank_negatives=0")
+    self.bank_rows = int(bank_rows)
     self.sequence_set = sequence_set
     self.micro_batch = int(micro_batch)
     self.accum_steps = int(accum_steps)
@@ -141,7 +153,23 @@ class TrainingPipeline:
       raise IndexError(f"start_step {start_step} is outside [0, {self.steps_per_epoch}]")
     permutation = epoch_permutation(self.num_sequences, self.seed, epoch)
     for step in range(start_step, self.steps_per_epoch):
-      yield self.host_batch(self.step_indices(epoch, step, permutation))
+      batch = self.host_batch(self.step_indices(epoch, step, permutation))
+      if self.bank_rows:
+        batch.update(self.bank_batch(epoch, step))
+      yield batch
+
+  def bank_batch(self, epoch: int, step: int) -> Dict[str, np.ndarray]:
+    """Each device's draw of payload rows for (epoch, step): vectors and row ids."""
+    payload = self.sequence_set.payload
+    count = payload.num_rows if self.bank_rows < 0 else min(self.bank_rows, payload.num_rows)
+    ids = np.empty((self.num_devices, count), np.int64)
+    for device in range(self.num_devices):
+      if count == payload.num_rows:
+        ids[device] = np.arange(count)
+      else:
+        rng = np.random.default_rng([self.seed, epoch, step, self.process_index, device])
+        ids[device] = np.sort(rng.choice(payload.num_rows, count, replace=False))
+    return {"bank_vectors": np.asarray(payload.vectors[ids], np.float32), "bank_ids": ids}
 
   def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Dict]:
     """Batches of `epoch` from `start_step`; prefetched to device when prefetch > 0."""

@@ -110,7 +110,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
       sets.train, micro_batch=config.train.batch_size, accum_steps=config.train.accum_steps,
       num_devices=num_devices, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), prefetch=config.data.prefetch,
-      devices=data_parallel.local_devices, place=data_parallel.place_batch)
+      devices=data_parallel.local_devices, place=data_parallel.place_batch,
+      bank_rows=config.loss.bank_negatives)
   steps_per_epoch = pipeline.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))

@@ -125,6 +125,10 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
   negatives, temperature = config.loss.negatives, config.loss.temperature
   use_head = config.loss.contrastive_weight > 0
   use_vectors = config.loss.vector_infonce_weight > 0
+  use_bank = config.loss.bank_infonce_weight > 0
+  if use_bank and "bank_vectors" not in batch:
+    raise ValueError("config.loss.bank_infonce_weight > 0 but the batch has no bank_vectors: "
+                     "the pipeline draws them when config.loss.bank_negatives != 0.")
   device_index = lax.axis_index(AXIS)
   gather = ((lambda x: lax.all_gather(x, AXIS, tiled=True)) if negatives == Negatives.GLOBAL
             else (lambda x: x))
@@ -151,7 +155,8 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
               extra_ids.reshape(accum_steps, -1))
     step_extras = tuple(None if a is None else a.reshape((-1,) + a.shape[2:]) for a in extras)
   metric_names = (METRIC_SUMS if use_head else tuple(k for k in METRIC_SUMS if k != "infonce")) \
-      + (("vector_infonce",) if use_vectors else ())
+      + (("vector_infonce",) if use_vectors else ()) + (("bank_infonce",) if use_bank else ())
+  context_length = contexts.shape[-2]
 
   def micro_step(carry, inputs):
     grad_sum, metric_sum = carry
@@ -194,6 +199,13 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
         if not use_head:  # the same pool ids, so the same negatives are masked
           sums["masked_negatives"] = jnp.sum(masked).astype(jnp.float32)
         loss = loss + config.loss.vector_infonce_weight * sums["vector_infonce"] / queries_per_device
+      if use_bank:  # against corpus rows: the negatives retrieval itself meets
+        window_starts = jnp.repeat(micro_ids[:, -1] - context_length, micro_ids.shape[1])
+        bank_loss, _ = losses.bank_info_nce(
+            predictions.reshape(per_micro, -1), micro_next.reshape(per_micro, -1), query_ids,
+            window_starts, batch["bank_vectors"], batch["bank_ids"], config.loss.vector_temperature)
+        sums["bank_infonce"] = jnp.sum(bank_loss)
+        loss = loss + config.loss.bank_infonce_weight * sums["bank_infonce"] / queries_per_device
       sums["loss"] = loss * queries_per_device
       return loss, sums
 
