@@ -187,3 +187,25 @@ def test_two_devices_feed_pmap_on_this_jax_version():
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=300)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_bank_draws_are_seeded_per_step_and_device_and_resume_exactly():
+  sequences = compact_set()
+  pipeline = make(sequences, bank_rows=20, num_devices=1)
+  first = list(pipeline.host_batches(epoch=1))
+  again = list(pipeline.host_batches(epoch=1, start_step=2))
+  for a, b in zip(first[2:], again):
+    np.testing.assert_array_equal(a["bank_ids"], b["bank_ids"])
+  ids = first[0]["bank_ids"]
+  assert ids.shape == (1, 20) and len(set(ids[0].tolist())) == 20  # without replacement
+  assert not np.array_equal(ids, first[1]["bank_ids"])
+  np.testing.assert_array_equal(first[0]["bank_vectors"][0], sequences.payload.vectors[ids[0]])
+  every = next(make(sequences, bank_rows=-1).host_batches(epoch=0))
+  np.testing.assert_array_equal(every["bank_ids"][0], np.arange(sequences.payload.num_rows))
+
+
+def test_bank_draws_need_the_payload():
+  full = compact_set().materialized()
+  full.payload = None
+  with pytest.raises(DataFormatError, match="bank negatives draw payload rows"):
+    make(full, bank_rows=8)
