@@ -34,11 +34,14 @@ def recipe(config):
   """The changes to the reference regime's loss, model and schedule."""
   config.model.residual = True
   config.model.residual_decay = 0.2
+  config.model.residual_mixing = "learned"
   config.model.dropout = 0.0
   config.loss.contrastive_weight = 0.0
   config.loss.ar_weight = 0.3
-  config.loss.vector_infonce_weight = 1.0
+  config.loss.vector_infonce_weight = 0.0
   config.loss.vector_temperature = 0.1
+  config.loss.bank_infonce_weight = 1.0
+  config.loss.bank_negatives = 16384
   config.augment.article_dropout = 0.0
   config.augment.span_corruption = 0.0
   return config
@@ -52,7 +55,9 @@ def get_config(arg=None):
                      "none.")
   if arg == "tiny":
     shrink_to_tiny(config)
-    return recipe(config)
+    recipe(config)
+    config.loss.bank_negatives = 1024  # of the synthetic payload's rows: a quick step
+    return config
   recipe(config)
   config.model.d_model = 128
   config.model.n_layers = 2

@@ -119,6 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.warmup_steps = 1000
   config.train.final_lr_fraction = 0.01
   config.train.clip_norm = 1.0
+  # A trained workdir (or pretrained/<name>) whose model parameters start this run: fine-tuning.
+  # Read only on the first start; the head and the optimizer start fresh. "" trains from scratch.
+  config.train.init_from = ""
   config.train.early_stopping_patience = 3  # epochs without a gain in best_metric; 0: never stop
   config.train.smoke_gate_epoch = 2
   # The epoch-N gate judges the margin over the best baseline (copy-last, mean, recency,

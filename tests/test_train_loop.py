@@ -175,3 +175,20 @@ def test_retrieval_evaluation_in_the_loop_picks_the_best_checkpoint(finished_run
   best = max(history, key=lambda h: h["retrieval_contain50_excl_margin"])
   assert checkpoint.load(run).step == best["step"]
   assert summary["best_metric"] == "retrieval_contain50_excl_margin"
+
+
+def test_init_from_starts_the_model_from_a_trained_run(finished_run, tmp_path):
+  """Fine-tuning: the model starts from the trained run's best parameters (a rate of 1e-12
+  keeps them to 1e-9), and other sizes are refused by name."""
+  workdir, _ = finished_run
+  config = tiny_config(num_epochs=1)
+  config.train.init_from = workdir
+  config.train.learning_rate = 1e-12
+  summary = train.train_and_evaluate(config, str(tmp_path / "finetune"))
+  pretrained = checkpoint.load(workdir).params
+  tuned = summary["final_state"].params
+  for a, b in zip(jax.tree_util.tree_leaves(pretrained), jax.tree_util.tree_leaves(tuned["model"])):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+  config.model.d_model = 24
+  with pytest.raises(checkpoint.CheckpointError, match="does not match this config's"):
+    train.train_and_evaluate(config, str(tmp_path / "other_sizes"))

@@ -81,6 +81,36 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
                         max(seconds, 1e-9)}
 
 
+def start_from_pretrained(state, path: str):
+  """The model's parameters from a trained workdir (fine-tuning); head and optimizer fresh.
+
+  Only a run's first start reads them: a resumed run continues from its own checkpoint.
+  """
+  loaded = checkpoint.load(path)
+  fresh = state.params["model"]
+  shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
+  if shapes(loaded.params) != shapes(fresh):
+    raise checkpoint.CheckpointError(
+        f"{loaded.path}: its model ({loaded.config.model.name}, parameter shapes "
+        f"{_first_difference(shapes(loaded.params), shapes(fresh))}) does not match this config's; "
+        "fix: give config.model the pretrained run's sizes (its config.json) or drop "
+        "config.train.init_from.")
+  logging.info("Model parameters from %s (step %d); head and optimizer start fresh",
+               loaded.path, loaded.step)
+  return state.replace(params={**state.params, "model": jax.tree_util.tree_map(
+      lambda p, q: np.asarray(p, dtype=np.asarray(q).dtype), loaded.params, fresh)})
+
+
+def _first_difference(a, b) -> str:
+  flat_a = dict(jax.tree_util.tree_flatten_with_path(a)[0])
+  flat_b = dict(jax.tree_util.tree_flatten_with_path(b)[0])
+  for key in sorted(set(flat_a) | set(flat_b), key=str):
+    if flat_a.get(key) != flat_b.get(key):
+      return (f"{jax.tree_util.keystr(key)}: {flat_a.get(key, 'absent')} there, "
+              f"{flat_b.get(key, 'absent')} here")
+  return "same leaves, other structure"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary.
 
@@ -128,6 +158,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
     state = restored
     logging.info("Resumed from step %d (epoch %d) in %s", int(state.step),
                  int(state.step) // steps_per_epoch, workdir.root)
+  elif config.train.init_from:
+    state = start_from_pretrained(state, config.train.init_from)
   start_step = int(state.step)
   logging.info("%s: %d train / %d val sequences, %d steps per epoch of %d sequences "
                "(%d devices x %d micro-batches x %d), %d dropped per epoch", config.model.name,
