@@ -24,18 +24,23 @@ from absl import app, flags, logging
 from lvm_jax import atomic, backend, cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the recency decay "
-                    "and the linear predictor are fitted on", required=True)
-flags.DEFINE_string("payload", None, "payload directory (the corpus searched)", required=True)
-flags.DEFINE_string("eval", None, "eval NPZ, or a compact set (val_rows.npz) to score",
-                    required=True)
-flags.DEFINE_string("faiss", None, "FAISS index of the payload; exact (flat) search when absent")
-flags.DEFINE_multi_string("checkpoint", [], "NAME=WORKDIR of a trained model; repeatable")
-flags.DEFINE_integer("nprobe", 64, "IVF cells scanned a query")
-flags.DEFINE_integer("linear_rank", 32, "principal directions of the linear predictor")
-flags.DEFINE_list("recency_decays", [], "add an untrained row per decay: the recency-weighted "
-                  "context average that model.residual starts from")
-flags.DEFINE_string("out", None, "write the JSON report here")
+
+
+def define_flags() -> None:
+  """Only as a script: importing this module (learning_curve, tests) defines no flags."""
+  flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the recency decay "
+                      "and the linear predictor are fitted on", required=True)
+  flags.DEFINE_string("payload", None, "payload directory (the corpus searched)", required=True)
+  flags.DEFINE_string("eval", None, "eval NPZ, or a compact set (val_rows.npz) to score",
+                      required=True)
+  flags.DEFINE_string("faiss", None, "FAISS index of the payload; exact (flat) search when absent")
+  flags.DEFINE_multi_string("checkpoint", [], "NAME=WORKDIR of a trained model; repeatable")
+  flags.DEFINE_integer("nprobe", 64, "IVF cells scanned a query")
+  flags.DEFINE_integer("linear_rank", 32, "principal directions of the linear predictor")
+  flags.DEFINE_list("recency_decays", [], "add an untrained row per decay: the recency-weighted "
+                    "context average that model.residual starts from")
+  flags.DEFINE_string("out", None, "write the JSON report here")
+
 
 COLUMNS = ("R@1", "R@5", "Contain@50", "MRR", "mean_cosine")
 
@@ -163,4 +168,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
