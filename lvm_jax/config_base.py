@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.residual_decay = 0.0  # residual base: recency-weighted context average (0: vector t)
   # fixed: that average for every window | learned: per-window weights over the last
   # residual_max_lag lags, read from the hidden state, starting at the fixed decay's
+  # True: residual_decay becomes the recency baseline's decay fitted on the train windows
+  # (recorded in config.json), so an untrained model is exactly that baseline row.
+  config.model.residual_decay_fitted = False
   config.model.residual_mixing = ml_collections.config_dict.placeholder(str)
   config.model.residual_max_lag = ml_collections.config_dict.placeholder(int)
 

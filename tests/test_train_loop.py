@@ -192,3 +192,28 @@ def test_init_from_starts_the_model_from_a_trained_run(finished_run, tmp_path):
   config.model.d_model = 24
   with pytest.raises(checkpoint.CheckpointError, match="does not match this config's"):
     train.train_and_evaluate(config, str(tmp_path / "other_sizes"))
+
+
+def test_fitted_decay_makes_the_untrained_model_the_recency_row():
+  """residual_decay_fitted: the skip path takes the recency baseline's fitted decay, so an
+  untrained model predicts exactly what the recency row does."""
+  from lvm_jax import models as models_lib
+  from lvm_jax.retrieval import baselines
+  from lvm_jax.train import loop
+  rng = np.random.default_rng(0)
+  contexts = rng.normal(size=(64, 5, 8)).astype(np.float32)
+  contexts /= np.linalg.norm(contexts, axis=-1, keepdims=True)
+  fitted = baselines.FittedBaselines(decay=0.7, decay_scores={}, linear=None, train_windows=0)
+  config = tiny_config()
+  config.model.residual, config.model.residual_mixing = True, "learned"
+  config.model.residual_decay_fitted = True
+  loop.resolve_fitted_decay(config, fitted)
+  assert config.model.residual_decay == 0.7
+  predictor = models_lib.predictor_from_config(config, 8)
+  variables = predictor.init(jax.random.PRNGKey(0), contexts, method=predictor.initialize)
+  recency_row = fitted.predictors()["recency"](contexts)
+  recency_row /= np.linalg.norm(recency_row, axis=-1, keepdims=True)
+  np.testing.assert_allclose(predictor.apply(variables, contexts)[:, -1], recency_row, atol=1e-6)
+  config.model.residual_decay_fitted, config.model.residual_decay = False, 0.2
+  loop.resolve_fitted_decay(config, fitted)
+  assert config.model.residual_decay == 0.2

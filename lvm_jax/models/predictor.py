@@ -13,7 +13,7 @@ import ml_collections
 from lvm_jax.models.projection import create_head
 from lvm_jax.models.variants import create_model, resolve_sizes
 
-NOT_MODEL_SIZES = ("name", "matmul_precision")  # config.model fields that are not create_model's
+NOT_MODEL_SIZES = ("name", "matmul_precision", "residual_decay_fitted")  # config.model fields that are not create_model's
 
 
 class LatentVectorPredictor(nn.Module):

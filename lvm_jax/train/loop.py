@@ -81,6 +81,13 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
                         max(seconds, 1e-9)}
 
 
+def resolve_fitted_decay(config: ml_collections.ConfigDict, fitted) -> None:
+  """model.residual_decay_fitted: the skip path's decay becomes the recency baseline's,
+  fitted on the train windows, and config.json records it (eval rebuilds the same model)."""
+  if config.model.residual_decay_fitted:
+    config.model.residual_decay = float(fitted.decay)
+
+
 def start_from_pretrained(state, path: str):
   """The model's parameters from a trained workdir (fine-tuning); head and optimizer fresh.
 
@@ -131,6 +138,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   sets = load_training_sets(config, workdir.data)
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim = sets.train.vector_dim
+  fitted = baselines_lib.fit_baselines_on_set(sets.train)
+  resolve_fitted_decay(config, fitted)
   predictor = models_lib.predictor_from_config(config, vector_dim)
   config_checks.check_model(config, predictor.model)
   if multihost.is_process_0():
@@ -167,7 +176,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
                pipeline.sequences_per_step, num_devices, config.train.accum_steps,
                config.train.batch_size, pipeline.dropped_per_epoch)
 
-  fitted = baselines_lib.fit_baselines_on_set(sets.train)
   logging.info("Baselines fitted on %d train windows: recency decay %g (Contain@50 excl. on "
                "train by decay: %s), linear rank %d", fitted.train_windows, fitted.decay,
                fitted.decay_scores, fitted.linear.basis.shape[1])
