@@ -81,7 +81,8 @@ def summarize(run: Dict) -> List[str]:
            f"{num_epochs}, step {history[-1]['step'] if history else 0}"]
   if not history:
     return lines + ["no epoch has finished yet"]
-  best = hooks.History.of(history).best_entry(metric, mode) or history[-1]
+  recorded = hooks.History.of(history)
+  best = recorded.best_entry(metric, mode) or history[-1]
   lines.append(f"best epoch {best['epoch']} by {metric}:")
   lines.append(f"  {'predictor':<18}" + "".join(f"{name:>14}" for name in SHOWN_METRICS))
   lines.append(f"  {'model':<18}" + "".join(f"{best.get(name, float('nan')):>14.4f}"
@@ -100,7 +101,7 @@ def summarize(run: Dict) -> List[str]:
     gate = hooks.SmokeGate(gate_epoch, train.get("smoke_gate_minimum",
                                                  train.get("smoke_gate_val_cosine", 0.0)),
                            train.get("smoke_gate_metric", "val_cosine"))
-    entry = hooks.History.of(history).at_epoch(gate_epoch)
+    entry = recorded.at_epoch(gate_epoch)
     passed = None if entry is None else gate.passes(entry)
     if passed is None:
       verdict = "not reached" if entry is None else f"{gate.metric} not recorded"
