@@ -12,8 +12,23 @@ from typing import Callable, Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 RESULTS_ROOT = os.path.join(os.path.dirname(__file__), "results")
+
+
+def define_out_dir(flag_values: flags.FlagValues) -> None:
+  """--out_dir, every benchmark's results root (files go to <out_dir>/<machine>/)."""
+  flags.DEFINE_string("out_dir", RESULTS_ROOT, "Results root; files go to <out_dir>/<machine>/.",
+                      flag_values=flag_values)
+  dashed_aliases(flag_values, "out_dir")
+
+
+def dashed_aliases(flag_values: flags.FlagValues, *names: str) -> None:
+  """Underscore is the one spelling (as in lvm_jax's CLIs); the former dashed spellings
+  (--out-dir, --payload-rows, ...) of `names` stay as aliases."""
+  for name in names:
+    flags.DEFINE_alias(name.replace("_", "-"), name, flag_values=flag_values)
 
 
 def machine_name() -> str:

@@ -48,7 +48,7 @@ if (( TINY )); then
   PARITY=(-k "b2_L1_D3_N4_cNone and default_tiles")
   SCAN=(--lengths=5 --states=4 --channels=8 --tokens=10 --repeats=1 --reference=2,5,8,4
         --modes=unrolled)
-  EPOCH=(--sequences=128 --payload-rows=200 --scan-share-repeats=0)
+  EPOCH=(--sequences=128 --payload_rows=200 --scan_share_repeats=0)
   EVAL=(--rows=3000 --dim=32 --queries=20 --nprobes=4,8 --k_factors=2)
   LIMITS=(300 300 300 300 0 300)  # a shared CPU is slow; 0: the bf16 epoch is left out
 else
@@ -79,13 +79,13 @@ step() {  # step NAME LIMIT COMMAND...: runs it under `timeout`, logs to $OUT/NA
 
 step pallas_parity "${LIMITS[0]}" "$PYTHON" -m pytest -q -p no:cacheprovider \
   tests/test_ops_pallas_scan.py "${PARITY[@]}"
-step pallas_check "${LIMITS[1]}" "$PYTHON" -m benchmarks.pallas_check --out-dir="$OUT"
-step scan_bench "${LIMITS[2]}" "$PYTHON" -m benchmarks.scan_bench "${SCAN[@]}" --out-dir="$OUT"
+step pallas_check "${LIMITS[1]}" "$PYTHON" -m benchmarks.pallas_check --out_dir="$OUT"
+step scan_bench "${LIMITS[2]}" "$PYTHON" -m benchmarks.scan_bench "${SCAN[@]}" --out_dir="$OUT"
 step epoch_fp32 "${LIMITS[3]}" "$PYTHON" -m benchmarks.epoch_bench "${MODEL[@]}" "${EPOCH[@]}" \
-  --name=epoch_bench_fp32 --out-dir="$OUT"
+  --name=epoch_bench_fp32 --out_dir="$OUT"
 step epoch_bf16 "${LIMITS[4]}" "$PYTHON" -m benchmarks.epoch_bench "${MODEL[@]}" "${EPOCH[@]}" \
-  --config.model.dtype=bfloat16 --scan-share-repeats=0 --name=epoch_bench_bf16 --out-dir="$OUT"
-step eval_bench "${LIMITS[5]}" "$PYTHON" -m benchmarks.eval_bench "${EVAL[@]}" --out-dir="$OUT"
+  --config.model.dtype=bfloat16 --scan_share_repeats=0 --name=epoch_bench_bf16 --out_dir="$OUT"
+step eval_bench "${LIMITS[5]}" "$PYTHON" -m benchmarks.eval_bench "${EVAL[@]}" --out_dir="$OUT"
 
 {
   echo "{\"tiny\": $( (( TINY )) && echo true || echo false ), \"seconds\": $SECONDS,"

@@ -5,7 +5,7 @@
   python -m benchmarks.epoch_bench --config=configs/s_contrastive.py:tiny --sequences=512
 
 The epoch runs the real step (jit over the device mesh, accumulation, AdamW) and
-the real input pipeline over a compact synthetic set: `--payload-rows` random
+the real input pipeline over a compact synthetic set: `--payload_rows` random
 unit vectors and windows of consecutive rows, so 396k sequences cost one
 payload's memory, not 396k copies. The first step (compilation) is timed and
 reported apart; the epoch time counts the remaining steps plus one step's
@@ -155,21 +155,21 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                                   flag_values=flag_values)
   flags.DEFINE_integer("sequences", REFERENCE_EPOCH, "Sequences in the timed epoch.",
                        flag_values=flag_values)
-  flags.DEFINE_integer("payload-rows", 50_000, "Random payload vectors the windows index.",
+  flags.DEFINE_integer("payload_rows", 50_000, "Random payload vectors the windows index.",
                        flag_values=flag_values)
-  flags.DEFINE_integer("scan-share-repeats", 3, "Repeats of the scan ablation (0: skip it).",
+  flags.DEFINE_integer("scan_share_repeats", 3, "Repeats of the scan ablation (0: skip it).",
                        flag_values=flag_values)
   flags.DEFINE_string("name", "epoch_bench", "Result file name.", flag_values=flag_values)
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
-                      "<out-dir>/<machine>/.", flag_values=flag_values)
+  common.define_out_dir(flag_values)
+  common.dashed_aliases(flag_values, "payload_rows", "scan_share_repeats")
 
 
 def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
   return dict(config=flag_values.config,
               config_name=config_flags.get_config_filename(flag_values["config"]),
-              sequences=flag_values.sequences, payload_rows=flag_values["payload-rows"].value,
-              scan_share_repeats=flag_values["scan-share-repeats"].value,
-              name=flag_values.name, out_dir=flag_values["out-dir"].value)
+              sequences=flag_values.sequences, payload_rows=flag_values.payload_rows,
+              scan_share_repeats=flag_values.scan_share_repeats,
+              name=flag_values.name, out_dir=flag_values.out_dir)
 
 
 def main(argv):

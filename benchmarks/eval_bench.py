@@ -320,7 +320,7 @@ def define_flags(values: flags.FlagValues) -> None:
                     f"Candidates, any of {BENCH_KINDS} (ivf_flat is always timed: the "
                     "reference).", **d)
   flags.DEFINE_string("cache_dir", "", "Where built indexes are kept and reused ('': none).", **d)
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root.", **d)
+  common.define_out_dir(values)
 
 
 def parse_args(argv: List[str]) -> SimpleNamespace:
@@ -331,14 +331,13 @@ def parse_args(argv: List[str]) -> SimpleNamespace:
     print(__doc__ + "\nflags:\n" + values.get_help(include_special_flags=False))
     raise SystemExit(0)
   values(["eval_bench"] + list(argv))
-  settings = {name: values[name].value for name in values}
+  settings = {name: values[name].value for name in values if "-" not in name}  # not aliases
   settings["nprobes"] = [int(n) for n in settings["nprobes"]]
   settings["k_factors"] = [float(n) for n in settings["k_factors"]]
   settings["ef_searches"] = [int(n) for n in settings["ef_searches"]]
   unknown = sorted(set(settings["kinds"]) - set(BENCH_KINDS))
   if unknown:
     raise SystemExit(f"--kinds: {unknown} are not benchmarked kinds; use any of {BENCH_KINDS}.")
-  settings["out_dir"] = settings.pop("out-dir")
   return SimpleNamespace(**settings)
 
 

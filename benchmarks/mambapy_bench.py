@@ -93,8 +93,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("rounds", 5, "Timed rounds of one step each, alternating the two sides.",
                        flag_values=flag_values)
   flags.DEFINE_string("name", "mambapy_bench", "Result file name.", flag_values=flag_values)
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
-                      "<out-dir>/<machine>/.", flag_values=flag_values)
+  common.define_out_dir(flag_values)
 
 
 def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
@@ -103,7 +102,7 @@ def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
               config_name=config_flags.get_config_filename(flag_values["config"]),
               config_overrides=config_flags.get_override_values(flag_values["config"]),
               batch=flag_values.batch, rounds=flag_values.rounds, name=flag_values.name,
-              out_dir=flag_values["out-dir"].value)
+              out_dir=flag_values.out_dir)
 
 
 def main(argv):

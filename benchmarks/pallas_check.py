@@ -1,7 +1,7 @@
 """The Pallas kernel's start-up self-check, timed, and what "auto" then resolves to.
 
   python -m benchmarks.pallas_check                   # on the machine's default backend
-  python -m benchmarks.pallas_check --out-dir=/tmp/suite
+  python -m benchmarks.pallas_check --out_dir=/tmp/suite
 
 Runs lvm_jax.ops.pallas_scan.self_check (through Triton on a GPU, the Pallas
 interpreter elsewhere) as scan.resolve_scan_type does on a GPU, and records
@@ -44,12 +44,11 @@ def run(*, out_dir: str) -> Dict:
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Called only when run as a script, so importing this module defines no global flags."""
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
-                      "<out-dir>/<machine>/.", flag_values=flag_values)
+  common.define_out_dir(flag_values)
 
 
 def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
-  return dict(out_dir=flag_values["out-dir"].value)
+  return dict(out_dir=flag_values.out_dir)
 
 
 def main(argv):

@@ -2,7 +2,7 @@
 
   python -m benchmarks.scan_bench            # the grid below + the reference training shape
   python -m benchmarks.scan_bench --quick    # fewer lengths and a smaller batch of tokens
-  python -m benchmarks.scan_bench --lengths=5,16 --states=4 --out-dir=/tmp/bench
+  python -m benchmarks.scan_bench --lengths=5,16 --states=4 --out_dir=/tmp/bench
 
 Reports the median of >= 5 timed runs after compilation, the compile time, the
 compiled executable's temporary memory, achieved FLOP/s and bytes/s beside the
@@ -166,8 +166,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_list("reference", "256,5,1536,128", "batch,L,D,N of the training shape.",
                     flag_values=flag_values)
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
-                      "<out-dir>/<machine>/.", flag_values=flag_values)
+  common.define_out_dir(flag_values)
   flags.register_validator("modes", lambda modes: set(modes) <= set(CONCRETE_MODES),
                            f"--modes: each must be one of {list(CONCRETE_MODES)}.",
                            flag_values=flag_values)
@@ -184,7 +183,7 @@ def settings(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
               modes=list(flag_values.modes) or default_modes(), tokens=tokens,
               channels=flag_values.channels, repeats=flag_values.repeats,
               reference=tuple(int(x) for x in flag_values.reference),
-              out_dir=flag_values["out-dir"].value)
+              out_dir=flag_values.out_dir)
 
 
 def main(argv):

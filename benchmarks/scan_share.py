@@ -1,7 +1,7 @@
 """How much of the model's forward+backward is the selective scan: an ablation in one run.
 
   python -m benchmarks.scan_share                 # mamba_s at d_model 768, micro-batch 256, L 5
-  python -m benchmarks.scan_share --batch=8 --d-model=64
+  python -m benchmarks.scan_share --batch=8 --d_model=64
 
 Times jit(grad(model)) with the real scan, then with the scan replaced by its
 skip term (y = D * u), in the same process. Writes results/<machine>/scan_share.json.
@@ -26,10 +26,10 @@ from lvm_jax.models import mamba
 SHAPE_FLAGS = (
     ("batch", "batch", 256, "Micro-batch."),
     ("length", "length", 5, "Context length L."),
-    ("vector-dim", "vector_dim", 768, "Input vector dimension."),
-    ("d-model", "d_model", 768, "Model width."),
-    ("n-layers", "n_layers", 8, "Blocks."),
-    ("d-state", "d_state", 128, "Scan state size N."),
+    ("vector_dim", "vector_dim", 768, "Input vector dimension."),
+    ("d_model", "d_model", 768, "Model width."),
+    ("n_layers", "n_layers", 8, "Blocks."),
+    ("d_state", "d_state", 128, "Scan state size N."),
 )
 
 
@@ -74,14 +74,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer(flag_name, default, help_text, flag_values=flag_values)
   flags.DEFINE_integer("repeats", 3, "Timed runs after compiling; the median is reported.",
                        flag_values=flag_values)
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
-                      "<out-dir>/<machine>/.", flag_values=flag_values)
+  common.define_out_dir(flag_values)
+  common.dashed_aliases(flag_values, "vector_dim", "d_model", "n_layers", "d_state")
 
 
 def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
   """The keyword arguments of run() that the parsed flags ask for."""
   shape = {argument: flag_values[flag_name].value for flag_name, argument, _, _ in SHAPE_FLAGS}
-  return dict(shape, repeats=flag_values.repeats, out_dir=flag_values["out-dir"].value)
+  return dict(shape, repeats=flag_values.repeats, out_dir=flag_values.out_dir)
 
 
 def main(argv):

@@ -129,7 +129,7 @@ def measure(config: ml_collections.ConfigDict, *, config_name: str, steps: int, 
   if torch:
     from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
     # The loop implementation keeps every step's [batch, d_inner, d_state] tensors for
-    # autograd; --torch-micro-batch keeps it inside this machine's memory. Both sides run it.
+    # autograd; --torch_micro_batch keeps it inside this machine's memory. Both sides run it.
     micro = torch_micro_batch or config.train.batch_size
     compare = copy.deepcopy(config)
     compare.train.batch_size, compare.train.accum_steps = micro, 1
@@ -192,11 +192,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_boolean("torch", True, "Also run the PyTorch loop implementation at the same "
                        "shapes (--notorch, or the old --no-torch, skips it).",
                        flag_values=flag_values)
-  flags.DEFINE_integer("torch-micro-batch", 64, "Micro-batch of the JAX-vs-PyTorch comparison "
+  flags.DEFINE_integer("torch_micro_batch", 64, "Micro-batch of the JAX-vs-PyTorch comparison "
                        "(0: the config's).", flag_values=flag_values)
   flags.DEFINE_string("name", "train_bench", "Result file name.", flag_values=flag_values)
-  flags.DEFINE_string("out-dir", common.RESULTS_ROOT, "Results root; files go to "
-                      "<out-dir>/<machine>/.", flag_values=flag_values)
+  common.define_out_dir(flag_values)
+  common.dashed_aliases(flag_values, "torch_micro_batch")
 
 
 def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
@@ -205,8 +205,8 @@ def settings(flag_values: flags.FlagValues = flags.FLAGS) -> Dict:
               config_name=config_flags.get_config_filename(flag_values["config"]),
               config_overrides=config_flags.get_override_values(flag_values["config"]),
               steps=flag_values.steps, torch=flag_values.torch,
-              torch_micro_batch=flag_values["torch-micro-batch"].value, name=flag_values.name,
-              out_dir=flag_values["out-dir"].value)
+              torch_micro_batch=flag_values.torch_micro_batch, name=flag_values.name,
+              out_dir=flag_values.out_dir)
 
 
 def current_spellings(argv):

@@ -143,18 +143,28 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 1024
 
-  # Evaluators run in the loop besides validation (big_vision's config.evals). The FAISS
-  # retrieval evaluation of the eval set (as `python -m lvm_jax.eval` runs it); its
-  # metrics enter history.json as retrieval_<name> (retrieval_contain50_excl, ...), so
-  # train.best_metric can pick the best checkpoint by one of them.
+  # Evaluators run in the loop after each epoch, built from config.evals as big_vision builds
+  # them: each entry names its `type` (a module of lvm_jax/evaluators) and that type's knobs,
+  # and its metrics enter TensorBoard as <name>/<key> and history.json as <name>_<key>
+  # (val_cosine, retrieval_contain50_excl, ...), so train.best_metric can name any of them.
+  # every_epochs 0 turns an entry off. docs/evaluation.md: "Adding an evaluator".
   config.evals = ml_collections.ConfigDict()
+  config.evals.val = ml_collections.ConfigDict()
+  config.evals.val.type = "validation"  # losses, cosine, the retrieval proxy, margins
+  config.evals.val.every_epochs = 1
+  # The FAISS retrieval evaluation of the eval set, as `python -m lvm_jax.eval` runs it.
   config.evals.retrieval = ml_collections.ConfigDict()
+  config.evals.retrieval.type = "retrieval"
   config.evals.retrieval.every_epochs = 0  # 0: off
   config.evals.retrieval.eval_path = ""  # default: the synthetic corpus's eval.npz
   config.evals.retrieval.payload_path = ""  # default: config.data.payload_path / synthetic
-  config.evals.retrieval.index_path = ""  # default: built from the payload (Flat when small)
+  config.evals.retrieval.index_path = ""  # default: built from the payload
+  config.evals.retrieval.index_kind = "auto"  # built when no index_path; auto: choose_index_kind
   config.evals.retrieval.nprobe = 64
   config.evals.retrieval.limit = 0  # eval windows used; 0: all
+  # None: the gate's default, stated once in retrieval.eval_inputs.Gates.
+  for gate in ("gate_contain50", "gate_eff5", "gate_r5", "gate_p95"):
+    config.evals.retrieval[gate] = ml_collections.config_dict.placeholder(float)
   return config
 
 

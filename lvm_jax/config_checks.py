@@ -94,13 +94,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       "would be trained. Fix: make at least one of them > 0.")
   for field in ("augment.article_dropout", "augment.span_corruption", "model.dropout"):
     _number(config, field, low=0, high=1, high_open=True)
-  _number(config, "evals.retrieval.every_epochs", low=0, integer=True)
-  _number(config, "evals.retrieval.nprobe", low=1, integer=True)
-  _number(config, "evals.retrieval.limit", low=0, integer=True)
-  if config.train.best_metric.startswith("retrieval_") and config.evals.retrieval.every_epochs < 1:
-    raise ConfigError(f"config field train.best_metric={config.train.best_metric!r} is a retrieval "
-                      "metric, but config.evals.retrieval.every_epochs is 0 (off). Fix: pass "
-                      "--config.evals.retrieval.every_epochs=1, or pick a val_ metric.")
+  for name in config.evals.keys():
+    entry = config.evals[name]
+    for field, low in (("every_epochs", 0), ("nprobe", 1), ("limit", 0)):
+      if field in entry:
+        _number(config, f"evals.{name}.{field}", low=low, integer=True)
+    if config.train.best_metric.startswith(f"{name}_") and entry.get("every_epochs", 1) < 1:
+      raise ConfigError(f"config field train.best_metric={config.train.best_metric!r} is a metric "
+                        f"of evals.{name}, but config.evals.{name}.every_epochs is 0 (off). Fix: "
+                        f"pass --config.evals.{name}.every_epochs=1, or pick another metric.")
   if not config.train.best_metric:
     raise ConfigError("config field train.best_metric is empty. Fix: name a validation metric, "
                       "e.g. --config.train.best_metric=val_cosine.")

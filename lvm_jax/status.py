@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 from absl import app, flags
 
 from lvm_jax import cli, workdir_lock
+from lvm_jax.train import hooks
 from lvm_jax.workdir import Workdir
 
 LOSS_PARTS = ("train_loss", "train_infonce", "train_ar_cosine", "val_loss")
@@ -65,7 +66,7 @@ def read_run(workdir: Workdir) -> Dict:
   steps = []
   if os.path.isdir(workdir.checkpoints):
     steps = sorted(int(name) for name in os.listdir(workdir.checkpoints) if name.isdigit())
-  return {"config": _read_json(workdir.config, {}), "history": _read_json(workdir.history, []),
+  return {"config": _read_json(workdir.config, {}), "history": hooks.History(workdir).entries,
           "baselines": _read_json(workdir.baselines, {}), "checkpoint_steps": steps,
           "running": workdir_lock.is_held(workdir)}
 
@@ -80,8 +81,8 @@ def summarize(run: Dict) -> List[str]:
            f"{num_epochs}, step {history[-1]['step'] if history else 0}"]
   if not history:
     return lines + ["no epoch has finished yet"]
-  scored = [h for h in history if metric in h]
-  best = (max if mode == "max" else min)(scored, key=lambda h: h[metric]) if scored else history[-1]
+  recorded = hooks.History.of(history)
+  best = recorded.best_entry(metric, mode) or history[-1]
   lines.append(f"best epoch {best['epoch']} by {metric}:")
   lines.append(f"  {'predictor':<18}" + "".join(f"{name:>14}" for name in SHOWN_METRICS))
   lines.append(f"  {'model':<18}" + "".join(f"{best.get(name, float('nan')):>14.4f}"
@@ -97,15 +98,16 @@ def summarize(run: Dict) -> List[str]:
   gate_epoch = train.get("smoke_gate_epoch", 0)
   if gate_epoch:
     # Runs from before the margin gate recorded smoke_gate_val_cosine.
-    gate_metric = train.get("smoke_gate_metric", "val_cosine")
-    gate_min = train.get("smoke_gate_minimum", train.get("smoke_gate_val_cosine", 0.0))
-    gate = next((h for h in history if h["epoch"] == gate_epoch), None)
-    if gate is None or gate_metric not in gate:
-      verdict = "not reached" if gate is None else f"{gate_metric} not recorded"
+    gate = hooks.SmokeGate(gate_epoch, train.get("smoke_gate_minimum",
+                                                 train.get("smoke_gate_val_cosine", 0.0)),
+                           train.get("smoke_gate_metric", "val_cosine"))
+    entry = recorded.at_epoch(gate_epoch)
+    passed = None if entry is None else gate.passes(entry)
+    if passed is None:
+      verdict = "not reached" if entry is None else f"{gate.metric} not recorded"
     else:
-      value = gate[gate_metric]
-      verdict = f"{'PASSED' if value >= gate_min else 'MISSED'} ({value:.4f})"
-    lines.append(f"smoke gate {gate_metric} >= {gate_min:.2f} at epoch {gate_epoch}: {verdict}")
+      verdict = f"{'PASSED' if passed else 'MISSED'} ({entry[gate.metric]:.4f})"
+    lines.append(f"smoke gate {gate.metric} >= {gate.minimum:.2f} at epoch {gate_epoch}: {verdict}")
   last = history[-1]
   lines.append(f"speed {last.get('sequences_per_s', float('nan')):.1f} sequences/s, "
                f"{last.get('time', float('nan')):.1f} s per epoch (last epoch)")

@@ -31,15 +31,14 @@ class Workdir:
     """One entry per epoch (train and validation metrics)."""
     return self._path("history.json")
 
-  @property
-  def baselines(self) -> str:
-    """Copy-last and mean-of-context metrics on the validation set."""
-    return self._path("val_baselines.json")
+  def evaluator_baselines(self, name: str) -> str:
+    """The baselines of the config.evals entry `name` (rows a model must beat)."""
+    return self._path(f"{name}_baselines.json")
 
   @property
-  def retrieval_baselines(self) -> str:
-    """Copy-last, mean-of-context and oracle rows of the in-loop retrieval evaluation."""
-    return self._path("retrieval_baselines.json")
+  def baselines(self) -> str:
+    """Copy-last, mean-of-context, recency and linear on the validation set (entry `val`)."""
+    return self.evaluator_baselines("val")
 
   @property
   def checkpoints(self) -> str:

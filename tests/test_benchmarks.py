@@ -33,7 +33,7 @@ def parse(module, args, monkeypatch):
 
 def test_scan_bench_writes_every_mode_and_the_ratios(tmp_path, monkeypatch):
   settings = parse(scan_bench, ["--lengths=5,16", "--states=4", "--channels=8", "--tokens=32",
-                                "--repeats=1", "--reference=2,5,8,4", f"--out-dir={tmp_path}"],
+                                "--repeats=1", "--reference=2,5,8,4", f"--out_dir={tmp_path}"],
                    monkeypatch)
   scan_bench.run(**settings)
   report = read(tmp_path, "scan_bench")
@@ -59,7 +59,7 @@ def test_scan_bench_quick_and_mode_checks(monkeypatch):
 def test_train_bench_without_torch_writes_throughput_and_flops(tmp_path, monkeypatch):
   settings = parse(train_bench, [f"--config={TINY_CONFIG}", "--config.train.batch_size=4",
                                  "--config.train.accum_steps=2", "--steps=1", "--no-torch",
-                                 f"--out-dir={tmp_path}"], monkeypatch)
+                                 f"--out_dir={tmp_path}"], monkeypatch)
   assert settings["torch"] is False  # the argparse spelling still works
   train_bench.run(**settings)
   report = read(tmp_path, "train_bench")
@@ -74,7 +74,7 @@ def test_train_bench_compares_with_the_torch_loop(tmp_path, monkeypatch):
   pytest.importorskip("torch")
   settings = parse(train_bench, [f"--config={TINY_CONFIG}", "--config.train.batch_size=4",
                                  "--config.train.accum_steps=1", "--steps=1",
-                                 "--torch-micro-batch=4", f"--out-dir={tmp_path}"], monkeypatch)
+                                 "--torch_micro_batch=4", f"--out_dir={tmp_path}"], monkeypatch)
   train_bench.run(**settings)
   same = read(tmp_path, "train_bench")["same_shape_comparison"]
   assert same["torch_loop"]["sequences_per_s"] > 0 and same["jax_over_torch_sequences_per_s"] > 0
@@ -96,18 +96,31 @@ def test_model_flops_count_kernels_and_scan():
 
 
 def test_scan_share_writes_the_ablation(tmp_path, monkeypatch):
-  settings = parse(scan_share, ["--batch=2", "--vector-dim=16", "--d-model=8", "--n-layers=1",
-                                "--d-state=4", "--repeats=1", f"--out-dir={tmp_path}"], monkeypatch)
+  settings = parse(scan_share, ["--batch=2", "--vector_dim=16", "--d_model=8", "--n_layers=1",
+                                "--d_state=4", "--repeats=1", f"--out_dir={tmp_path}"], monkeypatch)
   scan_share.run(**settings)
   report = read(tmp_path, "scan_share")
   assert report["with_scan_s"] > 0 and report["scan_replaced_by_skip_s"] > 0
   assert report["shape"]["batch"] == 2 and report["shape"]["d_model"] == 8
 
 
+@pytest.mark.parametrize("module, dashed, underscore", [
+    (scan_share, ["--d-state=4", "--out-dir=/tmp/x"], ["--d_state=4", "--out_dir=/tmp/x"]),
+    (epoch_bench, ["--payload-rows=300", "--scan-share-repeats=1", "--out-dir=/tmp/x"],
+     ["--payload_rows=300", "--scan_share_repeats=1", "--out_dir=/tmp/x"]),
+    (train_bench, ["--torch-micro-batch=4", "--out-dir=/tmp/x"],
+     ["--torch_micro_batch=4", "--out_dir=/tmp/x"])])
+def test_flags_are_spelled_with_underscores_and_the_dashed_ones_are_aliases(
+    module, dashed, underscore, monkeypatch):
+  settings = parse(module, underscore, monkeypatch)
+  assert settings == parse(module, dashed, monkeypatch)
+  assert settings["out_dir"] == "/tmp/x"
+
+
 def test_epoch_bench_times_a_tiny_epoch_with_compile_apart(tmp_path, monkeypatch):
   settings = parse(epoch_bench, [f"--config={TINY_CONFIG}", "--sequences=512",
-                                 "--payload-rows=300", "--scan-share-repeats=1",
-                                 "--config.data.prefetch=0", f"--out-dir={tmp_path}"],
+                                 "--payload_rows=300", "--scan_share_repeats=1",
+                                 "--config.data.prefetch=0", f"--out_dir={tmp_path}"],
                    monkeypatch)
   epoch_bench.run(**settings)
   report = read(tmp_path, "epoch_bench")
@@ -119,7 +132,7 @@ def test_epoch_bench_times_a_tiny_epoch_with_compile_apart(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("module, flag", [(scan_bench, "--quick"), (train_bench, "--config"),
-                                          (scan_share, "--d-state"), (epoch_bench, "--sequences")])
+                                          (scan_share, "--d_state"), (epoch_bench, "--sequences")])
 def test_help_prints_the_docstring_and_flags(module, flag):
   result = subprocess.run([sys.executable, "-m", module.__name__, "--help"], capture_output=True,
                           text=True, timeout=600, check=False)
@@ -134,7 +147,7 @@ def test_mambapy_bench_alternates_both_steps_and_reports_the_ratio(tmp_path, mon
   settings = parse(mambapy_bench, [f"--config={TINY_CONFIG}", "--config.model.d_model=16",
                                    "--config.model.n_layers=1", "--config.model.d_state=4",
                                    "--config.data.synthetic.dim=32", "--batch=4", "--rounds=2",
-                                   f"--out-dir={tmp_path}"], monkeypatch)
+                                   f"--out_dir={tmp_path}"], monkeypatch)
   mambapy_bench.run(**settings)
   report = read(tmp_path, "mambapy_bench")
   assert len(report["lvm_jax"]["step_s"]) == len(report["mambapy"]["step_s"]) == 2

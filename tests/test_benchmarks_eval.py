@@ -11,7 +11,7 @@ def test_eval_bench_writes_json_with_ratios_and_reuses_its_cache(tmp_path):
   argv = ["--rows", "3000", "--dim", "32", "--queries", "40", "--batch_queries", "300",
           "--nprobes", "2,8", "--k_factors", "1,2", "--ef_searches", "16",
           "--kinds", "ivf_sq8_refine,ivf_pqfs_refine,hnsw",
-          "--cache_dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path)]
+          "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path)]
   eval_bench.main(argv)
   path = tmp_path / common.machine_name() / "eval_bench.json"
   report = json.loads(path.read_text())

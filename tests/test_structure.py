@@ -22,6 +22,7 @@ LAYERS = (
               "lvm_jax.train.parallel")),
     ("checkpoint", ("lvm_jax.checkpoint",)),
     ("retrieval", ("lvm_jax.retrieval",)),
+    ("evaluators", ("lvm_jax.evaluators",)),
     ("loop", ("lvm_jax.train",)),
     ("entry points", ("lvm_jax.eval", "lvm_jax.main", "lvm_jax.status", "lvm_jax.import_torch",
                       "lvm_jax.predict")),
@@ -102,7 +103,8 @@ def test_no_import_cycle(graph):
 def test_the_checker_sees_an_upward_import(graph):
   # The walker must see function-level imports, or the two tests above could pass vacuously.
   assert "lvm_jax.train.step" in graph["lvm_jax.import_torch"]
-  assert layer_of("lvm_jax.train.loop") > layer_of("lvm_jax.retrieval.index") > \
+  assert layer_of("lvm_jax.train.loop") > layer_of("lvm_jax.evaluators.retrieval") > \
+      layer_of("lvm_jax.retrieval.index") > \
       layer_of("lvm_jax.corpus.build")
 
 

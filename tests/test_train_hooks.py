@@ -1,4 +1,7 @@
-"""hooks: early stopping replayed from history, the smoke gate, history truncation."""
+"""hooks: early stopping replayed from history, the smoke gate, history truncation, and the one
+metrics sink (TensorBoard and history.json under one naming rule)."""
+
+import pytest
 
 from lvm_jax.train import hooks
 from lvm_jax.workdir import Workdir
@@ -53,3 +56,30 @@ def test_processes_with_different_metrics_stop_at_process_zeros_epoch(tmp_path):
   assert "stopped at epoch 7; alone it would stop at epoch 7" in logs[0], logs[0]
   assert "stopped at epoch 7; alone it would stop at epoch 5" in logs[1], logs[1]
   assert "early stopping is True here and False on process 0" in logs[1]
+
+
+def test_writer_feeds_tensorboard_and_history_under_one_naming_rule(tmp_path):
+  from event_files import read_scalars  # pylint: disable=g-import-not-at-top  (tests/)
+  workdir = Workdir(tmp_path)
+  history = hooks.History(workdir)
+  writer = hooks.MetricWriter(workdir, history)
+  assert writer.write(5, {"train_step/loss": 0.5}) == {}  # per step: TensorBoard only
+  entry = writer.write(10, {"train/loss": 0.25, "val/r5_excl": 0.125, "lr": 1e-3}, epoch=1)
+  writer.close()
+  assert entry == {"epoch": 1, "step": 10, "train_loss": 0.25, "val_r5_excl": 0.125, "lr": 1e-3}
+  assert hooks.History(workdir).entries == [entry]
+  scalars = read_scalars(workdir.tensorboard)
+  assert scalars["train_step/loss"] == {5: 0.5}
+  for tag in ("train/loss", "val/r5_excl", "lr"):
+    assert scalars[tag] == {10: pytest.approx(entry[hooks.history_key(tag)])}
+  with pytest.raises(ValueError, match="share the history key 'val_r5'"):
+    writer.write(11, {"val/r5": 1.0, "val_r5": 2.0}, epoch=2)
+
+
+def test_history_best_entry_is_what_status_reads():
+  history = hooks.History.of([{"epoch": 1, "step": 1, "m": 0.2}, {"epoch": 2, "step": 2, "m": 0.1},
+                              {"epoch": 3, "step": 3}])
+  assert history.best_entry("m")["epoch"] == 1 and history.best_entry("m", "min")["epoch"] == 2
+  assert history.best_entry("absent") is None and history.at_epoch(3) == {"epoch": 3, "step": 3}
+  with pytest.raises(ValueError, match="read-only"):
+    history.append({"epoch": 4, "step": 4})

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lvm_jax import checkpoint, losses, train
-from lvm_jax.train import evaluators, step as step_lib
+from lvm_jax.evaluators import validation
+from lvm_jax.train import step as step_lib
 from lvm_jax.data.errors import DataFormatError
 from conftest import tiny_config
 
@@ -66,7 +67,7 @@ def test_killed_after_first_epoch_then_rerun_equals_uninterrupted(finished_run, 
                                                                   monkeypatch):
   _, uninterrupted = finished_run
   workdir = str(tmp_path / "resumed")
-  real_run = evaluators.ValidationEvaluator.run
+  real_run = validation.ValidationEvaluator.run
   calls = []
 
   def run_then_die(self, params):
@@ -75,10 +76,10 @@ def test_killed_after_first_epoch_then_rerun_equals_uninterrupted(finished_run, 
     calls.append(1)
     return real_run(self, params)
 
-  monkeypatch.setattr(evaluators.ValidationEvaluator, "run", run_then_die)
+  monkeypatch.setattr(validation.ValidationEvaluator, "run", run_then_die)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(tiny_config(), workdir)
-  monkeypatch.setattr(evaluators.ValidationEvaluator, "run", real_run)
+  monkeypatch.setattr(validation.ValidationEvaluator, "run", real_run)
   resumed = train.train_and_evaluate(tiny_config(), workdir)
   assert [h["epoch"] for h in resumed["history"]] == [1, 2]
   jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["final_state"].params,

@@ -9,6 +9,11 @@ see docs/eval_reference.md. With a workdir trained on the synthetic corpus,
 reports two views: all candidates, and the window's own context chunks
 excluded; the [EVAL] line and the gates use --gate_view's (default: all, as
 the reference), a second [EVAL-excl] / [EVAL-all] line the other.
+It runs the same evaluator as training (lvm_jax.evaluators.retrieval), built
+from the checkpoint's config.evals.retrieval plus these flags: a flag that is
+given wins; the index kind, the gates and the eval set, payload and index paths
+otherwise come from that config when it sets them, and every other knob is the
+flag's (the reference's) default, so the same command gives the same numbers.
 Exit code: 0 when every gate passes, 1 when a gate fails, 2 on bad input
 (one `error:` line; --verbose adds the traceback).
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from absl import flags, logging
@@ -27,8 +32,7 @@ from lvm_jax import backend, cli
 from lvm_jax.eval import reference
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import margin as margin_lib
-from lvm_jax.retrieval.evaluator import (VIEWS, EvalOptions, Gates, RetrievalEvaluator,
-                                         load_eval_set)
+from lvm_jax.retrieval.eval_inputs import VIEWS, Gates
 
 BATCH_SIZE = 1024
 DEVICE_BACKENDS = {"cpu": "cpu", "cuda": "gpu", "mps": "metal"}  # reference --device -> --backend
@@ -81,10 +85,10 @@ def define_flags(values: flags.FlagValues) -> None:
                     "query's article identity.", **d)
   flags.DEFINE_bool("allow_provenance_mismatch", False, "Evaluate although embedder_id / norm / "
                     "metric disagree.", **d)
-  flags.DEFINE_float("gate_contain50", 0.60, "Contain@50 gate (fraction).", **d)
-  flags.DEFINE_float("gate_eff5", 0.68, "Eff@5 gate (fraction).", **d)
-  flags.DEFINE_float("gate_r5", 0.40, "R@5 gate (fraction).", **d)
-  flags.DEFINE_float("gate_p95", 1.45, "P95 per-query latency gate (ms).", **d)
+  flags.DEFINE_float("gate_contain50", Gates.contain50, "Contain@50 gate (fraction).", **d)
+  flags.DEFINE_float("gate_eff5", Gates.eff5, "Eff@5 gate (fraction).", **d)
+  flags.DEFINE_float("gate_r5", Gates.r5, "R@5 gate (fraction).", **d)
+  flags.DEFINE_float("gate_p95", Gates.p95_ms, "P95 per-query latency gate (ms).", **d)
   flags.DEFINE_string("out", None, "Write the JSON report here (the reference's keys and units, "
                       "this project's content under 'lvm_jax').", **d)
   flags.DEFINE_integer("epoch", None, "Epoch number, recorded in the report (as the reference).",
@@ -143,8 +147,14 @@ def _platform(f) -> str:
   return mapped
 
 
-def options_from_flags(f, count: int) -> EvalOptions:
-  """EvalOptions from the flags; `count` is the number of sequences that will be evaluated."""
+# Knobs a checkpoint's config.evals.retrieval supplies when their flag is not given.
+CONFIG_KNOBS = ("index_kind", "gate_contain50", "gate_eff5", "gate_r5", "gate_p95")
+
+
+def retrieval_settings(f, stored, paths) -> Dict[str, Any]:
+  """The retrieval evaluator's settings: the checkpoint's config.evals.retrieval (`stored`)
+  for CONFIG_KNOBS whose flag is absent, the flags for the rest; `paths` is
+  (eval_npz, payload, faiss)."""
   if f.shard_assist == "true":
     raise ValueError("--shard_assist true: shard-assist is not available in this project (the "
                      "reference recorded the knob but never applied it); drop the flag or pass "
@@ -154,26 +164,35 @@ def options_from_flags(f, count: int) -> EvalOptions:
                      "because the P95 latency is gated.")
   if f.limit < 0:
     raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
-  mmr = f.mmr_lambda
   weight = lambda name: None if f[name].value == 0 else f[name].value
-  return EvalOptions(
-      k=f.k, nprobe=f.nprobe, limit=f.limit or None, latency_queries=f.latency_queries,
-      gate_view="excl" if f.exclude_context else f.gate_view,
-      mmr_lambda=None if mmr == 1.0 else mmr, w_same_article=weight("w-same-article"),
-      w_next_gap=weight("w-next-gap"), w_directional=weight("w-directional"),
-      gate_row=f.gate_row, gate_article_rerankers=f.gate_article_rerankers,
-      allow_provenance_mismatch=f.allow_provenance_mismatch,
-      gates=Gates(f.gate_contain50, f.gate_eff5, f.gate_r5,
-                  f.gate_p95),
-      batch_size=max(1, min(BATCH_SIZE, count)))
+  settings = {knob: stored[knob] if not f[knob].present and stored.get(knob) is not None
+              else f[knob].value for knob in CONFIG_KNOBS}
+  settings.update(
+      type="retrieval", eval_path=paths[0], payload_path=paths[1], index_path=paths[2],
+      nlist=f.nlist, k=f.k, nprobe=f.nprobe, limit=f.limit, latency_queries=f.latency_queries,
+      index_recall=True, gate_view="excl" if f.exclude_context else f.gate_view,
+      mmr_lambda=None if f.mmr_lambda == 1.0 else f.mmr_lambda,
+      w_same_article=weight("w-same-article"), w_next_gap=weight("w-next-gap"),
+      w_directional=weight("w-directional"), gate_row=f.gate_row,
+      gate_article_rerankers=f.gate_article_rerankers,
+      allow_provenance_mismatch=f.allow_provenance_mismatch)
+  return settings
 
 
-def default_paths(f, workdir: str):
+def stored_settings(loaded) -> Dict[str, Any]:
+  """The checkpoint config's evals.retrieval ({} for a run from before config.evals)."""
+  evals = loaded.config.get("evals") or {}
+  return dict(evals.get("retrieval") or {})
+
+
+def default_paths(f, workdir: str, stored: Dict[str, Any]):
+  """--eval_npz / --payload / --faiss, else the config's evals.retrieval paths, else the
+  workdir's data/ (the synthetic corpus)."""
   data_dir = os.path.join(workdir, "data")
-  eval_npz = f.eval_npz or os.path.join(data_dir, "eval.npz")
-  payload = f.payload or os.path.join(data_dir, "payload")
-  faiss_path = f.faiss
-  if faiss_path is None and f.payload is None and os.path.exists(
+  eval_npz = f.eval_npz or stored.get("eval_path") or os.path.join(data_dir, "eval.npz")
+  payload = f.payload or stored.get("payload_path") or os.path.join(data_dir, "payload")
+  faiss_path = f.faiss or (stored.get("index_path") if not f.payload else None) or None
+  if faiss_path is None and not f.payload and not stored.get("payload_path") and os.path.exists(
       os.path.join(data_dir, index_lib.INDEX_FILE)):
     faiss_path = os.path.join(data_dir, index_lib.INDEX_FILE)
   return eval_npz, payload, faiss_path
@@ -226,9 +245,8 @@ def fit_train_baselines(f, loaded, payload):
 def evaluate(f) -> int:
   """The run behind main(); raises on bad input."""
   backend.initialize(_platform(f))
-  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax import checkpoint, evaluators  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
-  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
 
@@ -236,27 +254,22 @@ def evaluate(f) -> int:
     raise checkpoint.CheckpointError(f"{f.checkpoint}: does not exist; pass the training "
                                      "workdir (the directory given to --workdir).")
   loaded = checkpoint.load(f.checkpoint)
-  eval_npz, payload_path, faiss_path = default_paths(f, loaded.workdir)
+  stored = stored_settings(loaded)
+  eval_npz, payload_path, faiss_path = default_paths(f, loaded.workdir, stored)
   payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,
                                            cache_dir=f.payload_cache)
-  payload = read_payload(payload_path, load_texts=False)
-  eval_set = load_eval_set(eval_npz, payload)
+  settings = retrieval_settings(f, stored, (eval_npz, payload_path, faiss_path))
+  evaluation = evaluators.kind("retrieval")(settings, evaluators.Context(
+      config=loaded.config, fitted=lambda payload: fit_train_baselines(f, loaded, payload)))
+  _, eval_set = evaluation.inputs()
   if eval_set.vector_dim != loaded.model.vector_dim:
     raise DataFormatError(f"{eval_npz}: field 'contexts': vectors are {eval_set.vector_dim}-d "
                           f"but the checkpoint {loaded.path} predicts "
                           f"{loaded.model.vector_dim}-d vectors. Fix: evaluate with the data "
                           "the model was trained for.")
   count = eval_set.num_sequences if not f.limit else min(f.limit, eval_set.num_sequences)
-  options = options_from_flags(f, count)
-  options.validate(payload.num_rows)  # before building an index
-  if faiss_path:
-    index = index_lib.read_index(faiss_path, payload.vectors)
-  else:
-    kind = index_lib.resolve_kind(f.index_kind, payload.num_rows)
-    logging.info("No --faiss given: building a %s index over %d rows", kind, payload.num_rows)
-    index = index_lib.build_index(payload.vectors, kind=kind, nlist=f.nlist)
-  fitted = fit_train_baselines(f, loaded, payload)
-  evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
+  evaluator = evaluation.evaluator(batch_size=max(1, min(BATCH_SIZE, count)))
+  options, index = evaluator.options, evaluator.index
   result = evaluator.report(make_predict_fn(loaded, options.batch_size))
 
   n, p95 = result["n_samples"], result["latency"]["latency_p95_ms"]

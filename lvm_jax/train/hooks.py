@@ -1,12 +1,14 @@
 """What the loop does at the end of an epoch besides training: record, write, stop, gate.
 
 Each hook owns one file or one decision; only process 0 writes shared files.
+MetricWriter is the one metrics sink: TensorBoard, history.json and the log line.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from typing import Dict, List, Optional
 
@@ -20,44 +22,95 @@ from lvm_jax.workdir import Workdir
 class History:
   """history.json: one entry per epoch, rewritten atomically after each."""
 
-  def __init__(self, workdir: Workdir):
-    self.path = workdir.history
-    self.entries: List[Dict] = []
-    if os.path.exists(self.path):
+  def __init__(self, workdir: Optional[Workdir], entries: Optional[List[Dict]] = None):
+    self.path = workdir.history if workdir is not None else None
+    self.entries: List[Dict] = list(entries or [])
+    if entries is None and self.path and os.path.exists(self.path):
       with open(self.path) as f:
         self.entries = json.load(f)
+
+  @classmethod
+  def of(cls, entries: List[Dict]) -> "History":
+    """A read-only History of entries already read (status reads them once)."""
+    return cls(None, entries)
 
   def truncate_to(self, step: int) -> None:
     """Forgets epochs after `step` (a resume from an earlier checkpoint redoes them)."""
     self.entries = [entry for entry in self.entries if entry["step"] <= step]
 
   def append(self, entry: Dict) -> None:
+    if self.path is None:
+      raise ValueError("History.of(...) is read-only: construct it from a Workdir to append.")
     self.entries.append(entry)
     if multihost.is_process_0():
       atomic.write_json(self.path, self.entries)
 
+  def best_entry(self, metric: str, mode: str = "max") -> Optional[Dict]:
+    """The first entry with the best `metric` (None when no entry has it)."""
+    scored = [entry for entry in self.entries if metric in entry]
+    if not scored:
+      return None
+    return (max if mode == "max" else min)(scored, key=lambda entry: entry[metric])
+
   def best(self, metric: str, mode: str = "max") -> float:
-    values = [entry[metric] for entry in self.entries if metric in entry]
-    if not values:
+    entry = self.best_entry(metric, mode)
+    if entry is None:
       return -math.inf if mode == "max" else math.inf
-    return max(values) if mode == "max" else min(values)
+    return entry[metric]
+
+  def at_epoch(self, epoch: int) -> Optional[Dict]:
+    return next((entry for entry in self.entries if entry["epoch"] == epoch), None)
+
+
+def history_key(tag: str) -> str:
+  """The naming rule: TensorBoard tag `val/r5_excl` is history key `val_r5_excl`."""
+  return tag.replace("/", "_")
 
 
 class MetricWriter:
-  """TensorBoard scalars through tensorboardX (process 0 only)."""
+  """The one metrics sink: `write(step, {tag: value}, epoch=...)`.
 
-  def __init__(self, workdir: Workdir):
+  Naming rule: a metric is measured once, as a tag `<prefix>/<key>` (prefix: the
+  config.evals entry's name, `train` for the epoch's training means, `train_step`
+  for the per-step ones); TensorBoard shows the tag, and history.json and the log
+  line use `history_key(tag)`, the tag with every '/' replaced by '_'
+  (`val/r5_excl` <-> `val_r5_excl`, `retrieval/contain50_excl` <->
+  `retrieval_contain50_excl`). A tag without a prefix (`lr`, `time`) is its own key.
+  A write with `epoch` goes to all three sinks (history gets one entry: epoch, step
+  and the metrics); one without goes to TensorBoard only (per-step values, which
+  the progress bar also shows). TensorBoard is written through tensorboardX, on
+  process 0 only.
+  """
+
+  def __init__(self, workdir: Workdir, history: History):
+    self.history = history
     self._writer = None
     if multihost.is_process_0():
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._writer = SummaryWriter(workdir.tensorboard)
 
-  def scalars(self, prefix: str, values: Dict[str, float], step: int) -> None:
-    if self._writer is None:
-      return
-    for name, value in values.items():
-      if isinstance(value, (int, float)) and not isinstance(value, bool):
-        self._writer.add_scalar(f"{prefix}/{name}", float(value), step)
+  def write(self, step: int, metrics: Dict[str, float], epoch: Optional[int] = None) -> Dict:
+    """Writes the numeric values; returns the history entry (empty without `epoch`)."""
+    scalars = {tag: float(value) for tag, value in metrics.items()
+               if isinstance(value, numbers.Real) and not isinstance(value, bool)}
+    keys = {}
+    for tag in scalars:
+      key = history_key(tag)
+      if key in keys or key in ("epoch", "step"):
+        raise ValueError(f"metrics {keys.get(key, key)!r} and {tag!r} share the history key "
+                         f"{key!r}: rename one (config.evals entry names and metric keys).")
+      keys[key] = tag
+    if self._writer is not None:
+      for tag, value in scalars.items():
+        self._writer.add_scalar(tag, value, step)
+    if epoch is None:
+      return {}
+    entry = {"epoch": epoch, "step": step, **{history_key(t): v for t, v in scalars.items()}}
+    self.history.append(entry)
+    logging.info("epoch %d: %s", epoch, " ".join(
+        f"{key}={value:.4g}" for key, value in entry.items() if key not in ("epoch", "step")))
+    self.flush()
+    return entry
 
   def flush(self) -> None:
     if self._writer is not None:
@@ -109,10 +162,17 @@ class SmokeGate:
     self.epoch, self.minimum, self.metric = epoch, minimum, metric
     self.passed: Optional[bool] = None
 
-  def check(self, epoch: int, metrics: Dict[str, float]) -> Optional[bool]:
-    if epoch != self.epoch or self.metric not in metrics:
+  def passes(self, metrics: Dict[str, float]) -> Optional[bool]:
+    """The verdict on one epoch's metrics; None when the metric was not recorded."""
+    if self.metric not in metrics:
       return None
-    self.passed = metrics[self.metric] >= self.minimum
+    return metrics[self.metric] >= self.minimum
+
+  def check(self, epoch: int, metrics: Dict[str, float]) -> Optional[bool]:
+    """At the gate's epoch, judges and logs PASSED / MISSED; otherwise None."""
+    if epoch != self.epoch or self.passes(metrics) is None:
+      return None
+    self.passed = self.passes(metrics)
     interval = ""
     if self.metric + "_low" in metrics:
       interval = (f", 95% interval [{metrics[self.metric + '_low']:+.4f}, "

@@ -1,5 +1,9 @@
 """train_and_evaluate: data, model, state, then epochs of train -> evaluate -> record -> save.
 
+After each epoch every due evaluator of config.evals runs (`for key, value in
+evaluator.run(params)`), and its values are measured as `<name>/<key>` through
+the one writer (hooks.MetricWriter), beside the epoch's `train/<key>` means.
+
 Resume = restore the newest good checkpoint, then continue from `int(state.step)`
 with the same data order, so a killed and rerun job ends where an uninterrupted
 one does.
@@ -19,14 +23,19 @@ from absl import logging
 from tqdm import tqdm
 
 from lvm_jax import models as models_lib
-from lvm_jax import checkpoint, config_checks, multihost, workdir_lock
+from lvm_jax import checkpoint, config_checks, evaluators, multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.train.training_sets import load_training_sets
 from lvm_jax.retrieval import baselines as baselines_lib
 from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
-from lvm_jax.train.evaluators import RetrievalEvaluation, ValidationEvaluator
 from lvm_jax.workdir import Workdir
+
+
+# The step's metric -> the key of its epoch mean, measured as train/<key> (history: train_loss,
+# train_ar_cosine, ...); infonce is absent when the head's InfoNCE is off (contrastive_weight 0).
+TRAIN_MEANS = {"loss": "loss", "infonce": "infonce", "ar_loss": "ar_cosine", "cosine": "cosine",
+               "vector_infonce": "vector_infonce", "bank_infonce": "bank_infonce"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,7 +79,8 @@ def train_epoch(p_train_step, state, pipeline: TrainingPipeline, epoch: int, fir
       latest = fetch(step)
       seq_per_s = done * pipeline.sequences_per_step / (time.perf_counter() - start)
       bar.set_postfix(loss=f"{latest['loss']:.4f}", seq_s=f"{seq_per_s:.0f}")
-      writer.scalars("train", {**latest, "learning_rate": float(schedule(step - 1))}, step)
+      writer.write(step, {f"train_step/{k}": v for k, v in
+                          {**latest, "learning_rate": float(schedule(step - 1))}.items()})
     bar.update(1)
   if pending:
     fetch(epoch * steps_per_epoch + first_step + done)
@@ -124,6 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   The run holds the workdir's lock throughout (process 0 of a multi-host run).
   """
   config_checks.check_config(config)
+  evaluators.check_config(config)
   workdir = Workdir(workdir)
   lock = workdir_lock.hold(workdir) if multihost.is_process_0() else contextlib.nullcontext()
   with lock:
@@ -147,8 +158,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
 
   pipeline = TrainingPipeline(
       sets.train, micro_batch=config.train.batch_size, accum_steps=config.train.accum_steps,
-      num_devices=num_devices, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), prefetch=config.data.prefetch,
+      num_devices=num_devices, seed=config.seed, process_index=multihost.process_index(),
+      process_count=multihost.process_count(), prefetch=config.data.prefetch,
       devices=data_parallel.local_devices, place=data_parallel.place_batch,
       bank_rows=config.loss.bank_negatives)
   steps_per_epoch = pipeline.steps_per_epoch
@@ -179,26 +190,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   logging.info("Baselines fitted on %d train windows: recency decay %g (Contain@50 excl. on "
                "train by decay: %s), linear rank %d", fitted.train_windows, fitted.decay,
                fitted.decay_scores, fitted.linear.basis.shape[1])
-  validation = ValidationEvaluator(sets.val, config, state.apply_fn, fitted=fitted)
-  reference = validation.baselines()
-  hooks.write_baselines(workdir.baselines, reference)
-  baseline_note = ", ".join(
-      f"{name}{' (decay %g)' % m['decay'] if 'decay' in m else ''} {m['cosine']:.4f} / R@5 "
-      f"{m['r5']:.4f} / R@5 excl. {m['r5_excl']:.4f}" for name, m in reference.items())
-  logging.info("Validation baselines (cosine / R@5 / R@5 context excluded): %s", baseline_note)
-  retrieval = RetrievalEvaluation(config, state.apply_fn, eval_path=sets.eval_path,
-                                  payload_path=sets.payload_path, fitted=fitted)
-  if retrieval.enabled:
-    retrieval_reference = retrieval.baselines()
-    hooks.write_baselines(workdir.retrieval_baselines, retrieval_reference)
-    logging.info("Retrieval baselines on %s (Contain@50 / R@5, context excluded): %s",
-                 retrieval.eval_path, ", ".join(
-                     f"{name} {m['contain50_excl']:.4f} / {m['r5_excl']:.4f}"
-                     for name, m in retrieval_reference.items()))
+  evaluations = evaluators.from_config(config, evaluators.Context(
+      config=config, apply_fn=state.apply_fn, val=sets.val, eval_path=sets.eval_path,
+      payload_path=sets.payload_path, fitted=fitted))
+  references = {}
+  for name, evaluator in evaluations:
+    references[name] = evaluator.baselines()
+    if references[name]:
+      hooks.write_baselines(workdir.evaluator_baselines(name), references[name])
 
   p_train_step = step_lib.make_parallel_train_step(config, data_parallel)
   state = data_parallel.replicate(state)
-  writer = hooks.MetricWriter(workdir)
+  writer = hooks.MetricWriter(workdir, history)
   schedule = step_lib.learning_rate_schedule(config, total_steps)
   metric, mode = config.train.best_metric, config.train.best_mode
   stopper = hooks.early_stopping_from(history, metric, mode, config.train.early_stopping_patience)
@@ -215,30 +218,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
           p_train_step, state, pipeline, epoch, first_step, step_rng, config=config,
           workdir=workdir, writer=writer, schedule=schedule)
       host_state = data_parallel.to_host(state)
-      val = validation.run(host_state.params)
       step = int(host_state.step)
-      entry = {"epoch": epoch + 1, "step": step, "train_loss": train_means["loss"],
-               # absent when the head's InfoNCE is off (loss.contrastive_weight 0)
-               **({"train_infonce": train_means["infonce"]} if "infonce" in train_means else {}),
-               "train_ar_cosine": train_means["ar_loss"],
-               "train_cosine": train_means["cosine"],
-               "masked_negatives_per_step": train_means["masked_negatives"], **val,
-               "lr": float(schedule(max(step - 1, 0))), **speed}
-      if retrieval.due(epoch + 1):
-        entry.update(retrieval.run(host_state.params))
-      history.append(entry)
-      logging.info("epoch %d: %s", epoch + 1,
-                   " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
-      logging.info("epoch %d: val_cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
-                   epoch + 1, val["val_cosine"], val["val_r5"], val["val_r5_excl"], baseline_note)
-      logging.info("epoch %d: margin over the best baseline, R@5 excl. %+.4f [%+.4f, %+.4f], "
-                   "R@50 excl. %+.4f [%+.4f, %+.4f] (95%% paired bootstrap)", epoch + 1,
-                   *(val[f"val_{name}_excl_margin{part}"] for name in ("r5", "r50")
-                     for part in ("", "_low", "_high")))
-      writer.scalars("val", val, step)
-      writer.flush()
+      metrics = {**{f"train/{key}": train_means[name] for name, key in TRAIN_MEANS.items()
+                    if name in train_means},
+                 "masked_negatives_per_step": train_means["masked_negatives"],
+                 "lr": float(schedule(max(step - 1, 0))), **speed}
+      for name, evaluator in evaluations:
+        if evaluator.due(epoch + 1):
+          metrics.update({f"{name}/{key}": value for key, value in evaluator.run(host_state.params)})
+      entry = writer.write(step, metrics, epoch=epoch + 1)
       checkpointer.save(host_state, entry)
-      if gate.check(epoch + 1, val) is not None:
+      if gate.check(epoch + 1, entry) is not None:
         summary["smoke_gate_passed"] = gate.passed
       if metric in entry:
         stopper = hooks.update_early_stopping(stopper, entry[metric], mode)
@@ -248,5 +238,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
     writer.close()
   summary.update(history=history.entries, best=history.best(metric, mode), best_metric=metric,
                  best_val_cosine=history.best("val_cosine"), data=sets.describe(),
-                 baselines=reference, final_state=data_parallel.to_host(state))
+                 baselines=references.get("val", {}), final_state=data_parallel.to_host(state))
   return summary

@@ -1,9 +1,9 @@
-"""evaluators: the validation proxy's two views, against a direct count."""
+"""evaluators.validation: the validation proxy's two views, against a direct count."""
 
 import numpy as np
 
 from lvm_jax.retrieval import metrics
-from lvm_jax.train import evaluators
+from lvm_jax.evaluators import validation
 
 
 def test_proxy_excludes_exactly_the_windows_own_context_chunks():
@@ -15,12 +15,12 @@ def test_proxy_excludes_exactly_the_windows_own_context_chunks():
   # Each predicts (close to) the previous chunk; row 0 its own target.
   predictions = targets[np.maximum(np.arange(count) - 1, 0)] + 0.05 * rng.normal(size=(count, dim))
   predictions = (predictions / np.linalg.norm(predictions, axis=1, keepdims=True)).astype(np.float32)
-  out = metrics.rank_metrics(predictions, targets, ks=evaluators.PROXY_KS, target_ids=ids,
+  out = metrics.rank_metrics(predictions, targets, ks=validation.PROXY_KS, target_ids=ids,
                              context_length=length, block=5)
   scores = predictions @ targets.T
   better = scores > np.diag(scores)[:, None]
   is_context = (ids[:, None] - ids[None, :] >= 1) & (ids[:, None] - ids[None, :] <= length)
-  for k in evaluators.PROXY_KS:
+  for k in validation.PROXY_KS:
     assert out[f"r{k}"] == np.mean(better.sum(1) < k)
     assert out[f"r{k}_excl"] == np.mean((better & ~is_context).sum(1) < k)
   # Predicting the previous chunk finds that context chunk first: excluding it helps.

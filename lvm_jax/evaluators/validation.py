@@ -1,4 +1,4 @@
-"""Evaluators run every epoch on the validation set (big_vision style: `run(params)`).
+"""config.evals.<name>.type = "validation": the validation set, every epoch by default.
 
 `ValidationEvaluator` gives the losses, the cosine and a cheap retrieval proxy
 (the rank of each prediction's own target among all validation targets) in
@@ -7,22 +7,24 @@ predictor close to its input otherwise finds them first; the true next chunk
 is never one of them). `baselines()` scores copy-last-context, mean-of-context
 and, fitted on the train windows, recency (its decay) and linear on the same
 set, so every number stands beside theirs; `run` adds the margin over the best
-of them per metric with its paired bootstrap interval (val_r5_excl_margin,
-val_r5_excl_margin_low, ..._high), which train.best_metric and the smoke gate
-can judge.
+of them per metric with its paired bootstrap interval (r5_excl_margin,
+r5_excl_margin_low, ..._high; in history as val_r5_excl_margin under the base
+config's entry name `val`), which train.best_metric and the smoke gate can judge.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from lvm_jax import losses
+from lvm_jax.evaluators import base
 from lvm_jax.retrieval import baselines, metrics
 from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.data.sequences import SequenceSet
@@ -54,28 +56,32 @@ def proxy_hits(ranks: np.ndarray, ranks_excl: np.ndarray) -> Dict[str, np.ndarra
           for suffix, excluded in PROXY_VIEWS for k in PROXY_KS}
 
 
-class ValidationEvaluator:
-  """val_loss, val_infonce, val_ar, val_cosine, val_r{1,5,50}[_excl] and their margins over the
-  best baseline (val_r{k}[_excl]_margin[_low|_high]) of a parameter tree.
+class ValidationEvaluator(base.Evaluator):
+  """loss, infonce, ar, cosine, r{1,5,50}[_excl] and their margins over the best baseline
+  (r{k}[_excl]_margin[_low|_high]) of a parameter tree on context.val.
 
-  fitted: recency and linear fitted on the train windows (baselines.FittedBaselines); without
-  it the baselines are copy-last and mean-of-context only.
+  context.fitted: recency and linear fitted on the train windows
+  (baselines.FittedBaselines); without it the baselines are copy-last and
+  mean-of-context only.
   """
 
-  def __init__(self, dataset: SequenceSet, config: ml_collections.ConfigDict, apply_fn: Callable,
-               fitted: Optional[baselines.FittedBaselines] = None):
-    self.dataset = dataset
-    self.config = config
-    self.fitted = fitted
-    self._eval_sums = jax.jit(functools.partial(_eval_sums, apply_fn=apply_fn,
+  def __init__(self, settings: ml_collections.ConfigDict, context: base.Context):
+    super().__init__(settings, context)
+    config = context.config
+    self.dataset: SequenceSet = context.val
+    self.batch_size = config.eval.batch_size
+    self.loss_config = config.loss
+    self.fitted: Optional[baselines.FittedBaselines] = context.fitted
+    self._eval_sums = jax.jit(functools.partial(_eval_sums, apply_fn=context.apply_fn,
                                                 temperature=config.loss.temperature))
     self._targets = None
     self._baseline_hits: Optional[Dict[str, Dict[str, np.ndarray]]] = None
     self._baseline_metrics: Optional[Dict[str, Dict[str, float]]] = None
+    self._baseline_note = ""
 
   def _all_targets(self) -> Tuple[np.ndarray, np.ndarray]:
     if self._targets is None:
-      batches = list(dataset_batches(self.dataset, self.config.eval.batch_size))
+      batches = list(dataset_batches(self.dataset, self.batch_size))
       self._targets = (np.concatenate([np.asarray(b[1], np.float32) for b in batches]),
                        np.concatenate([np.asarray(b[2]) for b in batches]))
     return self._targets
@@ -85,16 +91,16 @@ class ValidationEvaluator:
     targets, target_ids = self._all_targets()
     ranks, ranks_excl = metrics.proxy_ranks(predictions, targets, target_ids=target_ids,
                                             context_length=self.dataset.context_length,
-                                            block=self.config.eval.batch_size)
+                                            block=self.batch_size)
     hits = proxy_hits(ranks, ranks_excl)
     means = {"cosine": metrics.mean_cosine(predictions, targets),
              **{name: float(np.mean(hit)) for name, hit in hits.items()}}
     return means, hits
 
-  def run(self, params) -> Dict[str, float]:
+  def run(self, params) -> Iterator[Tuple[str, float]]:
     sums = {"infonce": 0.0, "ar_loss": 0.0}
     predictions = []
-    for contexts, targets, target_ids in dataset_batches(self.dataset, self.config.eval.batch_size):
+    for contexts, targets, target_ids in dataset_batches(self.dataset, self.batch_size):
       batch_predictions, batch_sums = self._eval_sums(params, contexts, targets, target_ids)
       for name in sums:
         sums[name] += float(batch_sums[name])
@@ -102,18 +108,22 @@ class ValidationEvaluator:
     proxy, hits = self._proxy(np.concatenate(predictions))
     count = self.dataset.num_sequences
     infonce, ar = sums["infonce"] / count, sums["ar_loss"] / count
-    loss = losses.combined_loss(infonce, ar, self.config.loss.contrastive_weight,
-                                self.config.loss.ar_weight)
+    loss = losses.combined_loss(infonce, ar, self.loss_config.contrastive_weight,
+                                self.loss_config.ar_weight)
     self.baselines()
     margins = margin_lib.margin_over_baselines({**self._baseline_hits, "model": hits},
                                                metrics=tuple(hits))
-    out = {"val_loss": loss, "val_infonce": infonce, "val_ar": ar,
-           **{f"val_{name}": value for name, value in proxy.items()}}
+    out = {"loss": float(loss), "infonce": infonce, "ar": ar, **proxy}
     for name, interval in margins.items():
-      out.update({f"val_{name}_margin": interval["margin"],
-                  f"val_{name}_margin_low": interval["low"],
-                  f"val_{name}_margin_high": interval["high"]})
-    return out
+      out.update({f"{name}_margin": interval["margin"], f"{name}_margin_low": interval["low"],
+                  f"{name}_margin_high": interval["high"]})
+    logging.info("validation: cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
+                 out["cosine"], out["r5"], out["r5_excl"], self._baseline_note)
+    logging.info("validation: margin over the best baseline, R@5 excl. %+.4f [%+.4f, %+.4f], "
+                 "R@50 excl. %+.4f [%+.4f, %+.4f] (95%% paired bootstrap)",
+                 *(out[f"{name}_excl_margin{part}"] for name in ("r5", "r50")
+                   for part in ("", "_low", "_high")))
+    yield from out.items()
 
   def baselines(self) -> Dict[str, Dict[str, float]]:
     """The same cosine and R@k for copy-last-context, mean-of-context and, when fitted,
@@ -124,7 +134,7 @@ class ValidationEvaluator:
       if self.fitted is not None:
         predictors.update(self.fitted.predictors())
       predictions = {name: [] for name in predictors}
-      for contexts, _, _ in dataset_batches(self.dataset, self.config.eval.batch_size):
+      for contexts, _, _ in dataset_batches(self.dataset, self.batch_size):
         for name, predict in predictors.items():
           predictions[name].append(np.asarray(predict(np.asarray(contexts)), np.float32))
       self._baseline_metrics, self._baseline_hits = {}, {}
@@ -133,50 +143,13 @@ class ValidationEvaluator:
             np.concatenate(parts))
       if self.fitted is not None:
         self._baseline_metrics["recency"]["decay"] = self.fitted.decay
+      self._baseline_note = ", ".join(
+          f"{name}{' (decay %g)' % m['decay'] if 'decay' in m else ''} {m['cosine']:.4f} / R@5 "
+          f"{m['r5']:.4f} / R@5 excl. {m['r5_excl']:.4f}"
+          for name, m in self._baseline_metrics.items())
+      logging.info("Validation baselines (cosine / R@5 / R@5 context excluded): %s",
+                   self._baseline_note)
     return self._baseline_metrics
 
 
-class RetrievalEvaluation:
-  """config.evals.retrieval in the loop: FAISS retrieval of the eval set, both views.
-
-  The evaluator (eval set, payload, index) loads on first use, and FAISS is imported only
-  then, so a run without it never loads FAISS. Metrics come back as retrieval_<name>.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, apply_fn: Callable, *, eval_path: str,
-               payload_path: str, fitted: Optional[baselines.FittedBaselines] = None):
-    self.fitted = fitted
-    self.settings = config.evals.retrieval
-    self.eval_path = self.settings.eval_path or eval_path
-    self.payload_path = self.settings.payload_path or payload_path
-    self.batch_size = config.eval.batch_size
-    self._predict = jax.jit(lambda params, contexts: step_lib.predict(apply_fn, params,
-                                                                      contexts)[:, -1])
-    self._evaluator = None
-
-  @property
-  def enabled(self) -> bool:
-    return self.settings.every_epochs > 0
-
-  def due(self, epoch: int) -> bool:
-    return self.enabled and epoch % self.settings.every_epochs == 0
-
-  def evaluator(self):
-    if self._evaluator is None:
-      if not self.eval_path or not self.payload_path:
-        raise ValueError("config.evals.retrieval is on but has no eval set or payload: set "
-                         "config.evals.retrieval.eval_path and payload_path (the synthetic "
-                         "default provides both).")
-      from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
-      self._evaluator = evaluator.make_retrieval_evaluator(
-          self.eval_path, self.payload_path, self.settings.index_path or None,
-          nprobe=self.settings.nprobe, limit=self.settings.limit or None,
-          batch_size=self.batch_size, fitted=self.fitted)
-    return self._evaluator
-
-  def run(self, params) -> Dict[str, float]:
-    scores = self.evaluator().run(lambda contexts: self._predict(params, contexts))
-    return {f"retrieval_{name}": value for name, value in scores.items()}
-
-  def baselines(self) -> Dict[str, Dict[str, float]]:
-    return self.evaluator().baseline_scalars()
+Evaluator = ValidationEvaluator

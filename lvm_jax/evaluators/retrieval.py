@@ -1,0 +1,121 @@
+"""config.evals.<name>.type = "retrieval": FAISS retrieval of the eval set, both views.
+
+The same evaluator runs in the loop (`run(params)`: flat scalars, no latency timing,
+no exact-search recall, no rerankers) and in `python -m lvm_jax.eval` (the CLI
+builds it from the checkpoint's config.evals.retrieval plus its flags and asks
+`evaluator().report(predict_fn)` for the full report). Its knobs:
+
+  every_epochs   0 turns it off in the loop
+  eval_path, payload_path, index_path   default: the run's eval set and payload; an
+                 index is built when none is given
+  index_kind, nlist   what is built: "auto" is retrieval.index.choose_index_kind
+  nprobe, limit  IVF cells a query (None: the index's own); eval windows (0: all)
+  gate_contain50, gate_eff5, gate_r5, gate_p95   None: the defaults of
+                 retrieval.eval_inputs.Gates, the one place they are stated
+and any other EvalOptions field (k, latency_queries, mmr_lambda, ...) by name.
+The eval set, payload and index load on first use, and FAISS is imported only
+then, so a run without this evaluator never loads FAISS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+
+import jax
+from absl import logging
+
+from lvm_jax.evaluators import base
+from lvm_jax.retrieval import baselines as baselines_lib
+from lvm_jax.retrieval.eval_inputs import EvalOptions, Gates
+from lvm_jax.train import step as step_lib
+
+# Knob -> Gates field; the CLI's --gate_* flags carry the same names.
+GATE_KNOBS = {"gate_contain50": "contain50", "gate_eff5": "eff5", "gate_r5": "r5",
+              "gate_p95": "p95_ms"}
+# What the loop leaves out of every epoch's run unless the settings ask: timing and the Flat scan.
+LOOP_OPTIONS = {"latency_queries": 0, "index_recall": False}
+OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(EvalOptions) if f.name != "gates")
+
+
+def gates_from(settings: Mapping[str, Any]) -> Gates:
+  """Gates of the settings' gate_* knobs; an absent or None knob keeps Gates' default."""
+  return Gates(**{field: settings[knob] for knob, field in GATE_KNOBS.items()
+                  if settings.get(knob) is not None})
+
+
+def options_from(settings: Mapping[str, Any], batch_size: int) -> EvalOptions:
+  """EvalOptions of the settings (limit 0 is every window), LOOP_OPTIONS unless they say."""
+  values = {**LOOP_OPTIONS, **{name: settings[name] for name in OPTION_FIELDS if name in settings}}
+  values["limit"] = values.get("limit") or None
+  values["batch_size"] = batch_size
+  return EvalOptions(**values, gates=gates_from(settings))
+
+
+class RetrievalEvaluation(base.Evaluator):
+  """Metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, ..., and the margins
+  over the best baseline, contain50_excl_margin[_low|_high], ...)."""
+
+  def __init__(self, settings: Mapping[str, Any], context: base.Context):
+    super().__init__(settings, context)
+    self.eval_path = settings.get("eval_path") or context.eval_path
+    self.payload_path = settings.get("payload_path") or context.payload_path
+    self.index_path = settings.get("index_path") or None
+    self._predict = None
+    if context.apply_fn is not None:
+      apply_fn = context.apply_fn
+      self._predict = jax.jit(lambda params, contexts: step_lib.predict(apply_fn, params,
+                                                                        contexts)[:, -1])
+    self._inputs = None
+    self._evaluator = None
+
+  def inputs(self) -> Tuple[Any, Any]:
+    """(payload, eval set), read once; the eval set checked against the payload's dimension."""
+    if self._inputs is None:
+      if not self.eval_path or not self.payload_path:
+        raise ValueError("config.evals.retrieval is on but has no eval set or payload: set "
+                         "config.evals.retrieval.eval_path and payload_path (the synthetic "
+                         "default provides both).")
+      from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+      from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
+      payload = read_payload(self.payload_path, load_texts=False)
+      self._inputs = payload, evaluator.load_eval_set(self.eval_path, payload)
+    return self._inputs
+
+  def evaluator(self, batch_size: Optional[int] = None):
+    """The RetrievalEvaluator (built once): options validated before an index is built.
+
+    batch_size: contexts a predict_fn call (default: config.eval.batch_size).
+    """
+    if self._evaluator is None:
+      from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
+      from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+      payload, eval_set = self.inputs()
+      options = options_from(self.settings, batch_size or self.context.config.eval.batch_size)
+      options.validate(payload.num_rows)
+      if self.index_path:
+        index = index_lib.read_index(self.index_path, payload.vectors)
+      else:
+        kind = index_lib.resolve_kind(self.settings.get("index_kind") or index_lib.AUTO,
+                                      payload.num_rows)
+        logging.info("No index given: building %s over %d payload rows", kind, payload.num_rows)
+        index = index_lib.build_index(payload.vectors, kind=kind, nlist=self.settings.get("nlist"))
+      fitted = self.context.fitted
+      if fitted is not None and not isinstance(fitted, baselines_lib.FittedBaselines):
+        fitted = fitted(payload)  # fitted on train windows that index this payload
+      self._evaluator = evaluator.RetrievalEvaluator(eval_set, payload, index, options,
+                                                     fitted=fitted)
+    return self._evaluator
+
+  def run(self, params) -> Iterator[Tuple[str, float]]:
+    yield from self.evaluator().run(lambda contexts: self._predict(params, contexts)).items()
+
+  def baselines(self) -> Dict[str, Dict[str, float]]:
+    reference = self.evaluator().baseline_scalars()
+    logging.info("Retrieval baselines on %s (Contain@50 / R@5, context excluded): %s",
+                 self.eval_path, ", ".join(f"{name} {m['contain50_excl']:.4f} / "
+                                           f"{m['r5_excl']:.4f}" for name, m in reference.items()))
+    return reference
+
+
+Evaluator = RetrievalEvaluation

@@ -1,0 +1,101 @@
+"""evaluators: types resolve to classes, and an evaluator added as docs/evaluation.md says (one
+file plus a config entry) reaches history.json and TensorBoard under the writer's naming rule,
+beside the validation and retrieval evaluators."""
+
+import json
+import os
+import re
+import shutil
+
+import ml_collections
+import pytest
+
+from lvm_jax import evaluators, train
+from lvm_jax.evaluators import retrieval, validation
+from lvm_jax.retrieval.eval_inputs import Gates
+from lvm_jax.train import hooks
+from conftest import tiny_config
+from event_files import read_scalars
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def docs_example():
+  """(the evaluator module's source, the config entry) of docs/evaluation.md's example."""
+  with open(os.path.join(ROOT, "docs", "evaluation.md"), encoding="utf-8") as f:
+    section = f.read().split("## Adding an evaluator", 1)[1]
+  module, entry = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+  return module, entry
+
+
+def test_types_name_modules_and_unknown_ones_name_the_field():
+  assert evaluators.kind("validation") is validation.ValidationEvaluator
+  assert evaluators.kind("retrieval") is retrieval.RetrievalEvaluation
+  config = tiny_config()
+  config.evals.val.type = "no_such_evaluator"
+  with pytest.raises(ValueError, match=r"evals\.val\.type='no_such_evaluator'.*"
+                                       r"lvm_jax/evaluators/no_such_evaluator\.py"):
+    evaluators.check_config(config)
+  config.evals.val.every_epochs = 0  # an entry that is off is not built, nor checked
+  evaluators.check_config(config)
+
+
+def test_evaluators_share_due_and_the_gate_defaults():
+  context = evaluators.Context(config=tiny_config())
+  every_two = evaluators.Evaluator(ml_collections.ConfigDict({"every_epochs": 2}), context)
+  assert [every_two.due(epoch) for epoch in (1, 2, 3, 4)] == [False, True, False, True]
+  assert every_two.baselines() == {}
+  defaults = retrieval.gates_from(tiny_config().evals.retrieval)  # None: Gates' defaults
+  assert defaults == Gates()
+  assert retrieval.gates_from({"gate_r5": 0.5}) == Gates(r5=0.5)
+  options = retrieval.options_from(tiny_config().evals.retrieval, batch_size=8)
+  assert (options.nprobe, options.limit, options.latency_queries, options.index_recall) == (
+      64, None, 0, False)
+
+
+def test_an_evaluator_added_from_the_docs_reaches_history_and_tensorboard(tmp_path, monkeypatch):
+  module, entry = docs_example()
+  (tmp_path / "modules").mkdir()
+  (tmp_path / "modules" / "copy_cosine.py").write_text(module)
+  monkeypatch.syspath_prepend(str(tmp_path / "modules"))
+  config = tiny_config(num_epochs=2)
+  exec(entry, {"config": config, "ml_collections": ml_collections})  # pylint: disable=exec-used
+  config.evals.retrieval.every_epochs = 2
+  workdir = str(tmp_path / "run")
+  summary = train.train_and_evaluate(config, workdir)
+
+  with open(os.path.join(workdir, "history.json")) as f:
+    history = json.load(f)
+  assert history == summary["history"]
+  for entry in history:
+    assert -1.0 <= entry["copy_cosine"] <= 1.0
+  assert "retrieval_contain50_excl" not in history[0] and "retrieval_contain50_excl" in history[1]
+  # Every metric of every epoch is in TensorBoard under its tag, at the epoch's step.
+  scalars = read_scalars(os.path.join(workdir, "tensorboard"))
+  tags = {hooks.history_key(tag): tag for tag in scalars}
+  for entry in history:
+    for key, value in entry.items():
+      if key in ("epoch", "step"):
+        continue
+      assert key in tags, f"history key {key} has no TensorBoard tag"
+      assert scalars[tags[key]][entry["step"]] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+  for tag in ("copy/cosine", "val/r5_excl_margin", "retrieval/contain50_excl", "train/loss"):
+    assert tag in scalars, tag
+  assert any(tag.startswith("train_step/") for tag in scalars)
+
+
+def test_the_eval_cli_builds_the_retrieval_evaluator_from_the_checkpoints_config(eval_workdir,
+                                                                                  tmp_path):
+  """Gates set in the run's config.evals.retrieval apply unless a flag is given."""
+  from lvm_jax.eval import __main__ as eval_cli  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  shutil.copytree(eval_workdir, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  config["evals"]["retrieval"].update(gate_contain50=0.0, gate_eff5=0.0, gate_r5=0.0,
+                                      gate_p95=1e9)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  quick = ["--checkpoint", workdir, "--latency_queries", "5"]
+  assert eval_cli.main(quick) == 0  # the untrained model passes the config's lax gates
+  assert eval_cli.main(quick + ["--gate_r5", "1.0"]) == 1  # a given flag wins
