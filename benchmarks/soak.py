@@ -149,18 +149,31 @@ def soak(kills: int, seed: int, root: str, epochs: int = 6,
   reference, killed = os.path.join(root, "reference"), os.path.join(root, "killed")
   started = time.monotonic()
   log_path = os.path.join(root, "reference.log")
-  _finish(_start(reference, epochs, env, log_path), run_timeout_s, log_path)
+  process = _start(reference, epochs, env, log_path)
+  first_epoch_s = None  # start-up, compiling and one epoch: what a run from scratch does first
+  while process.poll() is None and first_epoch_s is None:
+    if _history_stamp(reference) is not None:
+      first_epoch_s = time.monotonic() - started
+    time.sleep(POLL_S)
+  _finish(process, run_timeout_s, log_path)
   reference_s = time.monotonic() - started
+  first_epoch_s = first_epoch_s or reference_s / 2
 
   rng = random.Random(seed)
   log_path = os.path.join(root, "killed.log")
   record_kills = []
+  scale_s = min(first_epoch_s, reference_s / 2)
   for number in range(1, kills + 1):
     kind = rng.choice(KILL_KINDS)
-    # "random": anywhere in the first half of a whole run's time (start-up and compiling
-    # included). Else: after a random wait, at the next save or history write, plus 0-50 ms.
-    wait = rng.uniform(0.0, reference_s / 2)
+    # "random": anywhere within the time a run takes to its first history write (start-up
+    # and compiling included). Else: after such a wait, at the next save or history write,
+    # plus 0-50 ms. The first kill waits for the first history write itself, so at least
+    # one kill lands however fast a rerun from a warm compilation cache is; its time then
+    # scales the later waits.
+    wait = 0.0 if number == 1 else rng.uniform(0.0, scale_s)
     after_event = rng.uniform(0.0, 0.05)
+    if number == 1:
+      kind = "history"
     stale = frozenset(writes_in_progress(killed))
     process = _start(killed, epochs, env, log_path)
     launched = time.monotonic()
@@ -169,6 +182,8 @@ def soak(kills: int, seed: int, root: str, epochs: int = 6,
     landed = True
     if kind != "random":
       landed = _wait_for_event(process, killed, kind, launched + run_timeout_s, stale)
+      if number == 1 and landed:
+        scale_s = time.monotonic() - launched
       time.sleep(after_event)
     if process.poll() is not None:  # finished before the kill: the soak ran out of run
       _finish(process, 0, log_path)
@@ -196,7 +211,8 @@ def soak(kills: int, seed: int, root: str, epochs: int = 6,
                              states_equal(reference_state, killed_state),
       "history_equal": history_without_timings(reference) == history_without_timings(killed),
       "history_fields_ignored": list(TIMING_FIELDS),
-      "reference_run_s": round(reference_s, 1), "last_run_s": round(last_run_s, 1),
+      "reference_run_s": round(reference_s, 1), "reference_first_epoch_s": round(first_epoch_s, 1),
+      "last_run_s": round(last_run_s, 1),
       "load_average_at_end": list(os.getloadavg()), "kills": record_kills,
   }
 
