@@ -141,7 +141,7 @@ def states_equal(tree_a, tree_b) -> bool:
       for a, b in zip(leaves_a, leaves_b))
 
 
-def soak(kills: int, seed: int, root: str, epochs: int = 6,
+def soak(kills: int, seed: int, root: str, epochs: int = 60,
          run_timeout_s: float = 900) -> Dict:
   """Runs the soak in `root`; returns the record (see the module docstring)."""
   os.makedirs(root, exist_ok=True)
@@ -222,7 +222,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("kills", 30, "How many times to SIGKILL the run.")
   flags.DEFINE_integer("seed", 0, "Seed of the kill moments and kinds.")
   flags.DEFINE_string("workdir", None, "Scratch directory (two run directories and logs).")
-  flags.DEFINE_integer("epochs", 6, "Epochs of the run (more leave room for more kills).")
+  flags.DEFINE_integer("epochs", 60, "Epochs of the run: each landed kill costs up to one or "
+                       "two epochs of progress, so N kills need about 2N.")
   flags.DEFINE_string("out", None, "Result JSON; default benchmarks/results/<machine>/"
                       "soak_kills<N>_seed<S>.json.")
   flags.DEFINE_integer("run_timeout_s", 900, "Bound on any one run.")
