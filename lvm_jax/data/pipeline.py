@@ -162,13 +162,14 @@ class TrainingPipeline:
     """Each device's draw of payload rows for (epoch, step): vectors and row ids."""
     payload = self.sequence_set.payload
     count = payload.num_rows if self.bank_rows < 0 else min(self.bank_rows, payload.num_rows)
-    ids = np.empty((self.num_devices, count), np.int64)
-    for device in range(self.num_devices):
-      if count == payload.num_rows:
-        ids[device] = np.arange(count)
-      else:
-        rng = np.random.default_rng([self.seed, epoch, step, self.process_index, device])
-        ids[device] = np.sort(rng.choice(payload.num_rows, count, replace=False))
+    if count == payload.num_rows:  # every row: a view of the payload, no gather per step
+      shape = (self.num_devices,) + payload.vectors.shape
+      return {"bank_vectors": np.broadcast_to(np.asarray(payload.vectors, np.float32), shape),
+              "bank_ids": np.broadcast_to(np.arange(count, dtype=np.int64),
+                                          (self.num_devices, count))}
+    ids = np.stack([np.sort(np.random.default_rng(
+        [self.seed, epoch, step, self.process_index, device]).choice(
+            payload.num_rows, count, replace=False)) for device in range(self.num_devices)])
     return {"bank_vectors": np.asarray(payload.vectors[ids], np.float32), "bank_ids": ids}
 
   def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Dict]:
