@@ -31,6 +31,8 @@ def define_flags() -> None:
   flags.DEFINE_string("train", None, "train set (compact *_rows.npz or full) the recency decay "
                       "and the linear predictor are fitted on", required=True)
   flags.DEFINE_string("payload", None, "payload directory (the corpus searched)", required=True)
+  flags.DEFINE_string("train_payload", None, "payload the --train rows index, when it is not "
+                      "--payload (scoring a held-out package on its own payload); default --payload")
   flags.DEFINE_string("eval", None, "eval NPZ, or a compact set (val_rows.npz) to score",
                       required=True)
   flags.DEFINE_string("faiss", None, "FAISS index of the payload; exact (flat) search when absent")
@@ -160,7 +162,8 @@ def main(argv) -> None:
     checkpoints.append((name, workdir))
   report = run_comparison(train=FLAGS.train, payload_path=FLAGS.payload, eval_path=FLAGS.eval,
                           faiss_path=FLAGS.faiss, checkpoints=checkpoints, nprobe=FLAGS.nprobe,
-                          linear_rank=FLAGS.linear_rank, recency_decays=FLAGS.recency_decays)
+                          linear_rank=FLAGS.linear_rank, recency_decays=FLAGS.recency_decays,
+                          train_payload_path=FLAGS.train_payload)
   print(markdown(report))
   if FLAGS.out:
     atomic.write_json(FLAGS.out, report, indent=1)

@@ -108,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   # vector_temperature. Needs the compact form (a payload).
   config.loss.bank_infonce_weight = 0.0
   config.loss.bank_negatives = 0
+  # Each window's own context chunks join its bank InfoNCE as negatives: the all-candidates
+  # view ranks them, and a prediction near its input retrieves them before the true next chunk.
+  config.loss.bank_context_negatives = False
 
   config.augment = ml_collections.ConfigDict()
   config.augment.article_dropout = 0.2

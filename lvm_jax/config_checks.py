@@ -87,6 +87,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       f"{config.loss.bank_infonce_weight} and loss.bank_negatives="
                       f"{config.loss.bank_negatives}: the bank term needs both (a weight > 0 and "
                       "rows to draw, -1 for all) or neither. Fix: set both or set both to 0.")
+  if config.loss.get("bank_context_negatives", False) and config.loss.bank_infonce_weight <= 0:
+    raise ConfigError("config field loss.bank_context_negatives=True adds negatives to the bank "
+                      "InfoNCE, which is off (loss.bank_infonce_weight=0). Fix: set "
+                      "loss.bank_infonce_weight > 0 and loss.bank_negatives, or leave "
+                      "loss.bank_context_negatives False.")
   if (config.loss.contrastive_weight + config.loss.ar_weight +
       config.loss.vector_infonce_weight + config.loss.bank_infonce_weight) <= 0:
     raise ConfigError("config fields loss.contrastive_weight, loss.ar_weight, "

@@ -49,7 +49,7 @@ def info_nce(queries, keys, positive_index, query_ids, key_ids, temperature):
 
 
 def bank_info_nce(predictions, positives, query_ids, window_start_ids, bank, bank_ids,
-                  temperature):
+                  temperature, own_vectors=None, own_ids=None):
   """InfoNCE of each prediction against its next vector and a bank of corpus rows.
 
   The bank is a sample of the payload (the corpus FAISS searches), so its hard
@@ -65,6 +65,10 @@ def bank_info_nce(predictions, positives, query_ids, window_start_ids, bank, ban
       window's first context chunk.
     bank: [m, dim] payload rows; bank_ids: [m] their row numbers.
     temperature: softmax temperature.
+    own_vectors, own_ids: optional [n, E, dim] and [n, E], rows each query
+      scores against on its own (its window's context chunks): they are the
+      candidates the all-candidates view ranks first for a prediction near its
+      input. A row whose id is the query's own (the positive) is masked.
 
   Returns:
     per-query loss [n] and per-query count of masked bank rows [n].
@@ -75,7 +79,11 @@ def bank_info_nce(predictions, positives, query_ids, window_start_ids, bank, ban
   own = ((bank_ids[None, :] >= window_start_ids[:, None]) &
          (bank_ids[None, :] <= query_ids[:, None]))
   logits = jnp.where(own, MASKED_LOGIT, logits)
-  every = jnp.concatenate([positive_logit[:, None], logits], axis=1)
+  every = [positive_logit[:, None], logits]
+  if own_vectors is not None:
+    own_logits = jnp.einsum("nd,ned->ne", predictions, own_vectors.astype(jnp.float32)) / temperature
+    every.append(jnp.where(own_ids == query_ids[:, None], MASKED_LOGIT, own_logits))
+  every = jnp.concatenate(every, axis=1)
   return jax.nn.logsumexp(every, axis=1) - positive_logit, jnp.sum(own, axis=1)
 
 

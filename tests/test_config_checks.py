@@ -51,6 +51,15 @@ def test_both_loss_weights_zero_is_rejected():
     config_checks.check_config(config)
 
 
+def test_bank_context_negatives_without_the_bank_term_is_rejected():
+  config = base_config()
+  config.loss.bank_context_negatives = True
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"loss.bank_context_negatives=True adds negatives to the bank InfoNCE, "
+                           r"which is off \(loss.bank_infonce_weight=0\)"):
+    config_checks.check_config(config)
+
+
 def test_choices_are_checked():
   config = base_config()
   config.loss.negatives = "everything"

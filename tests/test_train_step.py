@@ -230,6 +230,59 @@ def test_bank_term_is_the_mean_bank_infonce_of_the_step_with_the_window_masked()
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
 
 
+def test_bank_context_negatives_add_each_windows_own_context_to_its_bank_term():
+  """loss.bank_context_negatives: the gradient is that of the mean bank InfoNCE with
+  each window's own context rows as extra negatives of that window only."""
+  config = small_config(accum_steps=2, batch_size=4)
+  config.loss.contrastive_weight = config.loss.ar_weight = 0.0
+  config.loss.bank_infonce_weight, config.loss.bank_negatives = 1.0, -1
+  config.loss.bank_context_negatives = True
+  batch = make_batch(1, 2, 4, seed=5)
+  rng = np.random.default_rng(6)
+  bank = rng.normal(size=(1, 30, DIM)).astype(np.float32)
+  bank /= np.linalg.norm(bank, axis=-1, keepdims=True)
+  bank_ids = np.sort(rng.choice(1_000_000, 30, replace=False))[None].astype(np.int64)
+  batch.update(bank_vectors=bank, bank_ids=bank_ids)
+  grads, sums = gradients(config, batch)
+
+  state = build(config)
+  flat = {k: v.reshape((-1,) + v.shape[3:]) for k, v in batch.items() if not k.startswith("bank")}
+  starts = flat["target_ids"] - LENGTH
+  own_ids = starts[:, None] + np.arange(LENGTH)
+
+  def direct(params, with_context):
+    predictions = step_lib.predict(state, params, flat["contexts"])[:, -1]
+    loss, _ = losses.bank_info_nce(predictions, flat["targets"], flat["target_ids"], starts,
+                                   bank[0], bank_ids[0], config.loss.vector_temperature,
+                                   flat["contexts"] if with_context else None,
+                                   own_ids if with_context else None)
+    return jnp.mean(loss)
+
+  expected_loss, expected = jax.value_and_grad(direct)(state.params, True)
+  assert float(expected_loss) > float(direct(state.params, False))  # the context adds negatives
+  np.testing.assert_allclose(sums["bank_infonce"][0] / 8, expected_loss, rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+
+
+def test_bank_info_nce_scores_own_rows_per_query_and_masks_the_positive():
+  """Own rows count only for their own query; one with the positive's id scores nothing."""
+  rng = np.random.default_rng(1)
+  unit = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+  predictions, positives = unit(rng.normal(size=(2, 8))), unit(rng.normal(size=(2, 8)))
+  bank, bank_ids = unit(rng.normal(size=(5, 8))), np.array([10, 20, 30, 40, 50])
+  ids = np.array([100, 200])
+  alone, _ = losses.bank_info_nce(predictions, positives, ids, ids - 5, bank, bank_ids, 0.1)
+  far = unit(rng.normal(size=(2, 8)))
+  own = np.stack([np.stack([predictions[0], far[0]]),  # the prediction itself: the hardest row
+                  np.stack([predictions[1], far[1]])])
+  own_ids = np.array([[99, 98], [200, 197]])  # query 1's close row is its positive: masked
+  loss, _ = losses.bank_info_nce(predictions, positives, ids, ids - 5, bank, bank_ids, 0.1,
+                                 own, own_ids)
+  assert float(loss[0]) > float(alone[0]) + 2  # the close row is a hard negative
+  assert 0 < float(loss[1] - alone[1]) < 2  # only the far row counts
+
+
 def test_bank_info_nce_ignores_the_windows_own_rows():
   """A bank row of the window's own context scores nothing, however close it is."""
   rng = np.random.default_rng(0)

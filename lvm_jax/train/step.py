@@ -161,6 +161,7 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
   def micro_step(carry, inputs):
     grad_sum, metric_sum = carry
     micro_contexts, micro_next, micro_ids, micro_keys, micro_key_ids, index, micro_extras = inputs
+    window_contexts = micro_contexts  # the payload rows themselves, before augmentation
     micro_rng = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
         rng, state.step), device_index), index)
     augment_rng, dropout_rng = jax.random.split(micro_rng)
@@ -201,9 +202,14 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
         loss = loss + config.loss.vector_infonce_weight * sums["vector_infonce"] / queries_per_device
       if use_bank:  # against corpus rows: the negatives retrieval itself meets
         window_starts = jnp.repeat(micro_ids[:, -1] - context_length, micro_ids.shape[1])
+        own_vectors = own_ids = None
+        if config.loss.bank_context_negatives:  # each query also ranks its window's context
+          own_vectors = jnp.repeat(window_contexts, micro_ids.shape[1], axis=0)
+          own_ids = window_starts[:, None] + jnp.arange(context_length, dtype=window_starts.dtype)
         bank_loss, _ = losses.bank_info_nce(
             predictions.reshape(per_micro, -1), micro_next.reshape(per_micro, -1), query_ids,
-            window_starts, batch["bank_vectors"], batch["bank_ids"], config.loss.vector_temperature)
+            window_starts, batch["bank_vectors"], batch["bank_ids"], config.loss.vector_temperature,
+            own_vectors, own_ids)
         sums["bank_infonce"] = jnp.sum(bank_loss)
         loss = loss + config.loss.bank_infonce_weight * sums["bank_infonce"] / queries_per_device
       sums["loss"] = loss * queries_per_device
