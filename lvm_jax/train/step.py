@@ -203,7 +203,7 @@ def accumulated_gradients(state: TrainState, batch: Dict[str, jax.Array], rng: j
       if use_bank:  # against corpus rows: the negatives retrieval itself meets
         window_starts = jnp.repeat(micro_ids[:, -1] - context_length, micro_ids.shape[1])
         own_vectors = own_ids = None
-        if config.loss.bank_context_negatives:  # each query also ranks its window's context
+        if config.loss.get("bank_context_negatives", False):  # each query also ranks its context
           own_vectors = jnp.repeat(window_contexts, micro_ids.shape[1], axis=0)
           own_ids = window_starts[:, None] + jnp.arange(context_length, dtype=window_starts.dtype)
         bank_loss, _ = losses.bank_info_nce(
