@@ -13,10 +13,14 @@ fitted on --train, recency with its decay and linear), then each checkpoint,
 each with its margin over the best baseline per metric and the paired
 bootstrap 95 % interval. --recency_decays adds untrained rows at given decays
 (the skip path's base). --eval takes the eval NPZ, or a compact set such as
-val_rows.npz: choose recipes on val, report on eval.
+val_rows.npz: choose recipes on val, report on eval. A checkpoint whose workdir
+holds a reranker.json (python -m lvm_jax.eval.fit_reranker) gets a second row,
+NAME+rerank: the predictor with that learned second stage.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from absl import app, flags, logging
@@ -45,22 +49,7 @@ def define_flags() -> None:
 
 
 COLUMNS = ("R@1", "R@5", "Contain@50", "MRR", "mean_cosine")
-
-
-def read_queries(path: str, payload):
-  """An EvalSet from an eval NPZ, or from any sequence set (val_rows.npz) over `payload`."""
-  from lvm_jax.data.eval_sets import EvalSet, read_eval_set  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
-  with np.load(path, allow_pickle=False) as npz:
-    is_eval_set = "contexts" in npz.files
-  if is_eval_set:
-    return read_eval_set(path, expected_dim=payload.vector_dim)
-  windows = read_sequence_set(path, payload=payload)
-  contexts, targets, _ = windows.batch(np.arange(windows.num_sequences))
-  provenance = dict(payload.provenance)
-  provenance.update(windows.provenance)
-  return EvalSet(contexts=contexts, targets=targets, truth_keys=windows.truth_keys,
-                         provenance=provenance, source=path)
+RERANK_SUFFIX = "rerank"  # row NAME+rerank: checkpoint NAME with its workdir's reranker.json
 
 
 def fit_baselines(train_path: str, payload, rank: int):
@@ -87,15 +76,17 @@ def model_predictor(workdir: str):
 
 def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
   """{view: {row name: metrics}} for the views "all" and "excl" (context excluded), and
-  {"margin": {row name: {view: {metric: interval}}}} for every predictor given."""
+  {"margin": {row name: {view: {metric: interval}}}} for every predictor given
+  (predictors: {name: predict_fn, or (predict_fn, learned reranker)})."""
   from lvm_jax.retrieval import margin as margin_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, RetrievalEvaluator  # pylint: disable=g-import-not-at-top
   options = EvalOptions(nprobe=nprobe, latency_queries=0, index_recall=False)
   evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
   report = {view: {} for view in VIEWS}
   report["margin"] = {}
-  for name, predict in predictors.items():
-    result = evaluator.report(predict)
+  for name, predictor in predictors.items():
+    predict, reranker = predictor if isinstance(predictor, tuple) else (predictor, None)
+    result = evaluator.report(predict, reranker=reranker)
     for view in VIEWS:
       if not report[view]:
         report[view].update({b: result["views"][view][b] for b in margin_lib.BASELINE_ROWS
@@ -130,6 +121,8 @@ def run_comparison(*, train: str, payload_path: str, eval_path: str, faiss_path=
   train_payload_path: the payload the train rows index when it is not the one
   searched (an eval on a held-out package's own payload); default payload_path.
   """
+  from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   payload = read_payload(payload_path, load_texts=False)
@@ -143,6 +136,9 @@ def run_comparison(*, train: str, payload_path: str, eval_path: str, faiss_path=
                 for decay in recency_decays}
   for name, workdir in checkpoints:
     predictors[name] = model_predictor(workdir)
+    reranker_path = os.path.join(workdir, learned_rerank.FILE_NAME)
+    if os.path.exists(reranker_path):  # the run's second stage: a row with it too
+      predictors[f"{name}+{RERANK_SUFFIX}"] = (predictors[name], learned_rerank.load(reranker_path))
   report = compare(eval_set, payload, index, predictors, nprobe, fitted=fitted)
   report["_sizes"] = {"queries": eval_set.num_sequences, "payload_rows": payload.num_rows,
                       "eval": eval_path, "faiss": faiss_path or "flat (exact)"}

@@ -10,6 +10,8 @@ last context_length chunks are embedded with the payload's embedder (the
 records). The checkpoint predicts the next vector; the payload's texts
 nearest to it are printed with their inner products, next to those nearest
 to the last chunk itself (copy-last), the untrained predictor a model must beat.
+A reranker.json in the checkpoint's workdir (python -m lvm_jax.eval.fit_reranker)
+reorders the model's shortlist, as the eval does.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ class Prediction:
   num_chunks: int  # chunks of the whole text
   prediction: np.ndarray  # [dim] the model's next vector, unit norm
   model_rows: np.ndarray  # [k] payload rows nearest to the prediction
-  model_scores: np.ndarray  # [k] their inner products with it
+  model_scores: np.ndarray  # [k] their inner products with it (the reranker's scores if any)
   copy_last_rows: np.ndarray  # [k] payload rows nearest to the last chunk
   copy_last_scores: np.ndarray
+  reranker: Optional[str] = None  # the reranker.json that reordered model_rows
 
 
 def resolve_embedder(provenance: dict, payload_path: str, model: Optional[str],
@@ -102,6 +105,7 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   from lvm_jax.corpus import ingest  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import search  # pylint: disable=g-import-not-at-top
 
   if k < 1:
@@ -132,9 +136,20 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   index = index_lib.build_index(payload.vectors, kind="flat")
   k = min(k, payload.num_rows)
   scores, rows, _ = search.search(index, np.stack([prediction, vectors[-1]]), k)
+  reranker_path = os.path.join(loaded.workdir or checkpoint_path, learned_rerank.FILE_NAME)
+  used = os.path.exists(reranker_path)
+  if used:  # the run's second stage reorders the model's shortlist
+    reranker = learned_rerank.load(reranker_path)
+    depth = min(max(k, reranker.depth), payload.num_rows)
+    shortlist_scores, shortlist = search.search(index, prediction[None], depth)[:2]
+    reranked_scores, reranked = reranker.rerank(
+        shortlist, shortlist_scores, vectors[None], np.asarray(payload.vectors, np.float32),
+        learned_rerank.payload_direction(payload.vectors))
+    scores[0], rows[0] = reranked_scores[0, :k], reranked[0, :k]
   return Prediction(context=context, num_chunks=len(chunks), prediction=prediction,
                     model_rows=rows[0], model_scores=scores[0], copy_last_rows=rows[1],
-                    copy_last_scores=scores[1]), payload, loaded
+                    copy_last_scores=scores[1], reranker=reranker_path if used else None), \
+      payload, loaded
 
 
 def _article_names(payload_path: str):
@@ -170,7 +185,8 @@ def format_prediction(result: Prediction, payload, loaded, source: str) -> str:
   lines += [f"  [{i - len(result.context)}] {_shorten(chunk)}"
             for i, chunk in enumerate(result.context)]
   lines += ["", f"model ({loaded.path}) -> top {len(result.model_rows)} of "
-            f"{payload.num_rows} chunks in {payload.source}:"]
+            f"{payload.num_rows} chunks in {payload.source}"
+            + (f", reordered by {result.reranker} (its scores):" if result.reranker else ":")]
   lines += hits(result.model_rows, result.model_scores)
   lines += ["", "copy-last (the last context chunk as the query):"]
   lines += hits(result.copy_last_rows, result.copy_last_scores)

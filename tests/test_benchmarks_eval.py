@@ -75,3 +75,32 @@ def test_compare_eval_puts_a_checkpoint_beside_every_baseline_with_its_margin(ev
   table = compare_eval.markdown(report)
   assert f"| recency (decay {decay:g}, fitted on train) |" in table
   assert "untrained: margin (excl) over the best baseline" in table
+
+
+def test_compare_eval_adds_a_row_with_the_runs_reranker(eval_workdir, tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from benchmarks import compare_eval  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  shutil.copytree(eval_workdir, workdir)
+  names = learned_rerank.FEATURE_NAMES
+  weights = np.zeros(len(names), np.float32)
+  weights[names.index("context_lag1")] = 1.0  # rank by similarity to the last chunk: copy-last
+  data = os.path.join(workdir, "data")
+  with np.load(os.path.join(data, "eval.npz")) as npz:
+    context_length = npz["contexts"].shape[1]
+  # Every row but as many as the context holds: the search reaches the whole payload.
+  depth = read_payload(os.path.join(data, "payload")).num_rows - context_length
+  learned_rerank.save(os.path.join(workdir, learned_rerank.FILE_NAME), learned_rerank.LinearReranker(
+      weights=weights, mean=np.zeros_like(weights), scale=np.ones_like(weights), depth=depth,
+      decay=0.5))
+  report = compare_eval.run_comparison(
+      train=os.path.join(data, "train_rows.npz"), payload_path=os.path.join(data, "payload"),
+      eval_path=os.path.join(data, "eval.npz"), checkpoints=[("untrained", workdir)])
+  assert list(report["margin"]) == ["untrained", "untrained+rerank"]
+  # Over the whole payload, that reranker is copy-last.
+  for metric in ("R@1", "R@5"):
+    assert report["excl"]["untrained+rerank"][metric] == report["excl"]["copy_last"][metric]

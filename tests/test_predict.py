@@ -147,3 +147,23 @@ def test_a_text_shorter_than_the_context_is_refused(minilm_corpus):
   payload_path, texts, _, workdir = minilm_corpus
   with pytest.raises(ValueError, match="gives 3 chunks .* but the checkpoint reads 5"):
     predict.predict("\n\n".join(texts[0].split("\n\n")[:3]), workdir, payload_path)
+
+
+def test_the_workdirs_reranker_reorders_the_models_shortlist(minilm_corpus, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  payload_path, texts, _, workdir = minilm_corpus
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  names = learned_rerank.FEATURE_NAMES
+  weights = np.zeros(len(names), np.float32)
+  weights[names.index("context_lag1")] = 1.0  # by similarity to the last chunk: copy-last
+  learned_rerank.save(os.path.join(copy, learned_rerank.FILE_NAME), learned_rerank.LinearReranker(
+      weights=weights, mean=np.zeros_like(weights), scale=np.ones_like(weights),
+      depth=10 ** 6, decay=0.6))  # deeper than the payload: every row is reordered
+  text = "\n\n".join(texts[1].split("\n\n")[:7])
+  result, _, _ = predict.predict(text, copy, payload_path, k=3)
+  assert result.reranker == os.path.join(copy, learned_rerank.FILE_NAME)
+  np.testing.assert_array_equal(result.model_rows, result.copy_last_rows)
+  plain, _, _ = predict.predict(text, workdir, payload_path, k=3)
+  assert plain.reranker is None

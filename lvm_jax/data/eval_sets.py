@@ -74,3 +74,17 @@ def read_eval_set(path: str, *, payload: Optional[Payload] = None,
   return EvalSet(contexts=contexts, targets=targets, truth_keys=keys, provenance=provenance,
                  source=path)
 
+
+def read_queries(path: str, payload: Payload) -> EvalSet:
+  """An EvalSet from an eval NPZ, or from a sequence set (val_rows.npz) over `payload`."""
+  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
+  with np.load(path, allow_pickle=False) as npz:
+    is_eval_set = "contexts" in npz.files
+  if is_eval_set:
+    return read_eval_set(path, expected_dim=payload.vector_dim)
+  windows = read_sequence_set(path, payload=payload)
+  contexts, targets, _ = windows.batch(np.arange(windows.num_sequences))
+  provenance = dict(payload.provenance)
+  provenance.update(windows.provenance)
+  return EvalSet(contexts=contexts, targets=targets, truth_keys=windows.truth_keys,
+                 provenance=provenance, source=path)

@@ -97,6 +97,10 @@ def define_flags(values: flags.FlagValues) -> None:
                     "(= --backend gpu) or mps (= --backend metal).", **d)
   flags.DEFINE_enum("backend", "auto", list(backend.PLATFORMS), "JAX backend.", **d)
   flags.DEFINE_bool("verbose", False, "Show the traceback of an error.", **d)
+  flags.DEFINE_string("reranker", "auto", "Learned shortlist reranker (a reranker.json from "
+                      "python -m lvm_jax.eval.fit_reranker): auto uses <workdir>/reranker.json "
+                      "when it exists, none turns it off, or give a path. With one, the model row "
+                      "is the predictor plus that second stage.", **d)
   # The reference tool's spellings, kept as aliases (docs/eval_reference.md).
   flags.DEFINE_alias("eval-npz", "eval_npz", flag_values=values)
   flags.DEFINE_alias("payload-cache", "payload_cache", flag_values=values)
@@ -242,6 +246,23 @@ def fit_train_baselines(f, loaded, payload):
   return baselines.fit_baselines_on_set(read_sequence_set(path, payload=payload))
 
 
+def load_reranker(choice: str, workdir: Optional[str]):
+  """--reranker: "auto" (<workdir>/reranker.json if present), "none", or a path."""
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  if choice == "none":
+    return None
+  path = os.path.join(workdir or "", learned_rerank.FILE_NAME) if choice == "auto" else choice
+  if choice == "auto" and not os.path.exists(path):
+    return None
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--reranker {path}: does not exist; fit one with python -m "
+                            "lvm_jax.eval.fit_reranker, or pass --reranker none.")
+  reranker = learned_rerank.load(path)
+  logging.info("Using %s from %s", learned_rerank.describe(reranker), path)
+  print(f"reranker: {path} ({reranker.depth} candidates reordered; --reranker none turns it off)")
+  return reranker
+
+
 def evaluate(f) -> int:
   """The run behind main(); raises on bad input."""
   backend.initialize(_platform(f))
@@ -270,7 +291,8 @@ def evaluate(f) -> int:
   count = eval_set.num_sequences if not f.limit else min(f.limit, eval_set.num_sequences)
   evaluator = evaluation.evaluator(batch_size=max(1, min(BATCH_SIZE, count)))
   options, index = evaluator.options, evaluator.index
-  result = evaluator.report(make_predict_fn(loaded, options.batch_size))
+  reranker = load_reranker(f.reranker, loaded.workdir)
+  result = evaluator.report(make_predict_fn(loaded, options.batch_size), reranker=reranker)
 
   n, p95 = result["n_samples"], result["latency"]["latency_p95_ms"]
   other = [v for v in VIEWS if v != result["gate_view"]][0]
@@ -298,7 +320,8 @@ def evaluate(f) -> int:
         "k": f.k, "limit": options.limit, "latency_queries": options.latency_queries,
         "eval_npz": eval_npz, "payload": payload_path, "mmr_lambda": options.mmr_lambda,
         "w_same_article": options.w_same_article, "w_next_gap": options.w_next_gap,
-        "w_directional": options.w_directional, "backend": backend.current_platform()})
+        "w_directional": options.w_directional, "backend": backend.current_platform(),
+        "reranker": None if reranker is None else reranker.to_json()})
     report.write_json(f.out, reference.reference_report(
         result, checkpoint=f.checkpoint, epoch=f.epoch, limit=f.limit, val_cosine=val_cosine,
         knobs=knobs, gates=options.gates, ours=ours))

@@ -26,7 +26,7 @@ from lvm_jax.retrieval import baselines
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval import metrics as metrics_lib
-from lvm_jax.retrieval import rerank, search
+from lvm_jax.retrieval import learned_rerank, rerank, search
 # EvalOptions, Gates, VIEWS and the input checks live in eval_inputs; the CLI and the report
 # import them from here, beside RetrievalEvaluator.
 from lvm_jax.retrieval.eval_inputs import (VIEW_TITLES, VIEWS, EvalOptions, Gates,  # noqa: F401
@@ -35,6 +35,19 @@ from lvm_jax.retrieval.eval_inputs import (VIEW_TITLES, VIEWS, EvalOptions, Gate
 # Report metric -> the flat scalar name `run` returns (suffix "_excl" for the excl view).
 SCALAR_NAMES = {"R@1": "r1", "R@5": "r5", "R@10": "r10", "R@20": "r20", "Contain@20": "contain20",
                 "Contain@50": "contain50", "Eff@5": "eff5", "MRR": "mrr"}
+
+
+def predict_in_batches(predict_fn: Callable, contexts: np.ndarray, size: int) -> np.ndarray:
+  """predict_fn over contexts in batches of exactly `size` (the last zero-padded, so a jitted
+  function compiles once) -> [n, ...] float32."""
+  out = []
+  for start in range(0, len(contexts), size):
+    batch = contexts[start:start + size]
+    if len(batch) < size:
+      batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:],
+                                              batch.dtype)])
+    out.append(np.asarray(predict_fn(batch), np.float32)[:min(size, len(contexts) - start)])
+  return np.concatenate(out)
 
 
 def _context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
@@ -108,20 +121,13 @@ class RetrievalEvaluator:
       index_lib.set_nprobe(index, options.nprobe)
     self._baseline_views: Optional[Dict[str, Dict[str, Dict]]] = None
     self._baseline_hits: Dict[str, Dict[str, Dict[str, np.ndarray]]] = {v: {} for v in VIEWS}
+    self._payload_direction: Optional[np.ndarray] = None
 
   # -------------------------------------------------------------------------- predictions
 
   def predict(self, predict_fn: Callable) -> np.ndarray:
     """predict_fn over the contexts in fixed-size batches -> [n, dim] float32."""
-    size = self.options.batch_size
-    out = []
-    for start in range(0, len(self.contexts), size):
-      batch = self.contexts[start:start + size]
-      if len(batch) < size:
-        batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:],
-                                                batch.dtype)])
-      out.append(np.asarray(predict_fn(batch), np.float32)[:min(size, len(self.contexts) - start)])
-    predictions = np.concatenate(out)
+    predictions = predict_in_batches(predict_fn, self.contexts, self.options.batch_size)
     if predictions.shape != self.targets.shape:
       raise ValueError(f"predict_fn returned predictions of shape {predictions.shape} for "
                        f"{len(self.contexts)} contexts; expected {self.targets.shape} "
@@ -130,15 +136,33 @@ class RetrievalEvaluator:
 
   # -------------------------------------------------------------------------- search
 
-  def _candidates(self, queries: np.ndarray) -> Dict[str, tuple]:
-    """{view: (scores [n, k], rows [n, k], batched qps)} from one search of k + L rows."""
-    k, context_length = self.options.k, self.contexts.shape[1]
+  def _candidates(self, queries: np.ndarray, k: Optional[int] = None) -> Dict[str, tuple]:
+    """{view: (scores [n, k], rows [n, k], batched qps)} from one search of k + L rows
+    (k: options.k unless given)."""
+    k, context_length = k or self.options.k, self.contexts.shape[1]
     depth = min(k + context_length, self.payload.num_rows)
     scores, rows, qps = search.search(self.index, queries, depth)
     own = (rows[:, :, None] == _context_rows(self.truth_rows, context_length)[:, None, :]).any(-1)
     keep = np.argsort(own, axis=1, kind="stable")[:, :k]  # non-context rows first, in order
     excl = tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))
     return {"all": (scores[:, :k], rows[:, :k], qps), "excl": excl + (qps,)}
+
+  def _reranked_candidates(self, queries: np.ndarray, reranker) -> Dict[str, tuple]:
+    """As _candidates, each view's shortlist of reranker.depth rows reordered by the learned
+    reranker (retrieval.learned_rerank) and cut to options.k."""
+    k = self.options.k
+    if reranker.depth < k:
+      raise ValueError(f"the reranker's depth {reranker.depth} is below k = {k}: it must "
+                       "reorder at least the k candidates scored; refit it with a larger "
+                       "--depth.")
+    if self._payload_direction is None:
+      self._payload_direction = learned_rerank.payload_direction(self.payload.vectors)
+    out = {}
+    for view, (scores, rows, qps) in self._candidates(queries, k=reranker.depth).items():
+      scores, rows = reranker.rerank(rows, scores, self.contexts, self.payload.vectors,
+                                     self._payload_direction)
+      out[view] = (scores[:, :k], rows[:, :k], qps)
+    return out
 
   def _row(self, name: str, queries: np.ndarray, candidates: tuple, ranked=None) -> Dict:
     _, rows, qps = candidates
@@ -197,8 +221,11 @@ class RetrievalEvaluator:
 
   # -------------------------------------------------------------------------- runs
 
-  def report(self, predict_fn: Callable) -> Dict[str, Any]:
-    """Everything the CLI prints and writes: rows per view, latency, gates, checks."""
+  def report(self, predict_fn: Callable, reranker=None) -> Dict[str, Any]:
+    """Everything the CLI prints and writes: rows per view, latency, gates, checks.
+
+    reranker: a learned_rerank.LinearReranker; the "model" row (and its margins) is then
+    the predictor with that second stage, the system as deployed."""
     options = self.options
     logging.info("Predicting %d sequences", len(self.contexts))
     start = time.perf_counter()
@@ -210,7 +237,8 @@ class RetrievalEvaluator:
     logging.info("Searching %d queries (k=%d, %s)", len(queries), options.k,
                  index_lib.search_knobs(self.index) or "exact")
     fixed = self._baseline_rows()
-    model_candidates = self._candidates(queries)
+    model_candidates = (self._candidates(queries) if reranker is None
+                        else self._reranked_candidates(queries, reranker))
     views, margins = {}, {}
     for view in VIEWS:
       rows = {name: dict(row) for name, row in fixed[view].items()}
@@ -248,10 +276,10 @@ class RetrievalEvaluator:
             "n_samples": int(len(predictions)), "predictions": predictions, "margin": margins,
             "fitted_baselines": None if self.fitted is None else self.fitted.describe()}
 
-  def run(self, predict_fn: Callable) -> Dict[str, float]:
+  def run(self, predict_fn: Callable, reranker=None) -> Dict[str, float]:
     """The model's metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, cosine, ...),
     and the margins over the best baseline (r5_excl_margin, r5_excl_margin_low, ...)."""
-    result = self.report(predict_fn)
+    result = self.report(predict_fn, reranker=reranker)
     return {**scalars(result), **margin_scalars(result["margin"])}
 
   def baseline_scalars(self) -> Dict[str, Dict[str, float]]:

@@ -1,0 +1,149 @@
+"""Fit the learned shortlist reranker of a trained run on held-out windows.
+
+  python -m lvm_jax.eval.fit_reranker --checkpoint runs/realtext \
+      --payload data/payload --windows data/sets/val_rows.npz
+
+It predicts every window's next vector, searches the payload exactly for a
+shortlist of --depth rows, and fits a linear scorer of vector features
+(retrieval.learned_rerank) by a softmax over each shortlist. Use windows the
+model did not train on (val), never the eval windows you report.
+
+Before writing, it checks itself: it fits on the windows of a share of the
+articles and prints R@5 and Contain@50 of the other articles' windows with and
+without the reranker, in both views (all candidates; the window's own context
+excluded). It then refits on every window and writes <workdir>/reranker.json,
+which `python -m lvm_jax.eval` and `benchmarks.compare_eval` use.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import app, flags, logging
+
+from lvm_jax import backend, cli
+
+CHECK_SEED = 0
+DEFAULT_DECAY = 0.6  # the recency feature's decay when the run's config records none
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("checkpoint", None, "Training workdir of the model.")
+  flags.DEFINE_string("payload", None, "Payload directory the windows index; default: the "
+                      "run's config.data.payload_path.")
+  flags.DEFINE_string("windows", None, "Windows to fit on (val_rows.npz or an eval-format NPZ): "
+                      "never the ones you report; default: the run's config.data.val_path.")
+  flags.DEFINE_integer("depth", 100, "Shortlist rows reordered (at least the eval's k, 50).")
+  flags.DEFINE_float("check_share", 0.5, "Share of articles held out for the self-check "
+                     "(0 skips it).")
+  flags.DEFINE_string("out", None, "Where to write; default <checkpoint>/reranker.json.")
+
+
+def shortlists(predictions: np.ndarray, payload_vectors: np.ndarray, contexts: np.ndarray,
+               truth_rows: np.ndarray, depth: int):
+  """{view: (scores, rows)} of an exact search, as the evaluator's views cut them."""
+  import faiss  # pylint: disable=g-import-not-at-top
+  length = contexts.shape[1]
+  index = faiss.IndexFlatIP(payload_vectors.shape[1])
+  index.add(np.ascontiguousarray(payload_vectors, np.float32))
+  queries = predictions / np.maximum(np.linalg.norm(predictions, axis=1, keepdims=True), 1e-12)
+  scores, rows = index.search(np.ascontiguousarray(queries, np.float32), depth + length)
+  own = (rows[:, :, None] == (truth_rows[:, None] - np.arange(length, 0, -1))[:, None, :]).any(-1)
+  keep = np.argsort(own, axis=1, kind="stable")[:, :depth]
+  return {"all": (scores[:, :depth], rows[:, :depth]),
+          "excl": tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))}
+
+
+def hit_rates(rows: np.ndarray, truth_rows: np.ndarray):
+  hit = rows == truth_rows[:, None]
+  return float(hit[:, :5].any(1).mean()), float(hit[:, :50].any(1).mean())
+
+
+def fit_and_check(predictions, contexts, truth_rows, articles, payload_vectors, *, depth: int,
+                  decay: float, check_share: float, fitted_on=None):
+  """(reranker fitted on every window, {view: check figures}); both views' shortlists train it."""
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  direction = learned_rerank.payload_direction(payload_vectors)
+  views = shortlists(predictions, payload_vectors, contexts, truth_rows, depth)
+  features = {view: learned_rerank.candidate_features(rows, scores, contexts, payload_vectors,
+                                                      direction, decay)
+              for view, (scores, rows) in views.items()}
+  labels = {view: learned_rerank.labels_for(rows, truth_rows) for view, (_, rows) in views.items()}
+
+  def fit(mask):
+    return learned_rerank.fit(np.concatenate([features[v][mask] for v in views]),
+                              np.concatenate([labels[v][mask] for v in views]),
+                              depth=depth, decay=decay, fitted_on=fitted_on)
+
+  check = {}
+  if check_share > 0:
+    unique = np.unique(articles)
+    held = np.random.default_rng(CHECK_SEED).choice(
+        unique, max(1, int(round(check_share * len(unique)))), replace=False)
+    is_held = np.isin(articles, held)
+    if is_held.all() or not is_held.any():
+      raise ValueError(f"--check_share {check_share}: leaves no articles on one side "
+                       f"({len(unique)} articles); use a share in (0, 1) or 0 to skip the check.")
+    partial = fit(~is_held)
+    for view, (scores, rows) in views.items():
+      _, reranked = partial.rerank(rows[is_held], scores[is_held], contexts[is_held],
+                                   payload_vectors, direction)
+      before = hit_rates(rows[is_held], truth_rows[is_held])
+      after = hit_rates(reranked, truth_rows[is_held])
+      check[view] = {"windows": int(is_held.sum()), "R@5": before[0], "Contain@50": before[1],
+                     "R@5 reranked": after[0], "Contain@50 reranked": after[1]}
+  return fit(np.ones(len(truth_rows), bool)), check
+
+
+def main(argv) -> None:
+  del argv
+  f = flags.FLAGS
+  if not f.checkpoint:
+    raise app.UsageError("--checkpoint is required (the training workdir).")
+  backend.initialize("cpu")
+  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.eval.__main__ import make_predict_fn  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.evaluator import EvalOptions, predict_in_batches  # pylint: disable=g-import-not-at-top
+  checkpoint.quiet_orbax_logs()
+  if f.depth < 50:
+    raise ValueError(f"--depth {f.depth}: must be at least 50, the k of Contain@50.")
+  loaded = checkpoint.load(f.checkpoint)
+  data = loaded.config.get("data", {})
+  payload_path = f.payload or data.get("payload_path")
+  windows_path = f.windows or data.get("val_path")
+  if not payload_path or not windows_path:
+    raise ValueError(f"{f.checkpoint}: its config names no payload_path / val_path; pass "
+                     "--payload and --windows.")
+  payload = read_payload(payload_path, load_texts=False)
+  windows = read_queries(windows_path, payload)
+  if windows.vector_dim != loaded.model.vector_dim:
+    raise ValueError(f"{windows_path}: vectors are {windows.vector_dim}-d but the checkpoint "
+                     f"predicts {loaded.model.vector_dim}-d ones; use the run's own data.")
+  batch_size = EvalOptions().batch_size
+  logging.info("Predicting %d windows of %s", windows.num_sequences, windows_path)
+  predictions = predict_in_batches(make_predict_fn(loaded, batch_size), windows.contexts,
+                                   batch_size)
+  decay = float(loaded.config.model.get("residual_decay", DEFAULT_DECAY))
+  reranker, check = fit_and_check(
+      predictions, windows.contexts, windows.target_rows(payload), windows.truth_keys[:, 0],
+      np.asarray(payload.vectors, np.float32), depth=f.depth, decay=decay,
+      check_share=f.check_share,
+      fitted_on={"windows": windows_path})
+  for view, figures in check.items():
+    print(f"check ({view}, {figures['windows']} windows of held-out articles): R@5 "
+          f"{figures['R@5']:.4f} -> {figures['R@5 reranked']:.4f}, Contain@50 "
+          f"{figures['Contain@50']:.4f} -> {figures['Contain@50 reranked']:.4f}")
+  reranker.fitted_on["check"] = check
+  out = f.out or os.path.join(loaded.workdir or f.checkpoint, learned_rerank.FILE_NAME)
+  learned_rerank.save(out, reranker)
+  print(learned_rerank.describe(reranker))
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(cli.exits_cleanly_on_user_errors(main))

@@ -1,0 +1,123 @@
+"""The learned shortlist reranker: its features, its fit, its file, and the evaluator using it."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lvm_jax.data.eval_sets import read_eval_set
+from lvm_jax.data.payload import read_payload
+from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval import learned_rerank
+from lvm_jax.retrieval.evaluator import EvalOptions, RetrievalEvaluator
+
+NUM_FEATURES = len(learned_rerank.FEATURE_NAMES)
+
+
+def unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def identity_reranker(depth=60, **weights):
+  """Weight 1 on the query's own score (and any extra weights): the search's own order."""
+  w = np.zeros(NUM_FEATURES, np.float32)
+  w[0] = 1.0
+  for name, value in weights.items():
+    w[learned_rerank.FEATURE_NAMES.index(name)] = value
+  return learned_rerank.LinearReranker(weights=w, mean=np.zeros(NUM_FEATURES, np.float32),
+                                       scale=np.ones(NUM_FEATURES, np.float32), depth=depth,
+                                       decay=0.5)
+
+
+def test_features_are_the_similarities_they_name():
+  rng = np.random.default_rng(0)
+  payload = unit(rng.normal(size=(30, 8))).astype(np.float32)
+  contexts = payload[None, [3, 4, 5]]  # a window of three payload rows, L=3 < LAGS
+  rows = np.array([[5, 7, 9, 3]])
+  scores = np.array([[0.9, 0.8, 0.7, 0.6]], np.float32)
+  direction = learned_rerank.payload_direction(payload)
+  f = learned_rerank.candidate_features(rows, scores, contexts, payload, direction, decay=0.5)
+  names = learned_rerank.FEATURE_NAMES
+  col = lambda name: f[0, :, names.index(name)]
+  np.testing.assert_allclose(col("query_score"), scores[0])
+  np.testing.assert_allclose(col("context_lag1"), payload[rows[0]] @ payload[5], atol=1e-6)
+  np.testing.assert_allclose(col("context_lag3"), payload[rows[0]] @ payload[3], atol=1e-6)
+  np.testing.assert_array_equal(col("context_lag4"), 0.0)  # beyond the window
+  np.testing.assert_array_equal(col("context_duplicate"), [1, 0, 0, 1])  # rows 5 and 3 repeat it
+  recency = unit(0.25 * payload[3] + 0.5 * payload[4] + payload[5])
+  np.testing.assert_allclose(col("recency_average"), payload[rows[0]] @ recency, atol=1e-6)
+  np.testing.assert_allclose(col("log_rank"), np.log1p(np.arange(4)), atol=1e-6)
+  np.testing.assert_allclose(col("payload_centrality"), payload[rows[0]] @ direction, atol=1e-6)
+
+
+def test_fit_starts_at_the_search_order_and_learns_a_planted_rule():
+  rng = np.random.default_rng(1)
+  n, k = 400, 20
+  features = rng.normal(size=(n, k, NUM_FEATURES)).astype(np.float32)
+  truth = np.argmax(features[..., 7] - features[..., 0], axis=1)  # context_duplicate minus score
+  labels = np.zeros((n, k), bool)
+  labels[np.arange(n), truth] = True
+  labels[:10] = False  # queries without their truth in the shortlist are skipped
+  reranker = learned_rerank.fit(features, labels, depth=k, decay=0.6, steps=300,
+                                learning_rate=0.05)
+  start = learned_rerank.fit(features, labels, depth=k, decay=0.6, steps=0)
+  np.testing.assert_array_equal(np.argsort(-start.score(features), axis=1),
+                                np.argsort(-features[..., 0], axis=1))
+  assert reranker.fitted_on["queries_with_truth"] == n - 10
+  assert reranker.fitted_on["final_loss"] < reranker.fitted_on["start_loss"] - 1.0
+  assert reranker.weights[7] > 0 > reranker.weights[0]
+  top = np.argmax(reranker.score(features), axis=1)
+  assert np.mean(top[10:] == truth[10:]) > 0.9
+
+
+def test_fit_refuses_shortlists_without_any_truth():
+  with pytest.raises(ValueError, match="no query has its true next chunk in its shortlist"):
+    learned_rerank.fit(np.zeros((3, 5, NUM_FEATURES)), np.zeros((3, 5), bool), depth=5, decay=0.6)
+
+
+def test_save_and_load_round_trip_and_refuse_another_feature_set(tmp_path):
+  path = str(tmp_path / "reranker.json")
+  reranker = identity_reranker(context_max=-0.5)
+  reranker.fitted_on = {"windows": "val_rows.npz"}
+  learned_rerank.save(path, reranker)
+  again = learned_rerank.load(path)
+  np.testing.assert_array_equal(again.weights, reranker.weights)
+  assert (again.depth, again.decay, again.fitted_on) == (60, 0.5, {"windows": "val_rows.npz"})
+  with open(path) as f:
+    value = json.load(f)
+  value["features"] = value["features"][:-1]
+  with open(path, "w") as f:
+    json.dump(value, f)
+  with pytest.raises(ValueError, match=r"reranker\.json: features .* differ"):
+    learned_rerank.load(path)
+
+
+def evaluator(workdir):
+  data = os.path.join(workdir, "data")
+  payload = read_payload(os.path.join(data, "payload"))
+  eval_set = read_eval_set(os.path.join(data, "eval.npz"))
+  index = index_lib.build_index(payload.vectors, kind="flat")
+  return RetrievalEvaluator(eval_set, payload, index, EvalOptions(latency_queries=0,
+                                                                  index_recall=False))
+
+
+def test_evaluator_model_row_is_the_reranked_system(eval_workdir):
+  judge = evaluator(eval_workdir)
+  copy_last = lambda contexts: contexts[:, -1]
+  plain = judge.report(copy_last)
+  same = judge.report(copy_last, reranker=identity_reranker())
+  for view in ("all", "excl"):
+    for metric in ("R@1", "R@5", "Contain@50"):
+      assert same["views"][view]["model"][metric] == plain["views"][view]["model"][metric]
+  # Copy-last's first candidate in the all view is the window's last chunk itself; a strong
+  # penalty on repeating a context chunk pushes every context row out of the top 50.
+  assert plain["views"]["all"]["model"]["R@1"] == 0.0
+  pushed = judge.report(copy_last, reranker=identity_reranker(context_duplicate=-100.0))
+  assert pushed["views"]["all"]["model"]["R@5"] > plain["views"]["all"]["model"]["R@5"]
+  assert pushed["views"]["all"]["model"]["R@5"] == plain["views"]["excl"]["model"]["R@5"]
+
+
+def test_evaluator_refuses_a_reranker_shallower_than_k(eval_workdir):
+  with pytest.raises(ValueError, match="reranker's depth 20 is below k = 50"):
+    evaluator(eval_workdir).report(lambda c: c[:, -1], reranker=identity_reranker(depth=20))
