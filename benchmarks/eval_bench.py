@@ -178,6 +178,8 @@ def run(args) -> dict:
     index = index_lib.ivf_index(faiss.clone_index(cells), kind, nlist)
     index.train(payload.vectors[::max(1, payload.num_rows // 100_000)])
     index.add(payload.vectors)
+    if kind in index_lib.GRAPH_QUANTIZER_KINDS:
+      index_lib.attach_graph_quantizer(index)
     return index
 
   kinds = [REFERENCE["kind"]] + [kind for kind in args.kinds if kind != REFERENCE["kind"]]
@@ -316,7 +318,8 @@ def define_flags(values: flags.FlagValues) -> None:
                     **d)
   flags.DEFINE_list("ef_searches", ["64", "128", "256"], "efSearch values (hnsw).", **d)
   flags.DEFINE_integer("seed", 0, "Generator seed.", **d)
-  flags.DEFINE_list("kinds", ["ivf_flat", "ivf_sq8_refine", "ivf_pqfs_refine"],
+  flags.DEFINE_list("kinds", ["ivf_flat", "ivf_sq8_refine", "ivf_pqfs_refine",
+                              "ivf_hnsw_pqfs_refine"],
                     f"Candidates, any of {BENCH_KINDS} (ivf_flat is always timed: the "
                     "reference).", **d)
   flags.DEFINE_string("cache_dir", "", "Where built indexes are kept and reused ('': none).", **d)

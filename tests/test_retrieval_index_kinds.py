@@ -8,10 +8,20 @@ import pytest
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import search
 
-NEW_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp16")
+NEW_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine", "ivf_hnsw_pqfs_refine", "ivf_fp16")
 # Shortlist long enough that exact re-scoring recovers every neighbour on this 32-d toy payload,
 # where 4-bit codes of 4-d sub-vectors rank loosely; the 768-d defaults are in KIND_K_FACTOR.
-TOY_K_FACTOR = {"ivf_sq8_refine": 4, "ivf_pqfs_refine": 32}
+TOY_K_FACTOR = {"ivf_sq8_refine": 4, "ivf_pqfs_refine": 32, "ivf_hnsw_pqfs_refine": 16}
+
+
+def built_knobs(kind, nlist):
+  """search_knobs of a freshly built `kind` over `nlist` cells."""
+  knobs = {"nprobe": min(index_lib.KIND_NPROBE[kind], nlist)}  # never more than the cells
+  if kind in index_lib.REFINE_KINDS:
+    knobs["k_factor"] = index_lib.KIND_K_FACTOR[kind]
+  if kind in index_lib.GRAPH_QUANTIZER_KINDS:
+    knobs["quantizer_ef_search"] = index_lib.QUANTIZER_EF_SEARCH
+  return knobs
 
 
 def clustered_payload(rows=6000, dim=32, clusters=60, seed=0):
@@ -38,9 +48,7 @@ def test_new_kind_reads_back_with_row_ids_and_finds_exact_neighbours(kind, tmp_p
   index = index_lib.read_index(path, vectors)  # read_index checks that ids are rows
   assert index_lib.index_kind(index) == kind
   # The search settings are the ones it was built with, and the file kept them.
-  assert index_lib.search_knobs(index) == {
-      "nprobe": min(index_lib.KIND_NPROBE[kind], 40),  # never more than the cells
-      **({"k_factor": index_lib.KIND_K_FACTOR[kind]} if kind in index_lib.REFINE_KINDS else {})}
+  assert index_lib.search_knobs(index) == built_knobs(kind, 40)
   if kind in TOY_K_FACTOR:
     index_lib.set_k_factor(index, TOY_K_FACTOR[kind])
   _, own, _ = search.search(index, vectors[:300], 10)
@@ -59,7 +67,8 @@ def test_nprobe_and_k_factor_apply_and_are_reported(kind):
   index_lib.set_k_factor(index, 1)
   shortlist_only = recall()
   index_lib.set_k_factor(index, TOY_K_FACTOR[kind])
-  assert index_lib.search_knobs(index) == {"nprobe": 40, "k_factor": TOY_K_FACTOR[kind]}
+  assert index_lib.search_knobs(index) == {**built_knobs(kind, 40), "nprobe": 40,
+                                           "k_factor": TOY_K_FACTOR[kind]}
   assert recall() >= 0.99 > shortlist_only  # exact re-scoring of a long shortlist recovers them
   index_lib.set_nprobe(index, 1)
   assert recall() < 0.9  # one cell of 40 misses neighbours: the knob reached the lists
@@ -83,6 +92,18 @@ def test_hnsw_ef_search_applies_and_travels_in_the_file(tmp_path):
   assert index_lib.search_knobs(index) == {"ef_search": 200}
   exact = exact_rows(vectors, queries)
   assert search.index_recall(search.search(index, queries, 50)[1], exact) >= 0.98
+
+
+def test_the_graph_quantizer_finds_the_cells_the_exact_one_finds():
+  import faiss  # pylint: disable=g-import-not-at-top
+  vectors, queries = clustered_payload()
+  index = index_lib.build_index(vectors, kind="ivf_hnsw_pqfs_refine", nlist=40)
+  quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+  assert isinstance(quantizer, faiss.IndexHNSWFlat)
+  graph_cells = quantizer.search(queries, 8)[1]
+  centroids = quantizer.reconstruct_n(0, 40)  # the k-means centroids, stored in the graph
+  exact_cells = np.argsort(-(queries @ centroids.T), axis=1)[:, :8]
+  assert np.mean([len(set(a) & set(b)) / 8 for a, b in zip(graph_cells, exact_cells)]) >= 0.99
 
 
 def test_pq_fast_scan_refuses_a_dim_it_cannot_split():

@@ -15,9 +15,15 @@ Vectors are unit norm, so inner product is cosine. Kinds:
             (lookup tables held in SIMD registers), and the k_factor·k best re-scored
             exactly against a float copy: the scan is ~30x fewer bytes than IVF-Flat's
             and compute-light, so the cell search costs little and the coarse
-            quantizer and the re-scoring dominate. The default (DEFAULT_KIND) for large
-            payloads: the fastest per-query P95, as a ratio to IVF-Flat nprobe 64, at
-            recall@50 >= 0.99 (benchmarks/results/x86_64-2cpu/eval_bench.json);
+            quantizer and the re-scoring dominate;
+  ivf_hnsw_pqfs_refine  ivf_pqfs_refine with finer codes (sub-vectors of 2 dims, 192
+            bytes a 768-d row, which shortlist tightly enough for k_factor 8) and a graph
+            (HNSW) over the k-means centroids as the coarse quantizer, so a query no
+            longer scores every centroid exactly. Rows are assigned to cells by the exact
+            centroids when added; the graph is attached after. The default (DEFAULT_KIND)
+            for large payloads, built at nprobe 48, k_factor 8: per-query P95 0.21x
+            IVF-Flat nprobe 64's at recall@50 0.995 on 585k x 768, chosen by
+            benchmarks.eval_bench (benchmarks/results/x86_64-2cpu/eval_bench.json);
   ivf_fp16  the lists in 16-bit floats: half IVF-Flat's bytes and nearly its recall;
   hnsw      a graph index (M links a node), no training; slow to build at 585k x 768
             on two cores.
@@ -40,11 +46,13 @@ from absl import logging
 from lvm_jax import atomic
 from lvm_jax.data.errors import data_error
 
-INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp16",
-               "hnsw")
-IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine", "ivf_fp16")
-REFINE_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine")
-DEFAULT_KIND = "ivf_pqfs_refine"  # what choose_index_kind picks for large payloads
+INDEX_KINDS = ("flat", "ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine",
+               "ivf_hnsw_pqfs_refine", "ivf_fp16", "hnsw")
+IVF_KINDS = ("ivf_flat", "ivf_sq8", "ivf_sq8_refine", "ivf_pqfs_refine", "ivf_hnsw_pqfs_refine",
+             "ivf_fp16")
+REFINE_KINDS = ("ivf_sq8_refine", "ivf_pqfs_refine", "ivf_hnsw_pqfs_refine")
+GRAPH_QUANTIZER_KINDS = ("ivf_hnsw_pqfs_refine",)  # IVF kinds whose cells are found by HNSW
+DEFAULT_KIND = "ivf_hnsw_pqfs_refine"  # what choose_index_kind picks for large payloads
 FLAT_MAX_ROWS = 50_000  # below this many rows exact Flat search is fast enough and needs no training
 AUTO = "auto"  # a kind argument meaning choose_index_kind(rows)
 INDEX_FILE = "payload.faiss"  # the index beside a data directory's sets
@@ -52,9 +60,13 @@ DEFAULT_NPROBE = 64  # the reference's locked nprobe (ivf_flat)
 # nprobe and k_factor set at build time, per kind: the settings that reach recall@50 >= 0.99
 # at the default nlist on 585k x 768 (benchmarks/results/x86_64-2cpu/eval_bench.json).
 KIND_NPROBE = {"ivf_flat": DEFAULT_NPROBE, "ivf_sq8": DEFAULT_NPROBE, "ivf_sq8_refine": 48,
-               "ivf_pqfs_refine": 64, "ivf_fp16": 48}
-KIND_K_FACTOR = {"ivf_sq8_refine": 2.0, "ivf_pqfs_refine": 16.0}
-PQ_DIMS_PER_CODE = 4  # ivf_pqfs_refine: dims a 4-bit sub-quantizer codes (dim must divide by it)
+               "ivf_pqfs_refine": 64, "ivf_hnsw_pqfs_refine": 48, "ivf_fp16": 48}
+KIND_K_FACTOR = {"ivf_sq8_refine": 2.0, "ivf_pqfs_refine": 16.0, "ivf_hnsw_pqfs_refine": 8.0}
+# Dims a 4-bit sub-quantizer codes (the vector dim must divide by it).
+PQ_DIMS_PER_CODE = {"ivf_pqfs_refine": 4, "ivf_hnsw_pqfs_refine": 2}
+QUANTIZER_LINKS = 32  # the centroid graph's links a node (ivf_hnsw_pqfs_refine)
+QUANTIZER_EF_CONSTRUCTION = 200
+QUANTIZER_EF_SEARCH = 64  # centroid candidates kept a query; in the file (quantizer_ef_search)
 TRAIN_POINTS_PER_CELL = 64  # k-means sample: this many points a cell (FAISS warns below 39)
 HNSW_LINKS = 32
 HNSW_EF_SEARCH = 128  # hnsw: candidates kept while walking the graph (set when built; set_ef_search)
@@ -123,7 +135,25 @@ def build_index(vectors: np.ndarray, kind: str = AUTO, nlist: Optional[int] = No
     index.train(vectors[np.sort(sample)])
     set_nprobe(index, KIND_NPROBE[kind])
   index.add(vectors)
+  if kind in GRAPH_QUANTIZER_KINDS:
+    attach_graph_quantizer(index)
   return index
+
+
+def attach_graph_quantizer(index: faiss.Index) -> None:
+  """Replaces a trained, filled IVF index's exact coarse quantizer with an HNSW graph over the
+  same centroids: each query then visits a few hundred centroids, not all nlist. The lists,
+  filled by exact assignment, are unchanged; the index owns the graph."""
+  faiss = _faiss()
+  ivf = faiss.extract_index_ivf(index)
+  centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+  graph = faiss.IndexHNSWFlat(ivf.d, QUANTIZER_LINKS, faiss.METRIC_INNER_PRODUCT)
+  graph.hnsw.efConstruction = QUANTIZER_EF_CONSTRUCTION
+  graph.add(centroids)
+  graph.hnsw.efSearch = QUANTIZER_EF_SEARCH
+  graph.this.disown()  # freed with the IVF index, which owns it from here
+  ivf.quantizer = graph
+  ivf.own_fields = True
 
 
 def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
@@ -138,11 +168,12 @@ def ivf_index(quantizer: faiss.Index, kind: str, nlist: int) -> faiss.Index:
     raise ValueError(f"index kind {kind!r} is not an IVF kind {IVF_KINDS}.")
   if kind == "ivf_flat":
     return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-  if kind == "ivf_pqfs_refine":
-    if dim % PQ_DIMS_PER_CODE:
-      raise ValueError(f"ivf_pqfs_refine: vector dim {dim} does not divide into sub-vectors of "
-                       f"{PQ_DIMS_PER_CODE}; use ivf_sq8_refine for this payload.")
-    lists = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim // PQ_DIMS_PER_CODE, 4,
+  if kind in PQ_DIMS_PER_CODE:
+    code_dims = PQ_DIMS_PER_CODE[kind]
+    if dim % code_dims:
+      raise ValueError(f"{kind}: vector dim {dim} does not divide into sub-vectors of "
+                       f"{code_dims}; use ivf_sq8_refine for this payload.")
+    lists = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim // code_dims, 4,
                                      faiss.METRIC_INNER_PRODUCT)
     index = faiss.IndexRefineFlat(lists)
     index.k_factor = KIND_K_FACTOR[kind]
@@ -193,6 +224,9 @@ def search_knobs(index: faiss.Index) -> dict:
   ivf = faiss.try_extract_index_ivf(index)
   if ivf is not None:
     knobs["nprobe"] = int(ivf.nprobe)
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+      knobs["quantizer_ef_search"] = int(quantizer.hnsw.efSearch)
   refine = faiss.downcast_index(index)
   if isinstance(refine, faiss.IndexRefine):
     knobs["k_factor"] = float(refine.k_factor)
@@ -212,7 +246,8 @@ def index_kind(index: faiss.Index) -> str:
   if ivf is not None:
     lists = faiss.downcast_index(ivf)
     if isinstance(lists, faiss.IndexIVFPQFastScan):
-      return "ivf_pqfs_refine"
+      graph = isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)
+      return "ivf_hnsw_pqfs_refine" if graph else "ivf_pqfs_refine"
     if not isinstance(lists, faiss.IndexIVFScalarQuantizer):
       return "ivf_flat"
     if lists.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
