@@ -135,17 +135,17 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   prediction = (prediction / max(np.linalg.norm(prediction), 1e-12)).astype(np.float32)
   index = index_lib.build_index(payload.vectors, kind="flat")
   k = min(k, payload.num_rows)
-  scores, rows, _ = search.search(index, np.stack([prediction, vectors[-1]]), k)
   reranker_path = os.path.join(loaded.workdir or checkpoint_path, learned_rerank.FILE_NAME)
   used = os.path.exists(reranker_path)
+  reranker = learned_rerank.load(reranker_path) if used else None
+  depth = min(max(k, reranker.depth), payload.num_rows) if used else k
+  scores, rows, _ = search.search(index, np.stack([prediction, vectors[-1]]), depth)
   if used:  # the run's second stage reorders the model's shortlist
-    reranker = learned_rerank.load(reranker_path)
-    depth = min(max(k, reranker.depth), payload.num_rows)
-    shortlist_scores, shortlist = search.search(index, prediction[None], depth)[:2]
     reranked_scores, reranked = reranker.rerank(
-        shortlist, shortlist_scores, vectors[None], np.asarray(payload.vectors, np.float32),
+        rows[:1], scores[:1], vectors[None], np.asarray(payload.vectors, np.float32),
         learned_rerank.payload_direction(payload.vectors))
-    scores[0], rows[0] = reranked_scores[0, :k], reranked[0, :k]
+    scores[0], rows[0] = reranked_scores[0], reranked[0]
+  scores, rows = scores[:, :k], rows[:, :k]
   return Prediction(context=context, num_chunks=len(chunks), prediction=prediction,
                     model_rows=rows[0], model_scores=scores[0], copy_last_rows=rows[1],
                     copy_last_scores=scores[1], reranker=reranker_path if used else None), \

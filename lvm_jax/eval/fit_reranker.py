@@ -42,22 +42,21 @@ def define_flags() -> None:
 
 def shortlists(predictions: np.ndarray, payload_vectors: np.ndarray, contexts: np.ndarray,
                truth_rows: np.ndarray, depth: int):
-  """{view: (scores, rows)} of an exact search, as the evaluator's views cut them."""
-  import faiss  # pylint: disable=g-import-not-at-top
+  """{view: (scores, rows)} of an exact search, cut into the evaluator's views."""
+  from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import metrics, search  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.evaluator import candidate_views  # pylint: disable=g-import-not-at-top
   length = contexts.shape[1]
-  index = faiss.IndexFlatIP(payload_vectors.shape[1])
-  index.add(np.ascontiguousarray(payload_vectors, np.float32))
-  queries = predictions / np.maximum(np.linalg.norm(predictions, axis=1, keepdims=True), 1e-12)
-  scores, rows = index.search(np.ascontiguousarray(queries, np.float32), depth + length)
-  own = (rows[:, :, None] == (truth_rows[:, None] - np.arange(length, 0, -1))[:, None, :]).any(-1)
-  keep = np.argsort(own, axis=1, kind="stable")[:, :depth]
-  return {"all": (scores[:, :depth], rows[:, :depth]),
-          "excl": tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))}
+  scores, rows, _ = search.search(index_lib.build_index(payload_vectors, kind="flat"),
+                                  metrics.unit_rows(predictions), depth + length)
+  return candidate_views(scores, rows, truth_rows, length, depth)
 
 
 def hit_rates(rows: np.ndarray, truth_rows: np.ndarray):
-  hit = rows == truth_rows[:, None]
-  return float(hit[:, :5].any(1).mean()), float(hit[:, :50].any(1).mean())
+  """(R@5, Contain@50) of ranked rows."""
+  from lvm_jax.retrieval import metrics  # pylint: disable=g-import-not-at-top
+  position = metrics.truth_positions(rows, truth_rows)
+  return float(np.mean(position < 5)), float(np.mean(position < 50))
 
 
 def fit_and_check(predictions, contexts, truth_rows, articles, payload_vectors, *, depth: int,

@@ -55,6 +55,16 @@ def _context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
   return truth_rows[:, None] - np.arange(context_length, 0, -1)[None, :]
 
 
+def candidate_views(scores: np.ndarray, rows: np.ndarray, truth_rows: np.ndarray,
+                    context_length: int, k: int) -> Dict[str, tuple]:
+  """{view: (scores [n, k], rows [n, k])} of one search of k + L rows: "all" its first k,
+  "excl" its first k once the window's own context rows are dropped (order kept)."""
+  own = (rows[:, :, None] == _context_rows(truth_rows, context_length)[:, None, :]).any(-1)
+  keep = np.argsort(own, axis=1, kind="stable")[:, :k]  # non-context rows first, in order
+  return {"all": (scores[:, :k], rows[:, :k]),
+          "excl": tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))}
+
+
 def scalars(result: Dict[str, Any], row: str = "model") -> Dict[str, float]:
   """A report's `row` as flat scalars for logging: r5, contain50, ..., and *_excl for the
   context-excluded view, cosine, plus latency and index recall when measured."""
@@ -142,10 +152,8 @@ class RetrievalEvaluator:
     k, context_length = k or self.options.k, self.contexts.shape[1]
     depth = min(k + context_length, self.payload.num_rows)
     scores, rows, qps = search.search(self.index, queries, depth)
-    own = (rows[:, :, None] == _context_rows(self.truth_rows, context_length)[:, None, :]).any(-1)
-    keep = np.argsort(own, axis=1, kind="stable")[:, :k]  # non-context rows first, in order
-    excl = tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))
-    return {"all": (scores[:, :k], rows[:, :k], qps), "excl": excl + (qps,)}
+    return {view: pair + (qps,) for view, pair in
+            candidate_views(scores, rows, self.truth_rows, context_length, k).items()}
 
   def _reranked_candidates(self, queries: np.ndarray, reranker) -> Dict[str, tuple]:
     """As _candidates, each view's shortlist of reranker.depth rows reordered by the learned
