@@ -64,6 +64,8 @@ def run(*, repeats: int, out_dir: str, **shape) -> Dict:
             "scan_share": (with_scan - without_scan) / with_scan}
   print(f"model fwd+bwd: {with_scan:.2f} s with the scan, {without_scan:.2f} s without: the scan "
         f"is {100 * report['scan_share']:.0f} % of it")
+  if report["scan_share"] <= 0:
+    print("the scan costs less than the timing noise at this size: raise --repeats or the shape")
   print("wrote", common.write_json("scan_share", report, out_dir))
   return report
 

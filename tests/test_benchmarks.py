@@ -101,6 +101,8 @@ def test_scan_share_writes_the_ablation(tmp_path, monkeypatch):
   scan_share.run(**settings)
   report = read(tmp_path, "scan_share")
   assert report["with_scan_s"] > 0 and report["scan_replaced_by_skip_s"] > 0
+  assert report["scan_share"] == pytest.approx(
+      (report["with_scan_s"] - report["scan_replaced_by_skip_s"]) / report["with_scan_s"])
   assert report["shape"]["batch"] == 2 and report["shape"]["d_model"] == 8
 
 
@@ -127,7 +129,11 @@ def test_epoch_bench_times_a_tiny_epoch_with_compile_apart(tmp_path, monkeypatch
   assert report["steps"] == 512 // 64 and report["sequences"] == 512  # micro 32 x accum 2
   assert report["compile_and_first_step_s"] > 0 and report["epoch_s"] > 0
   assert report["sequences_per_s"] == pytest.approx(report["sequences"] / report["epoch_s"])
-  assert 0 < report["fraction_of_matmul_peak"] and 0 <= report["scan_share"] < 1
+  assert 0 < report["fraction_of_matmul_peak"]
+  # The share is a difference of two timings, so at this tiny size noise can make it
+  # negative: the test holds it to its definition, not to a sign.
+  share = read(tmp_path, "scan_share")
+  assert report["scan_share"] == share["scan_share"] < 1
   assert (tmp_path / common.machine_name() / "epoch_bench.png").exists()
 
 
