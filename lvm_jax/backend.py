@@ -7,9 +7,10 @@ platform "METAL") and jax-mps (maintained, current jax; platform "mps").
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from absl import logging
 
@@ -66,7 +67,6 @@ def initialize(name: str) -> str:
     reason = f"{type(error).__name__}: {error}" if str(error) else "no plugin for it is installed"
     raise BackendError(f"backend {name!r} was asked for but JAX could not start it ({reason}). "
                        f"To fix: {_INSTALL_HINT.get(name, 'use --backend=auto')}.") from error
-  guard_compilation_cache(platform)  # jax 0.5.0: cached multi-process programs break
   if name != "auto" and platform not in _REPORTED[name]:
     raise BackendError(f"backend {name!r} was asked for but JAX runs on {platform!r} "
                        f"(devices: {jax.devices()}). To fix: "
@@ -99,8 +99,8 @@ def is_metal(platform: Optional[str] = None) -> bool:
   return current_platform(platform) in _REPORTED["metal"]
 
 
-# The first jax release verified to run a cross-process CPU executable loaded from the
-# persistent compilation cache correctly; jax 0.5.0 is not (docs/multihost.md).
+# The first jax release verified to run a CPU program with donated inputs correctly when
+# it was loaded from the persistent compilation cache; jax 0.5.0 does not (docs/multihost.md).
 CACHE_SAFE_JAX = (0, 10)
 
 
@@ -109,26 +109,33 @@ def _jax_version() -> tuple:
   return tuple(int(part) for part in jax.__version__.split(".")[:2])
 
 
-def guard_compilation_cache(platform: str) -> bool:
-  """Turns the persistent compilation cache off on CPU for jax < 0.10.
-
-  jax 0.5.0's CPU client runs a cross-process (Gloo) executable that it loaded
-  from the cache wrongly: glibc heap corruption, steps ten times slower, inf or
-  NaN where it does not crash. Compiled afresh, the same program is exact. A
-  single-process run resumed from a warm cache crashed the same way ("corrupted
-  double-linked list", in the kill soak), so the guard covers every CPU run of
-  those versions. Call after `initialize`, before anything compiles. Returns True
-  if it turned it off.
-  """
+def compilation_cache_in_use() -> bool:
+  """Whether compiled programs may be loaded from a persistent cache (it is on and has a dir)."""
   import jax  # pylint: disable=g-import-not-at-top
-  if (platform != "cpu" or _jax_version() >= CACHE_SAFE_JAX
-      or not jax.config.jax_enable_compilation_cache):
-    return False
-  jax.config.update("jax_enable_compilation_cache", False)
-  if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    logging.warning("%s: the persistent compilation cache is off for this run: jax %s loads "
-                    "CPU programs from it wrongly (NaN, heap corruption); jax >= %s does not. See "
-                    "docs/multihost.md.",
-                    f"process {multihost.process_index()} of {multihost.process_count()}",
-                    jax.__version__, ".".join(map(str, CACHE_SAFE_JAX)))
-  return True
+  return bool(jax.config.jax_enable_compilation_cache and
+              (jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR")))
+
+
+def donate_argnums(argnums: Tuple[int, ...], platform: Optional[str] = None) -> Tuple[int, ...]:
+  """`argnums` for jax.jit, or () where donating them breaks a cached program.
+
+  jax 0.5.0's CPU client runs a program with donated (aliased) inputs wrongly when
+  it loads it from the persistent compilation cache: glibc heap corruption, inf or
+  NaN where it does not crash. The same program without donation, or compiled
+  afresh, is exact. So on CPU with jax < 0.10 and the cache in use, the state is
+  not donated: the cache stays on, at the cost of one extra copy of the state in
+  memory. Everywhere else the arguments are donated.
+  """
+  if (current_platform(platform) == "cpu" and _jax_version() < CACHE_SAFE_JAX
+      and compilation_cache_in_use()):
+    _log_donation_off_once()
+    return ()
+  return tuple(argnums)
+
+
+@functools.lru_cache(maxsize=None)
+def _log_donation_off_once() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  logging.info("jax %s on CPU with the persistent compilation cache: the train state is not "
+               "donated (jax < %s runs cached programs with donated inputs wrongly; see "
+               "docs/multihost.md).", jax.__version__, ".".join(map(str, CACHE_SAFE_JAX)))

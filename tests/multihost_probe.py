@@ -86,14 +86,16 @@ def shared_work() -> None:
 
 def step() -> None:
   """A train-step-like program across the processes (jit of shard_map: all_gather of float
-  and int rows, pmean of a gradient tree, psum), five steps; prints what it computed. On
-  jax 0.5.0 this program, loaded from a warm persistent compilation cache, corrupts memory
-  or gives inf (docs/multihost.md)."""
+  and int rows, pmean of a gradient tree, psum), five steps, its parameters donated as
+  lvm_jax donates the train state; prints what it computed. On jax 0.5.0 this program,
+  loaded from a warm persistent compilation cache with its parameters donated, corrupts
+  memory or gives inf (docs/multihost.md); backend.donate_argnums keeps it exact."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
   from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from lvm_jax import backend  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import parallel  # pylint: disable=g-import-not-at-top
   mesh = Mesh(np.array(jax.devices()), ("batch",))
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -125,7 +127,8 @@ def step() -> None:
 
   train_step = jax.jit(parallel._shard_map(  # pylint: disable=protected-access
       per_device, mesh, in_specs=(PartitionSpec(), PartitionSpec("batch"), PartitionSpec("batch")),
-      out_specs=(PartitionSpec(), PartitionSpec())), donate_argnums=(0,))
+      out_specs=(PartitionSpec(), PartitionSpec())),
+      donate_argnums=backend.donate_argnums((0,)))
   for _ in range(5):
     params, metrics = train_step(params, rows, keys)
   print(f"cache {jax.config.jax_enable_compilation_cache} loss "

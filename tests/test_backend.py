@@ -64,3 +64,22 @@ def test_apple_plugin_preference_and_platform_names(monkeypatch):
   installed.add("jax-mps")
   assert backend.installed_apple_plugin()[1] == "mps"
   assert backend.is_metal("mps") and backend.is_metal("METAL")
+
+
+@pytest.mark.parametrize("version, cache_dir, platform, expected", [
+    ((0, 5), "cache", "cpu", ()),         # jax 0.5.0 runs cached donated programs wrongly
+    ((0, 5), "", "cpu", (0,)),            # no persistent cache: nothing is loaded, donate
+    ((0, 5), "cache", "gpu", (0,)),       # only the CPU client is affected
+    ((0, 10), "cache", "cpu", (0,)),      # fixed by jax 0.10
+])
+def test_donation_is_dropped_only_where_a_cached_program_breaks(version, cache_dir, platform,
+                                                                 expected, monkeypatch, tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(backend, "_jax_version", lambda: version)
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  previous = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / cache_dir) if cache_dir else None)
+  try:
+    assert backend.donate_argnums((0,), platform) == expected
+  finally:
+    jax.config.update("jax_compilation_cache_dir", previous)

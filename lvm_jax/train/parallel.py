@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 from typing import Callable, Dict, Optional
 
 import jax
@@ -100,12 +99,14 @@ class DataParallel:
         sharding, array, (total,) + array.shape[1:]) for name, array in batch.items()}
 
   def compile_step(self, step: Callable) -> Callable:
-    """step(state, batch_one_device, rng) -> (state, metrics) over all devices, state donated.
+    """step(state, batch_one_device, rng) -> (state, metrics) over all devices, state donated
+    (except where backend.donate_argnums says a cached program mishandles it).
 
     The compiled step returns metrics with a leading device axis, as pmap did.
     """
     if self.mode is Parallel.VMAP:
-      return jax.jit(jax.vmap(step, axis_name=AXIS, in_axes=(0, 0, None)), donate_argnums=(0,))
+      return jax.jit(jax.vmap(step, axis_name=AXIS, in_axes=(0, 0, None)),
+                     donate_argnums=backend.donate_argnums((0,)))
 
     def per_device(state, batch, rng):
       state, metrics = step(state, jax.tree_util.tree_map(lambda x: x[0], batch), rng)
@@ -114,7 +115,8 @@ class DataParallel:
     spec = PartitionSpec(AXIS)
     return jax.jit(_shard_map(per_device, self.mesh, in_specs=(PartitionSpec(), spec,
                                                                PartitionSpec()),
-                              out_specs=(PartitionSpec(), spec)), donate_argnums=(0,))
+                              out_specs=(PartitionSpec(), spec)),
+                   donate_argnums=backend.donate_argnums((0,)))
 
 
 def first(metrics_tree):
