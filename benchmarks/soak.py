@@ -18,6 +18,7 @@ if the states differ.
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import json
 import os
 import random
@@ -204,6 +205,7 @@ def soak(kills: int, seed: int, root: str, epochs: int = 60,
   during_file = [k for k in landed if any(w.startswith("file") for w in k["writing"])]
   return {
       "kills_asked": kills, "seed": seed, "epochs": epochs, "flags": list(SOAK_FLAGS),
+      "jax_version": importlib.metadata.version("jax"),
       "kills_landed": len(landed), "kills_during_checkpoint_save": len(during_save),
       "kills_during_file_write": len(during_file),
       "final_step": {"reference": reference_step, "killed": killed_step},

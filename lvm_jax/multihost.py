@@ -48,6 +48,10 @@ BARRIER_SLACK = 10
 # Exit status of a process that stops because the run across processes failed (an
 # environment fault: cli.EXIT_ENVIRONMENT).
 EXIT_MULTIHOST_FAILURE = EXIT_ENVIRONMENT
+# jax < 0.10: how long process 0's coordination service outlives a process 0 that ended
+# without `bye` (killed, or an error exit). The others' watchdogs speak within a second or
+# two; after this, JAX's own poll ends any process still up. It also holds the port that long.
+SERVICE_GRACE_S = 10
 # How often a process waiting for process 0's work looks at the key-value store.
 _POLL_S = 0.25
 # Words in XLA / Gloo / coordination-service errors that mean another process is gone or stuck.
@@ -129,10 +133,11 @@ def initialize() -> None:
 
   Call after the platform is chosen and before any computation. jax 0.5.0's
   public initialize takes no heartbeat setting, so there the same call goes
-  through its State.initialize, which does (interval x missed beats).
+  through its State.initialize, which does (interval x missed beats), and process
+  0 runs the coordination service in a child process
+  (_initialize_with_a_separate_service).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
   address = os.environ["JAX_COORDINATOR_ADDRESS"]
   try:
     num_processes, process_id = (int(os.environ[v]) for v in DISTRIBUTED_ENV[1:])
@@ -156,11 +161,9 @@ def initialize() -> None:
   else:
     interval = max(1, min(10, bounds.heartbeat // 5))
     beats = max(2, -(-bounds.heartbeat // interval))
-    start = functools.partial(distributed.global_state.initialize,
-                              service_heartbeat_interval_seconds=interval,
-                              service_max_missing_heartbeats=beats,
-                              client_heartbeat_interval_seconds=interval,
-                              client_max_missing_heartbeats=beats)
+    start = functools.partial(_initialize_with_a_separate_service,
+                              heartbeat_interval=interval, missing_heartbeats=beats,
+                              grace_s=SERVICE_GRACE_S)
   # JAX aborts the process (no Python error) when the coordinator stays out of reach, so
   # first wait for its port here, where the message can say what to check.
   waited = wait_for_coordinator(address, process_id, num_processes, bounds.init)
@@ -177,6 +180,42 @@ def initialize() -> None:
     raise unreachable(address, process_id, num_processes, bounds.init,
                        _first_line(error)) from error
   _WATCHDOG.start(process_id, num_processes, address, bounds.init)
+
+
+def _initialize_with_a_separate_service(*, coordinator_address: str, num_processes: int,
+                                        process_id: int, initialization_timeout: int,
+                                        heartbeat_interval: int, missing_heartbeats: int,
+                                        grace_s: int) -> None:
+  """jax < 0.10: jax.distributed's State.initialize (which takes the heartbeat settings),
+  with process 0's coordination service in a child process (lvm_jax/coordination_service.py),
+  so that a killed process 0 does not take the service down before the others' watchdogs
+  have said so."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  from lvm_jax import coordination_service  # pylint: disable=g-import-not-at-top
+  arguments = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                   process_id=process_id, initialization_timeout=initialization_timeout,
+                   service_heartbeat_interval_seconds=heartbeat_interval,
+                   service_max_missing_heartbeats=missing_heartbeats,
+                   client_heartbeat_interval_seconds=heartbeat_interval,
+                   client_max_missing_heartbeats=missing_heartbeats)
+  if process_id != 0:
+    distributed.global_state.initialize(**arguments)
+    return
+  bind = os.environ.get("JAX_COORDINATOR_BIND_ADDRESS",
+                        "[::]:" + coordinator_address.rsplit(":", 1)[1])
+  service = coordination_service.start(bind, num_processes, heartbeat_interval,
+                                       missing_heartbeats, grace_s)
+  extension = distributed.xla_extension
+  in_process = extension.get_distributed_runtime_service
+  # State.initialize starts the service itself on process 0; hand it the child's handle.
+  extension.get_distributed_runtime_service = lambda *args, **kwargs: service
+  try:
+    distributed.global_state.initialize(**arguments)
+  except BaseException:
+    service.shutdown()
+    raise
+  finally:
+    extension.get_distributed_runtime_service = in_process
 
 
 _WATCHDOG = PeerWatchdog()

@@ -56,17 +56,6 @@ STOP_AFTER_KILL_S = 120
 PROBE_STOP_AFTER_KILL_S = 10
 PARAMETER_TOLERANCE = 1e-5  # as tests/test_train_step.py's four-devices-equal-one test
 
-def _jax_version():
-  import jax  # pylint: disable=g-import-not-at-top
-  return tuple(int(part) for part in jax.__version__.split(".")[:2])
-
-
-# On jax 0.5.0 JAX's C++ error poll can still beat the watchdog when the coordinator (process
-# 0) dies, and end the survivor with its own message (docs/multihost.md).
-COORDINATOR_RACE = pytest.mark.xfail(
-    condition=_jax_version() < (0, 10), strict=False,
-    reason="jax 0.5.0: JAX's error poll can win the race when process 0 dies")
-
 
 _STARTED = []  # every Popen of this module, killed at teardown if still running
 _CACHE_ENV = {}
@@ -282,7 +271,7 @@ def last_line(text: str) -> str:
   return lines[-1] if lines else ""
 
 
-@pytest.mark.parametrize("killed", [1, pytest.param(0, marks=COORDINATOR_RACE)])
+@pytest.mark.parametrize("killed", [1, 0])
 def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebuilt_flags,
                                                                  reference_run, killed):
   """The survivor stops with our error (exit 3, its last line) within the bound, and a rerun
@@ -335,7 +324,7 @@ def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(tmp_path):
   assert time.monotonic() - started < RUN_TIMEOUT_S
 
 
-@pytest.mark.parametrize("killed", [pytest.param(0, marks=COORDINATOR_RACE), 1])
+@pytest.mark.parametrize("killed", [0, 1])
 def test_a_killed_peer_ends_the_other_with_our_line_at_once(tmp_path, killed):
   """Two probes exchange collectives; one is SIGKILLed. The other ends with exit 3 and our
   line as its last (the watchdog connection drops before JAX's coordination service
