@@ -21,6 +21,7 @@ child then exits at once.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -62,13 +63,12 @@ def start(bind_address: str, num_processes: int, heartbeat_interval_s: int,
              f"--max_missing_heartbeats={max_missing_heartbeats}", f"--grace_s={grace_s}"]
   process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              start_new_session=True)
-  deadline = time.monotonic() + START_TIMEOUT_S
-  line = b""
-  while time.monotonic() < deadline and process.poll() is None:
-    line = process.stdout.readline()
-    if line.strip() == READY.encode():
-      process.stdout.close()
-      return ServiceProcess(process)
+  # select bounds the wait: a child that hangs before its first line never blocks readline.
+  ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
+  line = process.stdout.readline() if ready else b""
+  if line.strip() == READY.encode():
+    process.stdout.close()
+    return ServiceProcess(process)
   process.kill()
   raise RuntimeError(f"the coordination service at {bind_address} did not start within "
                      f"{START_TIMEOUT_S} s (exit code {process.poll()}, last line {line!r})")
@@ -78,15 +78,16 @@ def serve(bind_address: str, num_processes: int, heartbeat_interval_s: int,
           max_missing_heartbeats: int, grace_s: int) -> None:
   """Serves until process 0 ends (EOF on stdin), then `grace_s` more unless it said bye."""
   from jax._src.lib import xla_extension  # pylint: disable=g-import-not-at-top
-  service = xla_extension.get_distributed_runtime_service(
+  # Bound to a name so it lives until the process ends.
+  service = xla_extension.get_distributed_runtime_service(  # pylint: disable=unused-variable
       bind_address, num_processes, heartbeat_interval=heartbeat_interval_s,
       max_missing_heartbeats=max_missing_heartbeats)
   print(READY, flush=True)
   said = sys.stdin.buffer.read()  # blocks until process 0 closes the pipe or dies
   if b"bye" not in said:
     time.sleep(grace_s)
-  # Exit without service.shutdown(): it could wait on clients that are gone.
-  del service
+  # os._exit skips the service's shutdown and destructor, which could wait on clients
+  # that are gone.
   os._exit(0)  # pylint: disable=protected-access
 
 
