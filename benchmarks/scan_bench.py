@@ -22,8 +22,8 @@ from absl import app, flags
 
 from benchmarks import common
 from lvm_jax import cli
-from lvm_jax.ops.scan import (CONCRETE_MODES, XLA_MODES, batch_tile, resolve_scan_type,
-                              selective_scan)
+from lvm_jax.ops.scan import (CONCRETE_MODES, KERNEL_MODES, XLA_MODES, batch_tile,
+                              resolve_scan_type, selective_scan)
 
 
 # The unrolled program grows with L, and so does its compile time (compile_s in
@@ -148,8 +148,10 @@ def run(*, out_dir: str, **grid) -> dict:
 
 
 def default_modes():
-  """Every mode on GPU; elsewhere Pallas would run in its interpreter, so it is left out."""
-  return list(CONCRETE_MODES if jax.default_backend() == "gpu" else XLA_MODES)
+  """The XLA modes, and the fused kernel of this platform: Pallas on GPU (elsewhere it would run
+  in its interpreter), the native kernel on CPU (it runs nowhere else)."""
+  kernel = KERNEL_MODES.get(jax.default_backend())
+  return list(XLA_MODES) + ([kernel] if kernel else [])
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -36,6 +36,7 @@ from ml_collections import config_flags
 from benchmarks import common
 from lvm_jax import cli, models as models_lib
 from lvm_jax import checkpoint
+from lvm_jax.ops import scan
 from lvm_jax.train import step as step_lib
 from lvm_jax.train.parallel import DataParallel
 
@@ -91,6 +92,10 @@ def make_jax_step(config: ml_collections.ConfigDict):
   info = {"micro_batch": config.train.batch_size, "accum_steps": config.train.accum_steps,
           "vector_dim": dim, "d_model": sizes["d_model"], "n_layers": sizes["n_layers"],
           "d_state": sizes["d_state"], "scan_mode": config.model.scan_mode,
+          # what the Mamba blocks ran that mode as ("auto": the platform's kernel, once it passed
+          # its self-check)
+          "scan_mode_run": scan.resolve_scan_type(config.model.scan_mode,
+                                                  config.data.context_length).value,
           "model_flops_per_sequence": flops}
   return run_step, info
 

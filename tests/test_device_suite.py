@@ -23,7 +23,7 @@ def test_tiny_suite_runs_every_step_and_writes_their_json(tmp_path):
   results = tmp_path / common.machine_name()
   check = json.loads((results / "pallas_check.json").read_text())
   assert check["passed"] and check["failure"] is None and check["interpret"]
-  assert check["auto_at_L5"] == "unrolled"  # on CPU "auto" never picks the kernel
+  assert check["auto_at_L5"] == "native"  # on CPU "auto" picks the native kernel, never Pallas
   for name in ("scan_bench", "epoch_bench_fp32", "eval_bench"):
     assert (results / f"{name}.json").exists(), name
 

@@ -191,31 +191,50 @@ def test_cpu_batch_tile_keeps_the_state_cache_sized():
 
 @pytest.fixture
 def self_check_calls(monkeypatch):
-  """The Pallas self-check replaced by one that passes and counts its calls; cache cleared."""
-  from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+  """Both kernels' self-checks replaced by ones that pass and record their calls; cache cleared."""
+  from lvm_jax.ops import native_scan, pallas_scan  # pylint: disable=g-import-not-at-top
   calls = []
-  monkeypatch.setattr(pallas_scan, "self_check", lambda: calls.append(1))
-  scan_lib._pallas_self_check.cache_clear()
+  monkeypatch.setattr(pallas_scan, "self_check", lambda: calls.append("pallas"))
+  monkeypatch.setattr(native_scan, "self_check", lambda: calls.append("native"))
+  scan_lib._kernel_self_check.cache_clear()
   yield calls
-  scan_lib._pallas_self_check.cache_clear()
+  scan_lib._kernel_self_check.cache_clear()
 
 
 def test_auto_rule(self_check_calls):
-  assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.UNROLLED
-  assert scan_lib.resolve_scan_type("auto", 16, "cpu") is scan_lib.ScanType.SEQUENTIAL
-  assert scan_lib.resolve_scan_type("auto", 1024, "cpu") is scan_lib.ScanType.SEQUENTIAL
   assert scan_lib.resolve_scan_type("auto", 1024, "tpu") is scan_lib.ScanType.CHUNKED
   assert scan_lib.resolve_scan_type("auto", 16, "metal") is scan_lib.ScanType.UNROLLED
   assert scan_lib.resolve_scan_type("auto", 1024, "metal") is scan_lib.ScanType.SEQUENTIAL
-  assert not self_check_calls  # off GPU, "auto" never looks at the kernel
+  assert not self_check_calls  # off CPU and GPU, "auto" never looks at a kernel
+  for length in (5, 16, 1024):
+    assert scan_lib.resolve_scan_type("auto", length, "cpu") is scan_lib.ScanType.NATIVE
+  assert self_check_calls == ["native"]  # once per process
   assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.PALLAS
   assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.PALLAS
-  assert len(self_check_calls) == 1  # once per process
-  # A recurrence the kernel does not compute (lnsp_blocks) neither runs the check nor gets it.
-  assert scan_lib.resolve_scan_type("auto", 5, "gpu", allow_pallas=False) is \
+  assert self_check_calls == ["native", "pallas"]
+  # A recurrence the kernels do not compute (lnsp_blocks) neither runs a check nor gets one.
+  assert scan_lib.resolve_scan_type("auto", 5, "gpu", allow_kernels=False) is \
       scan_lib.ScanType.UNROLLED
-  assert scan_lib.resolve_scan_type("pallas", 1024, "gpu", allow_pallas=False) is \
+  assert scan_lib.resolve_scan_type("pallas", 1024, "gpu", allow_kernels=False) is \
       scan_lib.ScanType.CHUNKED
+  assert scan_lib.resolve_scan_type("native", 16, "cpu", allow_kernels=False) is \
+      scan_lib.ScanType.SEQUENTIAL
+
+
+def test_xla_auto_rule_when_no_kernel_is_used(monkeypatch):
+  """Without a kernel (its check failed), "auto" picks by length and platform."""
+  monkeypatch.setattr(scan_lib, "kernel_self_check_failure", lambda platform=None: "no kernel")
+  assert scan_lib.resolve_scan_type("auto", 5, "cpu") is scan_lib.ScanType.UNROLLED
+  assert scan_lib.resolve_scan_type("auto", 8, "cpu") is scan_lib.ScanType.UNROLLED
+  assert scan_lib.resolve_scan_type("auto", 16, "cpu") is scan_lib.ScanType.SEQUENTIAL
+  assert scan_lib.resolve_scan_type("auto", 1024, "cpu") is scan_lib.ScanType.SEQUENTIAL
+  assert scan_lib.resolve_scan_type("auto", 5, "gpu") is scan_lib.ScanType.UNROLLED
+  assert scan_lib.resolve_scan_type("auto", 1024, "gpu") is scan_lib.ScanType.CHUNKED
+
+
+def test_native_mode_off_cpu_is_an_error():
+  with pytest.raises(ValueError, match="mode 'native' is a CPU kernel; this runs on 'gpu'"):
+    scan_lib.resolve_scan_type("native", 5, "gpu")
 
 
 def test_chunked_and_sequential_backward_do_not_store_every_state():

@@ -105,7 +105,7 @@ def lnsp_ssm_scan(x, dt, A, B, *, mode: str = "auto", chunk_size: Optional[int] 
   x, dt, A, B = (a.astype(jnp.float32) for a in (x, dt, A, B))
   length = x.shape[1]
   # The fused kernel computes Mamba-1's recurrence, not this one.
-  mode = resolve_scan_type(mode, length, allow_pallas=False).value
+  mode = resolve_scan_type(mode, length, allow_kernels=False).value
 
   if mode in ("sequential", "unrolled"):
     def step(h, inputs):

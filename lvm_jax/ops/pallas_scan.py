@@ -36,11 +36,9 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 from jax.experimental import pallas as pl
 
-from lvm_jax.ops import pallas_kernels, recurrences
+from lvm_jax.ops import kernel_check, pallas_kernels
 
 # Positions unrolled per chunk (and the spacing of saved states) when the
 # caller gives no chunk_size. Longer chunks hold more recomputed states on
@@ -300,52 +298,9 @@ def pallas_recurrence(u, delta, A, B, C, h0=None, *, return_state=True, chunk_si
 
 
 def self_check(interpret: Optional[bool] = None) -> Optional[str]:
-  """Runs the kernel pair against mode "sequential" at SELF_CHECK_CASES: None, or why it failed.
-
-  Compares y, the final state and the gradients of u, delta, A, B, C and h0
-  of a random linear loss. Any exception (a lowering or compile error on a new
-  GPU or jax version) is a failure too, reported as its first line.
-  """
-  for batch, length, channels, state, chunk, with_state in SELF_CHECK_CASES:
-    rng = np.random.default_rng(length)
-    normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
-    args = (normal(batch, length, channels),
-            rng.uniform(0.05, 0.6, (batch, length, channels)).astype(np.float32),
-            -np.exp(0.5 * normal(channels, state)), normal(batch, length, state),
-            normal(batch, length, state), normal(batch, channels, state))
-    g_y, g_h = normal(batch, length, channels), normal(batch, channels, state)
-    names = ("y", "final state", "du", "ddelta", "dA", "dB", "dC", "dh0")
-
-    def outputs(recurrence):
-      def loss(u, delta, A, B, C, h0):
-        y, h = recurrence(u, delta, A, B, C, h0 if with_state else None)
-        return jnp.sum(y * g_y) + (jnp.sum(h * g_h) if with_state else 0.0), (y, h)
-      grads, (y, h) = jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))(*args)
-      return (y, h) + grads
-
-    def kernel(u, delta, A, B, C, h0):
-      out = pallas_recurrence(u, delta, A, B, C, h0, return_state=with_state, chunk_size=chunk,
-                              interpret=interpret)
-      return out if with_state else (out, jnp.zeros((batch, channels, state)))
-
-    def sequential(u, delta, A, B, C, h0):  # mode "sequential" of scan.selective_scan
-      h = jnp.zeros((batch, channels, state), jnp.float32) if h0 is None else h0
-      return recurrences.fused_recurrence(u, delta, A, B, C, h, False, recurrences.DEFAULT_CHUNK_SIZE)
-
-    where = f"batch {batch}, L {length}, D {channels}, N {state}"
-    try:
-      got = outputs(kernel)
-    except Exception as error:  # pylint: disable=broad-except  (every failure means: don't use it)
-      first_line = (str(error).strip().splitlines() or [""])[0][:200]
-      return f"{type(error).__name__} at {where}: {first_line}"
-    expected = outputs(sequential)
-    for name, actual, wanted in zip(names, got, expected):
-      if name in ("final state", "dh0") and not with_state:
-        continue
-      actual, wanted = np.asarray(actual, np.float64), np.asarray(wanted, np.float64)
-      scale = max(float(np.max(np.abs(wanted))), 1e-30)
-      error = float(np.max(np.abs(actual - wanted))) / scale
-      if not error <= SELF_CHECK_TOLERANCE:  # NaN fails too
-        return (f"{name} differs from mode 'sequential' by {error:.1e} of its largest value "
-                f"(tolerance {SELF_CHECK_TOLERANCE:.0e}) at {where}")
-  return None
+  """Runs the kernel pair against mode "sequential" at SELF_CHECK_CASES: None, or why it failed
+  (kernel_check.compare_with_sequential)."""
+  def kernel(u, delta, A, B, C, h0, return_state, chunk):
+    return pallas_recurrence(u, delta, A, B, C, h0, return_state=return_state, chunk_size=chunk,
+                             interpret=interpret)
+  return kernel_check.compare_with_sequential(kernel, SELF_CHECK_CASES, SELF_CHECK_TOLERANCE)

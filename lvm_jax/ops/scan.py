@@ -33,11 +33,15 @@ speed and memory:
 - "pallas": one fused Pallas kernel that keeps the state on chip (Triton on
   GPU, the Pallas interpreter elsewhere); see pallas_scan.py. `chunk_size`
   there is the number of positions unrolled per chunk (default 16 on GPU).
+- "native": a C++ kernel for the CPU, bound through XLA's FFI: each channel
+  and batch row's whole time loop, forward or backward with the states
+  recomputed, fused in one loop over the state (native_scan.py, which builds
+  it at first use with the machine's C++ compiler). CPU only.
 - "auto": `resolve_scan_type(mode, L, platform)` below. On a GPU it picks
-  "pallas" only after the kernel passed a one-time self-check against
-  "sequential" (`pallas_scan.self_check`, run at the first resolution, i.e.
-  when the model is first traced); if it fails, one warning says why and
-  "auto" keeps to the XLA modes.
+  "pallas", on CPU "native", each only after the kernel passed a one-time
+  self-check against "sequential" (`kernel_check`, run at the first
+  resolution, i.e. when the model is first traced); if it fails (on CPU: no
+  compiler, say), one warning says why and "auto" keeps to the XLA modes.
 
 On CPU every mode walks the batch in cache-sized tiles (`batch_tile`).
 
@@ -56,7 +60,6 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 from absl import logging
-from jax import lax
 
 from lvm_jax import backend
 from lvm_jax.ops.recurrences import (DEFAULT_CHUNK_SIZE, batch_tile, fused_recurrence,
@@ -70,12 +73,16 @@ class ScanType(str, enum.Enum):
   CHUNKED = "chunked"
   UNROLLED = "unrolled"
   PALLAS = "pallas"
+  NATIVE = "native"
 
 
 MODES = tuple(scan_type.value for scan_type in ScanType)
 CONCRETE_MODES = tuple(m for m in MODES if m != ScanType.AUTO.value)
-# Pallas runs in its (slow) interpreter off GPU: benchmarks there leave it out by default.
-XLA_MODES = tuple(m for m in CONCRETE_MODES if m != "pallas")
+# The modes XLA compiles for every platform; "pallas" runs in its (slow) interpreter off GPU
+# and "native" only on CPU.
+XLA_MODES = tuple(m for m in CONCRETE_MODES if m not in ("pallas", "native"))
+# The fused kernels "auto" picks after their self-check: platform -> mode.
+KERNEL_MODES = {"cpu": "native", **{gpu: "pallas" for gpu in ("gpu", "cuda", "rocm")}}
 # Straight-line code up to this length; beyond it the unrolled backward keeps all
 # L states live and loses to "sequential" (benchmarks/results/x86_64-2cpu/scan_bench.json,
 # train_bench.json vs train_bench_sequential.json).
@@ -92,18 +99,20 @@ def unroll_max_length(platform: Optional[str] = None) -> int:
 
 
 def resolve_scan_type(mode, length: int, platform: Optional[str] = None, *,
-                      allow_pallas: bool = True) -> ScanType:
+                      allow_kernels: bool = True) -> ScanType:
   """The one place that turns a requested mode, a length and a platform into the mode run.
 
   - "auto" on GPU: "pallas", the fused kernel (Triton) that keeps the state on
-    chip, if it passed its self-check (`pallas_self_check_failure`); else as below.
+    chip; on CPU: "native", the C++ kernel; each only if it passed its
+    self-check (`kernel_self_check_failure`); else as below.
   - "auto", L <= 8 (16 on Metal): "unrolled" (the reference trains at L 5).
   - "auto" beyond that: "sequential" on CPU and Metal, "chunked" on TPU and GPU
     (parallel inside a chunk, bounded memory across chunks).
   - On Metal, "associative" and "chunked" fall back to "auto" with a warning:
     jax-metal cannot compile lax.associative_scan.
-  - allow_pallas=False (a caller whose recurrence the kernel does not compute):
-    "pallas" and "auto" resolve to the XLA modes, and no self-check runs.
+  - allow_kernels=False (a caller whose recurrence the kernels do not compute):
+    "pallas", "native" and "auto" resolve to the XLA modes, and no self-check runs.
+  - "native" off CPU is an error: the kernel is built for the host CPU only.
   """
   try:
     scan_type = ScanType(mode)
@@ -114,13 +123,16 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None, *,
     logging.warning("scan mode %r needs lax.associative_scan, which jax-metal cannot compile; "
                     "using 'auto' on Metal.", scan_type.value)
     scan_type = ScanType.AUTO
-  if scan_type is ScanType.PALLAS and not allow_pallas:
+  if scan_type in (ScanType.PALLAS, ScanType.NATIVE) and not allow_kernels:
     scan_type = ScanType.AUTO
+  if scan_type is ScanType.NATIVE and platform != "cpu":
+    raise ValueError(f"selective_scan: mode 'native' is a CPU kernel; this runs on {platform!r}. "
+                     "Use mode='auto'.")
   if scan_type is not ScanType.AUTO:
     return scan_type
-  if (allow_pallas and platform in GPU_PLATFORMS and
-      pallas_self_check_failure(platform) is None):
-    return ScanType.PALLAS
+  if (allow_kernels and platform in KERNEL_MODES and
+      kernel_self_check_failure(platform) is None):
+    return ScanType(KERNEL_MODES[platform])
   return _xla_auto(length, platform)
 
 
@@ -137,29 +149,35 @@ def _xla_auto(length: int, platform: str) -> ScanType:
 
 
 @functools.lru_cache(maxsize=None)
-def _pallas_self_check(platform: str) -> Optional[str]:
-  """pallas_scan.self_check(), once per process and platform; a failure is logged once."""
-  from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+def _kernel_self_check(platform: str) -> Optional[str]:
+  """The self-check of the kernel "auto" would pick on `platform`, once per process and platform;
+  the outcome is logged once."""
+  mode = KERNEL_MODES[platform]
+  if mode == "pallas":
+    from lvm_jax.ops import pallas_scan as kernel  # pylint: disable=g-import-not-at-top
+  else:
+    from lvm_jax.ops import native_scan as kernel  # pylint: disable=g-import-not-at-top
   # In a thread of its own: the first resolution happens while a model is being traced,
   # and JAX's trace state is per thread, so the check runs (and compares) concrete arrays.
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
-    failure = executor.submit(pallas_scan.self_check).result()
+    failure = executor.submit(kernel.self_check).result()
   if failure is None:
-    logging.info("selective_scan: the Pallas kernel passed its self-check on %s; 'auto' uses it.",
-                 platform)
+    logging.info("selective_scan: the %s kernel passed its self-check on %s; 'auto' uses it.",
+                 mode, platform)
   else:
-    logging.warning("selective_scan: the Pallas kernel failed its self-check on %s (%s); 'auto' "
-                    "uses the XLA modes instead (unrolled up to L %d, else chunked).", platform,
-                    failure, unroll_max_length(platform))
+    logging.warning("selective_scan: the %s kernel failed its self-check on %s (%s); 'auto' "
+                    "uses the XLA modes instead (unrolled up to L %d, else %s).", mode, platform,
+                    failure, unroll_max_length(platform), _xla_auto(1 << 30, platform).value)
   return failure
 
 
-def pallas_self_check_failure(platform: Optional[str] = None) -> Optional[str]:
-  """None if the Pallas kernel passed its one-time self-check on `platform`, else why not.
+def kernel_self_check_failure(platform: Optional[str] = None) -> Optional[str]:
+  """None if the kernel "auto" picks on `platform` (KERNEL_MODES) passed its one-time
+  self-check, else why not.
 
-  One check covers every length: it runs both the unrolled and the chunked paths.
+  One check covers every length: it runs both a short and a longer sequence.
   """
-  return _pallas_self_check(_platform(platform))
+  return _kernel_self_check(_platform(platform))
 
 
 def _platform(platform: Optional[str]) -> str:
@@ -215,33 +233,34 @@ def selective_scan(u, delta, A, B, C, D=None, *, h0=None, mode="auto",
   state_size = A.shape[1]
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
   u32, delta32, A32, B32, C32, D32 = map(f32, (u, delta, A, B, C, D))
-  if h0 is None:
-    h = jnp.zeros((batch, channels, state_size), jnp.float32)
-  else:
-    h = f32(h0)
+  h0_32 = f32(h0)
 
-  if scan_type is ScanType.PALLAS:
-    # Imported only when asked for; the kernel neither reads a None h0 nor writes an unused state.
-    from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
-    out = pallas_scan.pallas_recurrence(u32, delta32, A32, B32, C32, None if h0 is None else h,
-                                        return_state=return_state, chunk_size=chunk_size)
+  if scan_type in (ScanType.NATIVE, ScanType.PALLAS):
+    # Imported only when asked for; the kernels neither read a None h0 nor write an unused state.
+    if scan_type is ScanType.NATIVE:
+      from lvm_jax.ops import native_scan  # pylint: disable=g-import-not-at-top
+      out = native_scan.native_recurrence(u32, delta32, A32, B32, C32, h0_32,
+                                          return_state=return_state)
+    else:
+      from lvm_jax.ops import pallas_scan  # pylint: disable=g-import-not-at-top
+      out = pallas_scan.pallas_recurrence(u32, delta32, A32, B32, C32, h0_32,
+                                          return_state=return_state, chunk_size=chunk_size)
     ys, h = out if return_state else (out, None)
-    if D32 is not None:
-      ys = ys + D32 * u32
-    ys = ys.astype(out_dtype)
-    return (ys, h) if return_state else ys
-  chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
-  if chunk_size < 1:
-    raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}.")
-  if scan_type in (ScanType.SEQUENTIAL, ScanType.UNROLLED):
-    recurrence = functools.partial(fused_recurrence, unrolled=scan_type is ScanType.UNROLLED,
-                                   chunk_size=chunk_size)
-  elif scan_type is ScanType.ASSOCIATIVE:
-    recurrence = scan_associative
   else:
-    recurrence = functools.partial(scan_chunked, chunk_size=min(chunk_size, length))
-  tile = batch_tile(batch, channels, state_size)
-  ys, h = over_batch_tiles(recurrence, tile, u32, delta32, A32, B32, C32, h)
+    chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
+    if chunk_size < 1:
+      raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}.")
+    if scan_type in (ScanType.SEQUENTIAL, ScanType.UNROLLED):
+      recurrence = functools.partial(fused_recurrence, unrolled=scan_type is ScanType.UNROLLED,
+                                     chunk_size=chunk_size)
+    elif scan_type is ScanType.ASSOCIATIVE:
+      recurrence = scan_associative
+    else:
+      recurrence = functools.partial(scan_chunked, chunk_size=min(chunk_size, length))
+    if h0_32 is None:
+      h0_32 = jnp.zeros((batch, channels, state_size), jnp.float32)
+    tile = batch_tile(batch, channels, state_size)
+    ys, h = over_batch_tiles(recurrence, tile, u32, delta32, A32, B32, C32, h0_32)
 
   if D32 is not None:
     ys = ys + D32 * u32
