@@ -31,8 +31,11 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-struct Shape {
+// The inputs both handlers share, checked against u's shape: sizes and data pointers
+// (h0 is null when its buffer is empty: the scan starts from zeros).
+struct ScanInputs {
   int64_t batch, length, channels, state;
+  const float *u, *delta, *A, *B, *C, *h0;
 };
 
 // Denormals flushed to zero (inputs and results) while it lives, as XLA:CPU runs its own
@@ -107,27 +110,36 @@ void ForChannelRanges(int64_t channels, int64_t threads, Body body) {
   for (auto& worker : workers) worker.join();
 }
 
-ffi::Error CheckShapes(const ffi::Buffer<ffi::F32>& u, const ffi::Buffer<ffi::F32>& delta,
-                       const ffi::Buffer<ffi::F32>& A, const ffi::Buffer<ffi::F32>& B,
-                       const ffi::Buffer<ffi::F32>& C, const ffi::Buffer<ffi::F32>& h0,
-                       Shape* shape) {
+ffi::Error ReadInputs(const ffi::Buffer<ffi::F32>& u, const ffi::Buffer<ffi::F32>& delta,
+                      const ffi::Buffer<ffi::F32>& A, const ffi::Buffer<ffi::F32>& B,
+                      const ffi::Buffer<ffi::F32>& C, const ffi::Buffer<ffi::F32>& h0,
+                      ScanInputs* inputs) {
   auto u_dims = u.dimensions();
   auto a_dims = A.dimensions();
   if (u_dims.size() != 3 || a_dims.size() != 2) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "lvm_jax native scan: u must be [batch, L, D] and A [D, N]");
   }
-  *shape = Shape{u_dims[0], u_dims[1], u_dims[2], a_dims[1]};
-  const int64_t sequence = shape->batch * shape->length;
-  if (delta.element_count() != u.element_count() || a_dims[0] != shape->channels ||
-      B.element_count() != static_cast<size_t>(sequence * shape->state) ||
+  inputs->batch = u_dims[0];
+  inputs->length = u_dims[1];
+  inputs->channels = u_dims[2];
+  inputs->state = a_dims[1];
+  const int64_t sequence = inputs->batch * inputs->length;
+  if (delta.element_count() != u.element_count() || a_dims[0] != inputs->channels ||
+      B.element_count() != static_cast<size_t>(sequence * inputs->state) ||
       C.element_count() != B.element_count() ||
       (h0.element_count() != 0 &&
        h0.element_count() !=
-           static_cast<size_t>(shape->batch * shape->channels * shape->state))) {
+           static_cast<size_t>(inputs->batch * inputs->channels * inputs->state))) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "lvm_jax native scan: delta, A, B, C or h0 disagree with u's shape");
   }
+  inputs->u = u.typed_data();
+  inputs->delta = delta.typed_data();
+  inputs->A = A.typed_data();
+  inputs->B = B.typed_data();
+  inputs->C = C.typed_data();
+  inputs->h0 = h0.element_count() ? h0.typed_data() : nullptr;
   return ffi::Error::Success();
 }
 
@@ -135,15 +147,9 @@ ffi::Error ScanForward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
                        ffi::Buffer<ffi::F32> A, ffi::Buffer<ffi::F32> B,
                        ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> h0, int64_t threads,
                        ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_final) {
-  Shape s;
-  ffi::Error error = CheckShapes(u, delta, A, B, C, h0, &s);
+  ScanInputs s;
+  ffi::Error error = ReadInputs(u, delta, A, B, C, h0, &s);
   if (error.failure()) return error;
-  const float* u_ = u.typed_data();
-  const float* delta_ = delta.typed_data();
-  const float* A_ = A.typed_data();
-  const float* B_ = B.typed_data();
-  const float* C_ = C.typed_data();
-  const float* h0_ = h0.element_count() ? h0.typed_data() : nullptr;
   float* y_ = y->typed_data();
   float* h_final_ = h_final->element_count() ? h_final->typed_data() : nullptr;
   const int64_t L = s.length, D = s.channels, N = s.state;
@@ -151,19 +157,19 @@ ffi::Error ScanForward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
   ForChannelRanges(D, threads, [&](int64_t first, int64_t end, int64_t) {
     std::vector<float> h(N);
     for (int64_t d = first; d < end; ++d) {
-      const float* A_d = A_ + d * N;
+      const float* A_d = s.A + d * N;
       for (int64_t b = 0; b < s.batch; ++b) {
         const size_t state_at = (static_cast<size_t>(b) * D + d) * N;
-        if (h0_) {
-          std::memcpy(h.data(), h0_ + state_at, N * sizeof(float));
+        if (s.h0) {
+          std::memcpy(h.data(), s.h0 + state_at, N * sizeof(float));
         } else {
           std::fill(h.begin(), h.end(), 0.0f);
         }
         for (int64_t t = 0; t < L; ++t) {
           const size_t at = (static_cast<size_t>(b) * L + t) * D + d;
-          const float* B_t = B_ + (static_cast<size_t>(b) * L + t) * N;
-          const float* C_t = C_ + (static_cast<size_t>(b) * L + t) * N;
-          const float step = delta_[at], drive = step * u_[at];
+          const float* B_t = s.B + (static_cast<size_t>(b) * L + t) * N;
+          const float* C_t = s.C + (static_cast<size_t>(b) * L + t) * N;
+          const float step = s.delta[at], drive = step * s.u[at];
           float out = 0.0f;
 #pragma omp simd reduction(+ : out)
           for (int64_t n = 0; n < N; ++n) {
@@ -186,8 +192,8 @@ ffi::Error ScanBackward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
                         ffi::ResultBuffer<ffi::F32> du, ffi::ResultBuffer<ffi::F32> ddelta,
                         ffi::ResultBuffer<ffi::F32> dA, ffi::ResultBuffer<ffi::F32> dB,
                         ffi::ResultBuffer<ffi::F32> dC, ffi::ResultBuffer<ffi::F32> dh0) {
-  Shape s;
-  ffi::Error error = CheckShapes(u, delta, A, B, C, h0, &s);
+  ScanInputs s;
+  ffi::Error error = ReadInputs(u, delta, A, B, C, h0, &s);
   if (error.failure()) return error;
   const int64_t L = s.length, D = s.channels, N = s.state;
   const size_t sequence_state = static_cast<size_t>(s.batch) * L * N;
@@ -197,12 +203,6 @@ ffi::Error ScanBackward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "lvm_jax native scan: the cotangents disagree with u's shape");
   }
-  const float* u_ = u.typed_data();
-  const float* delta_ = delta.typed_data();
-  const float* A_ = A.typed_data();
-  const float* B_ = B.typed_data();
-  const float* C_ = C.typed_data();
-  const float* h0_ = h0.element_count() ? h0.typed_data() : nullptr;
   const float* gy_ = gy.typed_data();
   const float* gh_ = gh.element_count() ? gh.typed_data() : nullptr;
   float* du_ = du->typed_data();
@@ -221,19 +221,19 @@ ffi::Error ScanBackward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
     // states[t] is h_{t-1} (states[0] = h0); decays[t] = exp(delta_t * A).
     std::vector<float> states((L + 1) * N), decays(L * N), dh(N), dA_d(N);
     for (int64_t d = first; d < end; ++d) {
-      const float* A_d = A_ + d * N;
+      const float* A_d = s.A + d * N;
       std::fill(dA_d.begin(), dA_d.end(), 0.0f);
       for (int64_t b = 0; b < s.batch; ++b) {
         const size_t state_at = (static_cast<size_t>(b) * D + d) * N;
-        if (h0_) {
-          std::memcpy(states.data(), h0_ + state_at, N * sizeof(float));
+        if (s.h0) {
+          std::memcpy(states.data(), s.h0 + state_at, N * sizeof(float));
         } else {
           std::fill(states.begin(), states.begin() + N, 0.0f);
         }
         for (int64_t t = 0; t < L; ++t) {  // recompute the states
           const size_t at = (static_cast<size_t>(b) * L + t) * D + d;
-          const float* B_t = B_ + (static_cast<size_t>(b) * L + t) * N;
-          const float step = delta_[at], drive = step * u_[at];
+          const float* B_t = s.B + (static_cast<size_t>(b) * L + t) * N;
+          const float step = s.delta[at], drive = step * s.u[at];
           const float* before = states.data() + t * N;
           float* after = states.data() + (t + 1) * N;
           float* decay = decays.data() + t * N;
@@ -251,11 +251,11 @@ ffi::Error ScanBackward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
         for (int64_t t = L - 1; t >= 0; --t) {  // dh holds dL/dh_t from the later steps
           const size_t at = (static_cast<size_t>(b) * L + t) * D + d;
           const size_t row = (static_cast<size_t>(b) * L + t) * N;
-          const float* B_t = B_ + row;
-          const float* C_t = C_ + row;
+          const float* B_t = s.B + row;
+          const float* C_t = s.C + row;
           float* dB_t = dB_w + row;
           float* dC_t = dC_w + row;
-          const float g = gy_[at], step = delta_[at], input = u_[at], drive = step * input;
+          const float g = gy_[at], step = s.delta[at], input = s.u[at], drive = step * input;
           const float* before = states.data() + t * N;
           const float* after = states.data() + (t + 1) * N;
           const float* decay = decays.data() + t * N;

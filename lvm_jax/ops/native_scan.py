@@ -10,13 +10,13 @@ native_scan.cc with the machine's C++ compiler ($CXX, else g++) against the
 FFI headers of the installed jaxlib, into a cache keyed by the source, the
 compiler, the flags, jaxlib and the CPU, so later processes load it at once.
 The cache is $LVM_JAX_NATIVE_CACHE, else $XDG_CACHE_HOME/lvm_jax/native, else
-~/.cache/lvm_jax/native. `available()` says why the kernel cannot be used (no
-compiler, a failed build); "auto" then keeps to the XLA modes, with one warning.
+~/.cache/lvm_jax/native. `unavailable_reason()` says why the kernel cannot be
+used (no compiler, a failed build); "auto" then keeps to the XLA modes, with one
+warning.
 
-Two compile choices matter for numerics: -ffast-math lets the exponentials
-vectorise (glibc's libmvec), but the library is linked in a separate step
-without it, because GCC links crtfastmath.o into a -ffast-math shared library,
-which would switch the whole process to flush denormals to zero when loaded.
+No -ffast-math: GCC links a -ffast-math shared library with code that switches
+the whole process to flush denormals when it is loaded. The kernel has its own
+vectorisable exp instead, and flushes denormals only inside its own threads.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ SOURCE = pathlib.Path(__file__).with_name("native_scan.cc")
 FORWARD_TARGET = "lvm_jax_scan_forward"
 BACKWARD_TARGET = "lvm_jax_scan_backward"
 COMPILE_FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffp-contract=fast", "-fno-trapping-math",
-                 "-fno-math-errno", "-fopenmp-simd",
-                 "-fPIC", "-w")
+                 "-fno-math-errno", "-fopenmp-simd", "-fPIC", "-w")
 LINK_FLAGS = ("-shared",)
 BUILD_TIMEOUT_S = 300
 CACHE_ENV = "LVM_JAX_NATIVE_CACHE"
@@ -182,9 +181,7 @@ def _require_loaded():
 # multiple of the vector width.
 SELF_CHECK_CASES = ((3, 9, 7, 6, None, True), (3, 5, 5, 20, None, False))
 SELF_CHECK_TOLERANCE = 1e-4
-
-
-PASSED_MARKER = "self_check_passed"
+PASSED_MARKER = "self_check_passed"  # a file beside the library: its self-check passed
 
 
 def self_check() -> Optional[str]:

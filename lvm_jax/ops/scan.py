@@ -82,7 +82,8 @@ CONCRETE_MODES = tuple(m for m in MODES if m != ScanType.AUTO.value)
 # and "native" only on CPU.
 XLA_MODES = tuple(m for m in CONCRETE_MODES if m not in ("pallas", "native"))
 # The fused kernels "auto" picks after their self-check: platform -> mode.
-KERNEL_MODES = {"cpu": "native", **{gpu: "pallas" for gpu in ("gpu", "cuda", "rocm")}}
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+KERNEL_MODES = {"cpu": "native", **{gpu: "pallas" for gpu in GPU_PLATFORMS}}
 # Straight-line code up to this length; beyond it the unrolled backward keeps all
 # L states live and loses to "sequential" (benchmarks/results/x86_64-2cpu/scan_bench.json,
 # train_bench.json vs train_bench_sequential.json).
@@ -135,8 +136,6 @@ def resolve_scan_type(mode, length: int, platform: Optional[str] = None, *,
     return ScanType(KERNEL_MODES[platform])
   return _xla_auto(length, platform)
 
-
-GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
 
 def _xla_auto(length: int, platform: str) -> ScanType:
