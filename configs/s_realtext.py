@@ -43,7 +43,7 @@ model (d_model 256, 4 blocks) were tried and do not win on validation; they stay
 Fine-tune a trained run on your own text: --config.train.init_from=pretrained/<name>.
 """
 
-from lvm_jax.config_base import base_config, shrink_to_tiny
+from lvm_jax.config_base import base_config, shrink_to_tiny, unknown_argument
 
 ARGUMENTS = ("cpu", "tiny", "finetune")
 PRETRAINED = "pretrained/debian_docs_minilm"  # relative to the repository root
@@ -72,8 +72,7 @@ def get_config(arg=None):
   "finetune" for "cpu" starting from the shipped pretrained model (384-d MiniLM vectors)."""
   config = base_config()
   if arg not in (None,) + ARGUMENTS:
-    raise ValueError(f"{__file__}: unknown config argument {arg!r}; use one of {ARGUMENTS} or "
-                     "none.")
+    raise unknown_argument(__file__, arg, ARGUMENTS)
   if arg == "tiny":
     shrink_to_tiny(config)
     recipe(config)

@@ -10,10 +10,13 @@ command to resume.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import os
+import re
 import sys
+from typing import Iterable, List, Optional
 
 from absl import app, flags
 
@@ -100,13 +103,184 @@ def exits_cleanly_on_user_errors(main):
   return wrapped
 
 
+def did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+  """" Did you mean <prefix><closest>?" for the closest valid name, or "" when none is close."""
+  close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+  return f" Did you mean {prefix}{close[0]}?" if close else ""
+
+
+def _config_argument(argv: List[str], root: str) -> Optional[str]:
+  """The value of --<root>=... in argv (the config file and its argument), or None."""
+  found = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith(f"--{root}=")]
+  return found[-1] if found else None
+
+
+def _config_of(values: flags.FlagValues, root: str, argv: List[str]):
+  """The ConfigDict of the config flag `root`, loaded again from argv when the parse failed
+  before setting it (ml_collections applies the overrides while parsing the file's flag);
+  None when `root` is no config flag or its file does not load (reported on its own)."""
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  if root not in values:
+    return None
+  try:
+    config = values[root].value
+    if config is None and _config_argument(argv, root) is not None:
+      config = values[root].parser.parse(_config_argument(argv, root))
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return config if isinstance(config, ConfigDict) else None
+
+
+def _leaf_paths(config, prefix: str = "") -> List[str]:
+  """Every field of a ConfigDict as a dotted path (the closest match may sit in a group)."""
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  paths = []
+  for key, value in config.items():
+    path = prefix + key
+    paths += _leaf_paths(value, path + ".") if isinstance(value, ConfigDict) else [path]
+  return paths
+
+
+def _unloadable_config(values: flags.FlagValues, argv: List[str]) -> Optional[str]:
+  """The message for a config flag whose file did not load (ml_collections defers the error
+  to the first use of the config), else None."""
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  from ml_collections.config_flags.config_flags import ConfigFileFlagParser  # pylint: disable=g-import-not-at-top
+  for name in values:
+    flag = values[name]
+    if (not isinstance(flag.parser, ConfigFileFlagParser) or flag.value is None
+        or isinstance(flag.value, ConfigDict)):
+      continue
+    try:
+      flag.value.keys()
+      continue
+    except Exception as error:  # pylint: disable=broad-except
+      lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+      reason = next((line for line in lines if "Errno" in line), lines[-1])
+    return (f"--{name}={_config_argument(argv, name)}: the config file does not load: "
+            f"{reason}. Fix: pass a file of configs/, e.g. --{name}=configs/s_realtext.py:tiny.")
+  return None
+
+
+def _missing_field(argv: List[str], values: flags.FlagValues) -> Optional[str]:
+  """The message for the first --<config>.<path>=... whose path is not a field, else None."""
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  for arg in argv[1:]:
+    name = arg.lstrip("-").split("=", 1)[0]
+    root, _, path = name.partition(".")
+    config = _config_of(values, root, argv) if arg.startswith("--") and path else None
+    if config is None:
+      continue
+    node, walked = config, []
+    for part in path.split("."):
+      if isinstance(node, ConfigDict) and part in node:
+        node, walked = node[part], walked + [part]
+        continue
+      where = ".".join(walked)
+      if not isinstance(node, ConfigDict):
+        return (f"{arg}: config field {where} is a value ({node!r}), not a group with fields. "
+                f"Fix: pass --{root}.{where}=<value>.")
+      fields = sorted(node.keys())
+      group = f"{root}.{where}" if where else root
+      hint = (did_you_mean(part, fields, group + ".") or
+              did_you_mean(part, _leaf_paths(config), root + "."))
+      return (f"{arg}: config field {'.'.join(walked + [part])} does not exist in "
+              f"{_config_argument(argv, root) or '--' + root}.{hint} Fix: pass one of "
+              f"{group}'s fields: {', '.join(fields)}.")
+  return None
+
+
+def _field_type(values: flags.FlagValues, name: str, argv: List[str]) -> str:
+  """" (a float; default 0.001)" for a config field `name` (root.path), else ""."""
+  root, _, path = name.partition(".")
+  node = _config_of(values, root, argv) if path else None
+  try:
+    for part in path.split("."):
+      node = node[part]
+  except Exception:  # pylint: disable=broad-except
+    return ""
+  return "" if node is None else f" (it takes {type(node).__name__} values; default {node!r})"
+
+
+def flag_error_message(error: Exception, argv: List[str], values: flags.FlagValues) -> str:
+  """One line for a flag or config-override error: the flag or field, what it expects, the
+  closest valid name, and the fix."""
+  missing = _missing_field(argv, values)
+  if missing:
+    return missing
+  if isinstance(error, flags.UnrecognizedFlagError):
+    name = error.flagname
+    return (f"unknown flag --{name}.{did_you_mean(name, values, '--')} Fix: correct or drop "
+            "it (--help lists the flags).")
+  text = str(error)
+  if "Traceback (most recent call last)" in text:  # the config file raised: its last line
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    flag = re.match(r"flag (--[^=]+=\S+?): ", text)
+    reason = re.sub(r"^[A-Za-z_.]*(Error|Exception): ", "", last)
+    return f"{flag.group(1)}: {reason}" if flag else reason
+  problems = re.findall(r"^flag --([^=]+)=(.*?): (.*)$", text, flags=re.MULTILINE)
+  required = [name for name, _, detail in problems if "must have a value other than None" in detail]
+  if required:
+    wanted = "; ".join(f"--{name}: {values[name].help.rstrip('.')}" for name in required)
+    return (f"missing required flag{'s' if len(required) > 1 else ''} "
+            f"{', '.join('--' + name for name in required)} ({wanted}). Fix: pass "
+            f"{'them' if len(required) > 1 else 'it'}.")
+  if problems:
+    name, value, detail = problems[0]
+    if "." in name and _config_of(values, name.partition(".")[0], argv) is not None:
+      return (f"--{name}={value}: config field {name.partition('.')[2]} cannot take {value!r}"
+              f"{_field_type(values, name, argv)}: {detail}. Fix: pass --{name}=<a value of that "
+              "type>.")
+    return (f"--{name}={value}: {detail}. --{name} takes: {values[name].help.rstrip('.')}. "
+            f"Fix: pass --{name}=<a value of that kind>." if name in values else
+            f"--{name}={value}: {detail}.")
+  return " ".join(text.split())
+
+
+def unexpected_arguments(argv: List[str]) -> str:
+  """The message for words after the flags of a CLI whose every input is a --flag."""
+  return (f"unexpected argument{'s' if len(argv) > 2 else ''} {' '.join(argv[1:])!r}: every "
+          "input is a --flag=value. Fix: drop it, or write it as a flag (--help lists them).")
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+  """app.run's flags parser: a flag or config-override error is one `error:` line and exit 2
+  (absl prints "FATAL Flags parsing error" and exits 1; ml_collections raises a traceback)."""
+  values = flags.FLAGS
+  try:
+    leftover = values(argv)
+  except Exception as error:  # pylint: disable=broad-except  (every parse failure is bad input)
+    if "--verbose" in argv:
+      raise
+    print(f"error: {flag_error_message(error, argv, values)}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+  unloadable = _unloadable_config(values, argv)
+  if unloadable:
+    print(f"error: {unloadable}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+  return leftover
+
+
 def run(main, **kwargs) -> None:
-  """absl's app.run, but asking for --help is a success: absl prints the usage and exits 1,
-  which scripts and CI read as a failure."""
+  """absl's app.run with flag errors and app.UsageError as one `error:` line and exit 2, and
+  asking for --help a success: absl prints the usage and exits 1, which scripts and CI read as
+  a failure."""
   argv = kwargs.get("argv") or sys.argv
   asked_for_help = any(arg in HELP_FLAGS for arg in argv[1:])
+
+  @functools.wraps(main)
+  def main_with_usage_errors(argv):
+    try:
+      return main(argv)
+    except app.UsageError as error:
+      if flags.FLAGS.verbose:
+        raise
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(EXIT_BAD_INPUT)
+
+  kwargs.setdefault("flags_parser", parse_flags)
   try:
-    app.run(main, **kwargs)
+    app.run(main_with_usage_errors, **kwargs)
   except SystemExit as exit_:
     if asked_for_help and exit_.code == 1:
       sys.exit(0)

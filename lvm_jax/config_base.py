@@ -184,9 +184,15 @@ def apply_argument(config: ml_collections.ConfigDict, arg, config_file: str,
     shrink_to_tiny(config)
     config.model.update(tiny_model)
   elif arg:
-    raise ValueError(f"{config_file}: unknown config argument {arg!r}; use one of "
-                     f"{VARIANT_ARGUMENTS} or none.")
+    raise unknown_argument(config_file, arg, VARIANT_ARGUMENTS)
   return config
+
+
+def unknown_argument(config_file: str, arg: str, valid) -> ValueError:
+  """The error for `--config=FILE:arg` with an argument FILE does not know."""
+  from lvm_jax.cli import did_you_mean  # pylint: disable=g-import-not-at-top
+  return ValueError(f"{config_file}: unknown config argument {arg!r}.{did_you_mean(arg, valid)} "
+                    f"Fix: use one of {', '.join(valid)}, or none (--config={config_file}).")
 
 
 def shrink_to_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -12,8 +12,8 @@ from numbers import Number
 import ml_collections
 
 from lvm_jax.models.projection import HEAD_KINDS
-from lvm_jax.config_base import (BEST_MODES, MATMUL_PRECISIONS, NEGATIVES, PARALLEL, POSITIONS,
-                                 Positions)
+from lvm_jax.config_base import (BEST_MODES, MATMUL_PRECISIONS, MODEL_SIZES, NEGATIVES, PARALLEL,
+                                 POSITIONS, Positions)
 
 
 class ConfigError(ValueError):
@@ -70,6 +70,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field in ("train.warmup_steps", "train.early_stopping_patience", "data.prefetch",
                 "data.vector_dim", "train.smoke_gate_epoch"):
     _number(config, field, low=0, integer=True)
+  for size in MODEL_SIZES + ("residual_max_lag",):  # None: the variant's default
+    if config.model.get(size) is not None:
+      _number(config, f"model.{size}", low=1, integer=True)
+  for field in ("data.synthetic.num_articles", "data.synthetic.dim"):
+    _number(config, field, low=1, integer=True)
   _number(config, "train.learning_rate", low=0, low_open=True, high=1)
   _number(config, "train.weight_decay", low=0)
   _number(config, "train.final_lr_fraction", low=0, high=1)

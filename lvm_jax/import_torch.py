@@ -103,7 +103,7 @@ def import_checkpoint(src: str, workdir: str, *, trust_pickle: bool = False,
 @cli.exits_cleanly_on_user_errors
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise app.UsageError(cli.unexpected_arguments(argv))
   checkpoint.quiet_orbax_logs()
   config = flags.FLAGS
   import_checkpoint(config.src, config.workdir, trust_pickle=config.trust_pickle,

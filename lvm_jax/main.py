@@ -1,9 +1,10 @@
-"""The main job: `python -m lvm_jax.main --config=configs/s_contrastive.py --workdir=runs/s`.
+"""The main job: `python -m lvm_jax.main --config=configs/s_realtext.py:tiny --workdir=RUN/t`.
 
-Parses flags, picks the backend before JAX starts, and calls
-`train.train_and_evaluate(config, workdir)`. Running it again on the same
+Parses flags, checks every config value, picks the backend before JAX starts, and
+calls `train.train_and_evaluate(config, workdir)`. Running it again on the same
 workdir resumes from the latest checkpoint. Bad input or config ends with one
-`error:` line and exit 2 (`--verbose` shows the traceback).
+`error:` line and exit 2 (`--verbose` shows the traceback). Nothing here imports
+JAX before the flags are parsed, so `--help` and a mistyped flag answer at once.
 """
 
 import sys
@@ -11,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lvm_jax import backend, checkpoint, cli, multihost
+from lvm_jax import backend, cli, multihost
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -26,14 +27,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 @cli.exits_cleanly_on_user_errors
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  checkpoint.quiet_orbax_logs()
+    raise app.UsageError(cli.unexpected_arguments(argv))
   config = FLAGS.config
   if FLAGS.backend:
     with config.unlocked():
       config.backend = FLAGS.backend
   backend.initialize(config.backend)
-  from lvm_jax import train  # pylint: disable=g-import-not-at-top  (after the backend is set)
+  # After the backend is set: these import JAX.
+  from lvm_jax import checkpoint, config_checks, train  # pylint: disable=g-import-not-at-top
+  config_checks.check_config(config)  # before anything is read, generated or compiled
+  checkpoint.quiet_orbax_logs()
   with multihost.failures_end_the_process(FLAGS.verbose):  # multi-process: no shutdown hang
     try:
       summary = train.train_and_evaluate(config, FLAGS.workdir)

@@ -170,7 +170,9 @@ def plot_history(run: Dict, path: str) -> Optional[str]:
 @cli.exits_cleanly_on_user_errors
 def main(argv) -> None:
   if len(argv) != 2:
-    raise app.UsageError("usage: python -m lvm_jax.status WORKDIR")
+    raise app.UsageError(f"python -m lvm_jax.status takes one argument, the run's WORKDIR (the "
+                         f"--workdir given to python -m lvm_jax.main), not {len(argv) - 1}. Fix: "
+                         "python -m lvm_jax.status RUN/realtext_tiny.")
   workdir = Workdir(argv[1])
   run = read_run(workdir)
   print("\n".join(summarize(run)))

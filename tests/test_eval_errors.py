@@ -83,7 +83,7 @@ CASES = [
     ("truncated NPZ", ["--eval-npz", "{truncated_npz}"], 2, ["{truncated_npz}"]),
     ("missing checkpoint", ["--checkpoint", "{missing}"], 2, ["{missing}", "does not exist"]),
     ("a directory that is no workdir", ["--checkpoint", "{dir}"], 2, ["not a training workdir"]),
-    ("unknown flag", ["--bogus", "1"], 2, ["Unknown command line flag 'bogus'"]),
+    ("unknown flag", ["--bogus", "1"], 2, ["unknown flag --bogus. Fix: correct or drop it (--help lists the flags)."]),
     ("shard-assist on", ["--shard-assist", "true"], 2, ["shard-assist is not available"]),
     ("another embedder", ["--eval-npz", "{other_embedder}", "--payload", "{payload}"], 2,
      ["provenance", "embedder_id"]),

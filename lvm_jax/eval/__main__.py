@@ -127,7 +127,11 @@ def parse_flags(argv: List[str]) -> flags.FlagValues:
   """argv without the program name -> parsed flags; raises flags.Error on bad flags."""
   values = flags.FlagValues()
   define_flags(values)
-  leftover = values(["lvm_jax.eval"] + list(argv))
+  full_argv = ["lvm_jax.eval"] + list(argv)
+  try:
+    leftover = values(full_argv)
+  except flags.Error as error:
+    raise flags.Error(cli.flag_error_message(error, full_argv, values)) from error
   if len(leftover) > 1:
     raise flags.Error(f"unexpected arguments {leftover[1:]} (every input is a --flag)")
   if values.checkpoint is None:

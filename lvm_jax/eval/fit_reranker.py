@@ -99,7 +99,8 @@ def main(argv) -> None:
   del argv
   f = flags.FLAGS
   if not f.checkpoint:
-    raise app.UsageError("--checkpoint is required (the training workdir).")
+    raise app.UsageError("--checkpoint is required: the training workdir (the --workdir given "
+                         "to python -m lvm_jax.main). Fix: pass --checkpoint RUN/realtext_tiny.")
   backend.initialize("cpu")
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top

@@ -9,6 +9,12 @@
               (lvm_jax.evaluators) run after each epoch
 """
 
-from lvm_jax.train.loop import NonFiniteLossError, train_and_evaluate
-
 __all__ = ["NonFiniteLossError", "train_and_evaluate"]
+
+
+def __getattr__(name):
+  """The loop's names, imported at first use: `status` reads hooks without importing JAX."""
+  if name in __all__:
+    from lvm_jax.train import loop  # pylint: disable=g-import-not-at-top
+    return getattr(loop, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

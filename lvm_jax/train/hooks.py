@@ -13,7 +13,6 @@ import os
 from typing import Dict, List, Optional
 
 from absl import logging
-from flax.training import early_stopping
 
 from lvm_jax import atomic, multihost
 from lvm_jax.workdir import Workdir
@@ -124,13 +123,13 @@ class MetricWriter:
 NEVER = 2**62  # a patience no run reaches
 
 
-def early_stopping_from(history: History, metric: str, mode: str,
-                        patience: int) -> early_stopping.EarlyStopping:
+def early_stopping_from(history: History, metric: str, mode: str, patience: int):
   """flax's EarlyStopping (which minimises), replayed over the epochs already run.
 
   `patience` epochs in a row without a gain stop the run, as in the reference (flax
   stops when its count exceeds its patience, hence patience - 1); 0 never stops.
   """
+  from flax.training import early_stopping  # pylint: disable=g-import-not-at-top  (status: no JAX)
   flax_patience = patience - 1 if patience > 0 else NEVER
   stopper = early_stopping.EarlyStopping(patience=flax_patience, min_delta=0.0)
   for entry in history.entries:
@@ -139,14 +138,13 @@ def early_stopping_from(history: History, metric: str, mode: str,
   return stopper
 
 
-def should_stop(stopper: early_stopping.EarlyStopping) -> bool:
+def should_stop(stopper) -> bool:
   """Process 0's early-stopping decision, on every process: all stop at the same epoch even
   where their metrics differ (a process that stopped alone would leave the rest waiting)."""
   return multihost.agree(bool(stopper.should_stop), "early stopping")
 
 
-def update_early_stopping(stopper: early_stopping.EarlyStopping, value: float,
-                          mode: str) -> early_stopping.EarlyStopping:
+def update_early_stopping(stopper, value: float, mode: str):
   return stopper.update(_minimised(value, mode))
 
 
