@@ -47,8 +47,11 @@ def main(argv):
       print(f"error: {error}", file=sys.stderr)
       sys.exit(1)
   multihost.finish()  # the others may now see this process end without alarm
-  logging.info("Done: best %s %.4f after %d epochs; workdir %s", summary["best_metric"],
-               summary["best"], len(summary["history"]), FLAGS.workdir)
+  from lvm_jax.train import hooks  # pylint: disable=g-import-not-at-top
+  ended = hooks.how_it_ended(summary["history"], config.train) or (
+      f"{len(summary['history'])} epochs; best {summary['best_metric']} {summary['best']:.4f}")
+  logging.info("Done: %s. Workdir %s (python -m lvm_jax.status %s)", ended, FLAGS.workdir,
+               FLAGS.workdir)
 
 
 if __name__ == "__main__":

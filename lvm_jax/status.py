@@ -106,21 +106,22 @@ def summarize(run: Dict) -> List[str]:
     if passed is None:
       verdict = "not reached" if entry is None else f"{gate.metric} not recorded"
     else:
-      verdict = f"{'PASSED' if passed else 'MISSED'} ({entry[gate.metric]:.4f})"
+      verdict = (f"PASSED ({entry[gate.metric]:.4f})" if passed else
+                 f"MISSED ({entry[gate.metric]:.4f}; {hooks.SMOKE_GATE_NOTE})")
     lines.append(f"smoke gate {gate.metric} >= {gate.minimum:.2f} at epoch {gate_epoch}: {verdict}")
   last = history[-1]
   lines.append(f"speed {last.get('sequences_per_s', float('nan')):.1f} sequences/s, "
                f"{last.get('time', float('nan')):.1f} s per epoch (last epoch)")
-  if num_epochs and len(history) < num_epochs:
-    if run.get("running", True):
-      mean_time = sum(h.get("time", 0.0) for h in history) / len(history)
-      lines.append(f"running: ETA {(num_epochs - len(history)) * mean_time / 60:.1f} min for "
-                   f"{num_epochs - len(history)} more epoch(s), unless early stopping ends it")
-    else:
-      lines.append(f"not running: stopped after {len(history)} of {num_epochs} epochs (early "
-                   "stopping, or the run was interrupted; rerun the same command to resume)")
+  ended = hooks.how_it_ended(history, train)
+  if run.get("running", True) and num_epochs and len(history) < num_epochs:
+    mean_time = sum(h.get("time", 0.0) for h in history) / len(history)
+    lines.append(f"running: ETA {(num_epochs - len(history)) * mean_time / 60:.1f} min for "
+                 f"{num_epochs - len(history)} more epoch(s), unless early stopping ends it")
+  elif ended:
+    lines.append(f"finished: {ended}")
   else:
-    lines.append("finished")
+    lines.append(f"not running: interrupted after {len(history)} of {num_epochs} epochs; rerun "
+                 "the same command to resume")
   steps = run["checkpoint_steps"]
   lines.append(f"checkpoints: steps {steps}" if steps else "checkpoints: none yet")
   return lines

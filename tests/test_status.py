@@ -46,3 +46,20 @@ def test_cli_runs_and_fails_cleanly(finished_run_copy, tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1] == (
       f"error: {tmp_path / 'none'}: does not exist. Fix: pass the --workdir of a run.")
+
+
+def _run_of(values, num_epochs, patience):
+  history = [{"epoch": epoch, "step": epoch * 10, "val_cosine": value, "time": 1.0}
+             for epoch, value in enumerate(values, 1)]
+  return {"config": {"model": {"name": "mamba_s"},
+                     "train": {"num_epochs": num_epochs, "early_stopping_patience": patience}},
+          "history": history, "baselines": {}, "checkpoint_steps": [10], "running": False}
+
+
+def test_status_says_why_a_stopped_run_ended():
+  early = status.summarize(_run_of([0.1, 0.3, 0.2, 0.25], num_epochs=20, patience=2))
+  assert ("finished: early stopping at epoch 4 of 20: val_cosine did not improve for 2 epochs "
+          "(train.early_stopping_patience=2); best val_cosine 0.3000 at epoch 2") in early
+  interrupted = status.summarize(_run_of([0.1, 0.3, 0.2], num_epochs=20, patience=2))
+  assert ("not running: interrupted after 3 of 20 epochs; rerun the same command to resume"
+          in interrupted)

@@ -83,3 +83,38 @@ def test_history_best_entry_is_what_status_reads():
   assert history.best_entry("absent") is None and history.at_epoch(3) == {"epoch": 3, "step": 3}
   with pytest.raises(ValueError, match="read-only"):
     history.append({"epoch": 4, "step": 4})
+
+
+def _entries(values):
+  return [{"epoch": epoch, "step": epoch * 10, "val_cosine": value}
+          for epoch, value in enumerate(values, 1)]
+
+
+TRAIN = {"best_metric": "val_cosine", "best_mode": "max", "early_stopping_patience": 2,
+         "num_epochs": 10}
+
+
+def test_how_it_ended_names_early_stopping_its_patience_and_the_best_epoch():
+  assert hooks.how_it_ended(_entries([0.1, 0.3, 0.2, 0.25]), TRAIN) == (
+      "early stopping at epoch 4 of 10: val_cosine did not improve for 2 epochs "
+      "(train.early_stopping_patience=2); best val_cosine 0.3000 at epoch 2")
+
+
+def test_how_it_ended_tells_a_full_run_from_an_interrupted_one():
+  assert hooks.how_it_ended(_entries([0.1] + [0.2] * 9), TRAIN) == (
+      "all 10 epochs ran; best val_cosine 0.2000 at epoch 2")
+  # One epoch without a gain is within the patience: the run was stopped from outside.
+  assert hooks.how_it_ended(_entries([0.1, 0.3, 0.2]), TRAIN) is None
+  assert hooks.how_it_ended(_entries([0.1, 0.3, 0.2, 0.25]),
+                            {**TRAIN, "early_stopping_patience": 0}) is None
+
+
+def test_epoch_line_is_short_and_points_to_the_full_record():
+  entry = {"epoch": 3, "step": 30, "train_loss": 3.21749, "val_cosine": 0.5, "val_r1": 0.1,
+           "val_r5_excl": 0.688, "val_r5_excl_margin": -0.01647,
+           "val_r5_excl_margin_low": -0.04119, "val_r5_excl_margin_high": 0.005489,
+           "lr": 0.002, "time": 1.149}
+  assert hooks.epoch_line(entry) == (
+      "epoch 3: train_loss=3.2175 val_cosine=0.5000 val_r5_excl=0.6880 "
+      "val_r5_excl_margin=-0.0165 [-0.0412, +0.0055] (1.1 s; 5 more metrics in history.json "
+      "and TensorBoard)")

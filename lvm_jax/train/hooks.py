@@ -17,6 +17,9 @@ from absl import logging
 from lvm_jax import atomic, multihost
 from lvm_jax.workdir import Workdir
 
+# The metrics of the per-epoch log line; every metric goes to history.json and TensorBoard.
+EPOCH_LINE_METRICS = ("train_loss", "val_cosine", "val_r5_excl", "val_r5_excl_margin")
+
 
 class History:
   """history.json: one entry per epoch, rewritten atomically after each."""
@@ -106,8 +109,7 @@ class MetricWriter:
       return {}
     entry = {"epoch": epoch, "step": step, **{history_key(t): v for t, v in scalars.items()}}
     self.history.append(entry)
-    logging.info("epoch %d: %s", epoch, " ".join(
-        f"{key}={value:.4g}" for key, value in entry.items() if key not in ("epoch", "step")))
+    logging.info("%s", epoch_line(entry))
     self.flush()
     return entry
 
@@ -118,6 +120,20 @@ class MetricWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+def epoch_line(entry: Dict) -> str:
+  """A few metrics of an epoch (the margin with its interval), for the log; the rest are
+  counted and left to history.json and TensorBoard."""
+  shown = []
+  for key in EPOCH_LINE_METRICS:
+    if key in entry:
+      interval = (f" [{entry[key + '_low']:+.4f}, {entry[key + '_high']:+.4f}]"
+                  if key + "_low" in entry and key + "_high" in entry else "")
+      shown.append(f"{key}={entry[key]:.4f}{interval}")
+  hidden = len(entry) - 2 - len(shown)
+  return (f"epoch {entry['epoch']}: {' '.join(shown)} ({entry.get('time', float('nan')):.1f} s; "
+          f"{hidden} more metrics in history.json and TensorBoard)")
 
 
 NEVER = 2**62  # a patience no run reaches
@@ -152,6 +168,32 @@ def _minimised(value: float, mode: str) -> float:
   return -value if mode == "max" else value
 
 
+def how_it_ended(entries: List[Dict], train) -> Optional[str]:
+  """Why a run that no longer runs ended, from its history and config.train (a dict or
+  ConfigDict): early stopping (the epoch, the patience, the best metric and its epoch) or every
+  epoch run; None when neither (it was interrupted: rerunning resumes it). The loop's last line
+  and `status` both say this."""
+  metric, mode = train.get("best_metric", "val_cosine"), train.get("best_mode", "max")
+  patience, num_epochs = train.get("early_stopping_patience", 0), train.get("num_epochs")
+  history = History.of(entries)
+  best = history.best_entry(metric, mode)
+  best_text = (f"best {metric} {best[metric]:.4f} at epoch {best['epoch']}" if best else
+               f"no {metric} recorded")
+  if not entries or not num_epochs:
+    return None
+  if len(entries) >= num_epochs:
+    return f"all {num_epochs} epochs ran; {best_text}"
+  if early_stopping_from(history, metric, mode, patience).should_stop:
+    return (f"early stopping at epoch {entries[-1]['epoch']} of {num_epochs}: {metric} did not "
+            f"improve for {patience} epochs (train.early_stopping_patience={patience}); "
+            f"{best_text}")
+  return None
+
+
+SMOKE_GATE_NOTE = ("a progress check, not a failure: training goes on and the best checkpoint "
+                   "is kept (train.smoke_gate_epoch=0 turns it off)")
+
+
 class SmokeGate:
   """An epoch-N gate (the reference's was val_cosine >= 0.50 at epoch 2; the default config's
   is val_r5_excl_margin >= 0: not behind the best baseline), reported PASSED / MISSED."""
@@ -175,8 +217,9 @@ class SmokeGate:
     if self.metric + "_low" in metrics:
       interval = (f", 95% interval [{metrics[self.metric + '_low']:+.4f}, "
                   f"{metrics[self.metric + '_high']:+.4f}]")
-    logging.info("Epoch-%d smoke gate %s >= %.2f: %s (%.4f%s)", epoch, self.metric, self.minimum,
-                 "PASSED" if self.passed else "MISSED", metrics[self.metric], interval)
+    logging.info("Epoch-%d smoke gate %s >= %.2f: %s (%.4f%s)%s", epoch, self.metric,
+                 self.minimum, "PASSED" if self.passed else "MISSED", metrics[self.metric],
+                 interval, "" if self.passed else f"; {SMOKE_GATE_NOTE}")
     return self.passed
 
 
