@@ -111,6 +111,20 @@ def test_reranker_rows_follow_the_reference_defaults_and_turn_off(eval_workdir, 
   assert "model+" not in capsys.readouterr().out
 
 
+def test_without_gate_flags_the_eval_reports_and_exits_0(eval_workdir, capsys):
+  """The README's command (no --gate_* flag) judges no gate, though this untrained model fails
+  the reference's: those apply only when asked for, as the reference's own command does."""
+  command = ["--checkpoint", eval_workdir, "--latency-queries", "5", "--exclude-context"]
+  assert eval_cli.main(command) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[-1] == ("gates: none asked for, so none judged (exit 0). The reference's: "
+                       "--gate_contain50 0.6 --gate_eff5 0.68 --gate_r5 0.4 --gate_p95 1.45 "
+                       "(docs/eval_reference.md).")
+  assert eval_cli.main(command + ["--gate-contain50", "0.6", "--gate-eff5", "0.68", "--gate-r5",
+                                  "0.4", "--gate-p95", "1.45"]) == 1
+  assert "| R@5 | " in capsys.readouterr().out
+
+
 def test_cli_exits_1_when_a_gate_fails(eval_workdir, capsys):
   code = eval_cli.main(["--checkpoint", eval_workdir, "--latency-queries", "10",
                         *LAX_GATES[:-2], "--gate-p95", "0"])
