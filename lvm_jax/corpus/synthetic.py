@@ -201,6 +201,20 @@ def expected_seconds(**knob_values) -> float:
   return chunks * knobs.dim / CHUNK_DIMS_PER_S
 
 
+def corpus_paths(out_dir: str) -> Optional[Dict[str, str]]:
+  """The paths generate_synthetic_corpus wrote in out_dir (a run's data/, when its config named
+  no data), or None when out_dir holds no synthetic corpus."""
+  manifest_path = os.path.join(out_dir, build.MANIFEST_FILE)
+  if not os.path.exists(manifest_path):
+    return None
+  manifest = build.read_manifest(manifest_path)
+  if "synthetic" not in manifest:
+    return None
+  paths = {key: os.path.join(out_dir, name) for key, name in manifest["files"].items()}
+  paths.update(payload=os.path.join(out_dir, PAYLOAD_DIR), manifest=manifest_path)
+  return paths
+
+
 def generate_synthetic_corpus(out_dir: str, *, context_length: int = build.DEFAULT_CONTEXT_LENGTH,
                               min_article_chunks: int = build.DEFAULT_MIN_ARTICLE_CHUNKS,
                               split_ratios: Sequence[float] = build.DEFAULT_SPLIT_RATIOS,

@@ -1,7 +1,9 @@
 """Fit the learned shortlist reranker of a trained run on held-out windows.
 
-  python -m lvm_jax.eval.fit_reranker --checkpoint runs/realtext \
-      --payload data/payload --windows data/sets/val_rows.npz
+  python -m lvm_jax.eval.fit_reranker --checkpoint RUN/realtext_tiny
+
+--payload and --windows default to the run's own payload and val windows (its
+config's data paths, or the synthetic corpus in its data/).
 
 It predicts every window's next vector, searches the payload exactly for a
 shortlist of --depth rows, and fits a linear scorer of vector features
@@ -31,9 +33,10 @@ DEFAULT_DECAY = 0.6  # the recency feature's decay when the run's config records
 def define_flags() -> None:
   flags.DEFINE_string("checkpoint", None, "Training workdir of the model.")
   flags.DEFINE_string("payload", None, "Payload directory the windows index; default: the "
-                      "run's config.data.payload_path.")
+                      "run's config.data.payload_path, or its synthetic corpus's.")
   flags.DEFINE_string("windows", None, "Windows to fit on (val_rows.npz or an eval-format NPZ): "
-                      "never the ones you report; default: the run's config.data.val_path.")
+                      "never the ones you report; default: the run's config.data.val_path, or its "
+                      "synthetic corpus's val_rows.npz.")
   flags.DEFINE_integer("depth", 100, "Shortlist rows reordered (at least the eval's k, 50).")
   flags.DEFINE_float("check_share", 0.5, "Share of articles held out for the self-check "
                      "(0 skips it).")
@@ -108,6 +111,8 @@ def main(argv) -> None:
   from lvm_jax.eval.__main__ import make_predict_fn  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.evaluator import EvalOptions, predict_in_batches  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
   if f.depth < 50:
     raise ValueError(f"--depth {f.depth}: must be at least 50, the k of Contain@50.")
@@ -115,9 +120,14 @@ def main(argv) -> None:
   data = loaded.config.get("data", {})
   payload_path = f.payload or data.get("payload_path")
   windows_path = f.windows or data.get("val_path")
+  generated = synthetic.corpus_paths(Workdir(loaded.workdir).data) if loaded.workdir else None
+  if generated and not data.get("train_path"):  # the run trained on its synthetic corpus
+    payload_path = payload_path or generated["payload"]
+    windows_path = windows_path or generated.get("val_rows") or generated.get("val")
   if not payload_path or not windows_path:
-    raise ValueError(f"{f.checkpoint}: its config names no payload_path / val_path; pass "
-                     "--payload and --windows.")
+    raise ValueError(f"{f.checkpoint}: its config names no data.payload_path / data.val_path "
+                     "and it holds no synthetic corpus in data/. Fix: pass --payload (the "
+                     "payload the model was trained on) and --windows (its val_rows.npz).")
   payload = read_payload(payload_path, load_texts=False)
   windows = read_queries(windows_path, payload)
   if windows.vector_dim != loaded.model.vector_dim:
