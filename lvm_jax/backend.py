@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import logging as python_logging
 import os
 from typing import Optional, Tuple
 
@@ -51,11 +52,20 @@ def configure(name: str) -> None:
   jax.config.update("jax_platforms", platform)
 
 
+class _NoLibtpuLine(python_logging.Filter):
+  """JAX logs "Unable to initialize backend 'tpu' ... libtpu.so" at every start on a machine
+  without a TPU: it tried one platform of several, and the line after it names the one used."""
+
+  def filter(self, record):
+    return "libtpu" not in record.getMessage()
+
+
 def initialize(name: str) -> str:
   """Configures `name`, starts multi-host JAX when the launcher asked, checks and logs devices.
 
   Returns the platform JAX runs on ("cpu", "gpu", "metal").
   """
+  python_logging.getLogger("jax._src.xla_bridge").addFilter(_NoLibtpuLine())
   configure(name)
   import jax  # pylint: disable=g-import-not-at-top
   if multihost.requested():

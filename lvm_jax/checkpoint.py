@@ -34,13 +34,22 @@ from lvm_jax.workdir import Workdir
 DEFAULT_BEST_METRIC = "val_cosine"
 
 
+# Orbax warnings that every read-only load gives (eval, predict, status): this module asks for
+# read_only, so they report what it asked for, not a problem.
+HARMLESS_ORBAX_WARNINGS = ("Given directory is read only", "read_only=True, setting")
+
+
 class _QuietOrbax(python_logging.Filter):
   def filter(self, record):
-    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    return (record.levelno >= python_logging.WARNING and
+            not any(text in record.getMessage() for text in HARMLESS_ORBAX_WARNINGS))
 
 
 def quiet_orbax_logs() -> None:
-  """Drops Orbax's INFO chatter (dozens of lines a checkpoint); its warnings still show."""
+  """Drops Orbax's INFO chatter (dozens of lines a checkpoint) and the warnings of a read-only
+  load (HARMLESS_ORBAX_WARNINGS); its other warnings still show."""
   for handler in (logging.get_absl_handler(), *python_logging.getLogger().handlers):
     handler.addFilter(_QuietOrbax())
   python_logging.getLogger("absl").addFilter(_QuietOrbax())

@@ -25,6 +25,18 @@ def test_cpu_backend_is_applied_and_devices_logged():
   assert "local device(s)" in result.stderr and "CpuDevice" in result.stderr
 
 
+def test_auto_leaves_out_the_libtpu_line_and_keeps_jaxs_others():
+  result = run_python(
+      "from absl import logging; logging.set_verbosity('info'); logging.use_absl_handler()\n"
+      "from lvm_jax import backend\nbackend.initialize('auto')\n"
+      "import logging as py_logging; bridge = py_logging.getLogger('jax._src.xla_bridge')\n"
+      "bridge.info(\"Unable to initialize backend 'tpu': Failed to open libtpu.so\")\n"
+      "bridge.info('another bridge line')")
+  assert result.returncode == 0, result.stderr
+  assert "libtpu" not in result.stderr
+  assert "another bridge line" in result.stderr and "local device(s)" in result.stderr
+
+
 def test_missing_gpu_fails_with_a_clear_message():
   result = run_python("from lvm_jax import backend\nbackend.initialize('gpu')")
   assert result.returncode != 0

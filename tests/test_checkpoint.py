@@ -92,3 +92,16 @@ def test_load_errors_name_the_problem(tmp_path, finished_run):
   os.remove(copy / "config.json")
   with pytest.raises(checkpoint.CheckpointError, match="no config.json"):
     checkpoint.load(str(copy))
+
+
+@pytest.mark.parametrize("level, message, shown", [
+    ("WARNING", "Given directory is read only=/run/checkpoints", False),
+    ("WARNING", "CheckpointManagerOptions.read_only=True, setting save_interval_steps=0.", False),
+    ("WARNING", "a checkpoint step could not be read", True),
+    ("INFO", "Saving checkpoint at step 3", False)])
+def test_orbax_keeps_its_warnings_but_not_the_read_only_ones(level, message, shown):
+  import logging as python_logging  # pylint: disable=g-import-not-at-top
+  record = python_logging.LogRecord("absl", getattr(python_logging, level),
+                                    "/site-packages/orbax/checkpoint/manager.py", 1, message,
+                                    None, None)
+  assert checkpoint._QuietOrbax().filter(record) is shown  # pylint: disable=protected-access

@@ -73,3 +73,10 @@ def test_payload_index_holds_the_payload_in_row_order_and_auto_is_flat_when_smal
   assert index.ntotal == payload.num_rows
   _, ids = index.search(payload.vectors[[0, 17, 40]], 1)
   np.testing.assert_array_equal(ids[:, 0], [0, 17, 40])
+
+
+def test_faiss_loads_without_its_loaders_info_lines():
+  """The loader's INFO lines (a ModuleNotFoundError for the absent AVX2 build) are dropped."""
+  import logging as python_logging  # pylint: disable=g-import-not-at-top
+  index_lib.build_index(unit_vectors(8), kind="flat")
+  assert python_logging.getLogger("faiss.loader").getEffectiveLevel() == python_logging.WARNING

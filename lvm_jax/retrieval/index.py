@@ -35,6 +35,7 @@ set_k_factor). choose_index_kind(rows) is the one rule for which kind to build.
 
 from __future__ import annotations
 
+import logging as python_logging
 import math
 import os
 import re
@@ -74,7 +75,12 @@ CHECK_SAMPLE = 64  # payload rows that read_index looks up to check the id mappi
 
 
 def _faiss():
-  """FAISS on first use: training imports the evaluators, which import this module."""
+  """FAISS on first use: training imports the evaluators, which import this module.
+
+  Its loader logs at INFO that the AVX2 build is absent (a ModuleNotFoundError line) before
+  loading the generic build, which works: only its warnings are kept.
+  """
+  python_logging.getLogger("faiss.loader").setLevel(python_logging.WARNING)
   import faiss  # pylint: disable=g-import-not-at-top
   return faiss
 
