@@ -195,8 +195,24 @@ def read_config(workdir: Workdir) -> ml_collections.ConfigDict:
   if not os.path.exists(workdir.config):
     raise CheckpointError(f"{workdir.config}: no config.json beside the checkpoints; pass the "
                           "training workdir (the directory given to --workdir).")
-  with open(workdir.config) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  fix = ("Fix: restore config.json from a backup, or rerun training into a new --workdir; it is "
+         "the resolved config the model is rebuilt from.")
+  try:
+    with open(workdir.config, encoding="utf-8") as f:
+      value = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise CheckpointError(f"{workdir.config}: is not valid JSON ({error}). {fix}") from error
+  if not isinstance(value, dict):
+    raise CheckpointError(f"{workdir.config}: holds a JSON {type(value).__name__}, expected the "
+                          f"config object. {fix}")
+  for group in ("model", "train", "data"):
+    if group in value and not isinstance(value[group], dict):
+      raise CheckpointError(f"{workdir.config}: field {group!r} is {value[group]!r}, expected an "
+                            f"object of config.{group}'s fields. {fix}")
+  if not isinstance(value.get("model", {}).get("name"), str):
+    raise CheckpointError(f"{workdir.config}: field 'model.name' is missing or not a string, so "
+                          f"the model cannot be rebuilt. {fix}")
+  return ml_collections.ConfigDict(value)
 
 
 @dataclasses.dataclass

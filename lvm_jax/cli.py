@@ -95,7 +95,7 @@ def exits_cleanly_on_user_errors(main):
     try:
       return main(argv)
     except USER_ERRORS as error:
-      if flags.FLAGS.verbose:
+      if flags.FLAGS["verbose"].value:  # readable before the flags are parsed (tests)
         raise
       print(f"error: {message(error)}", file=sys.stderr)
       sys.exit(exit_status(error))
@@ -273,7 +273,7 @@ def run(main, **kwargs) -> None:
     try:
       return main(argv)
     except app.UsageError as error:
-      if flags.FLAGS.verbose:
+      if flags.FLAGS["verbose"].value:  # readable before the flags are parsed (tests)
         raise
       print(f"error: {error}", file=sys.stderr)
       sys.exit(EXIT_BAD_INPUT)

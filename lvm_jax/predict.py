@@ -82,6 +82,22 @@ def resolve_embedder(provenance: dict, payload_path: str, model: Optional[str],
   return model, embedder_id
 
 
+def read_text_file(path: str) -> str:
+  """The text of --text-file; raises ValueError naming the file and the fix when it is missing,
+  a directory, or not UTF-8 text."""
+  fix = "Fix: pass --text-file with a plain-text (UTF-8) file, or pipe the text to standard input."
+  if not os.path.exists(path):
+    raise ValueError(f"--text-file {path}: does not exist. {fix}")
+  if os.path.isdir(path):
+    raise ValueError(f"--text-file {path}: is a directory. {fix}")
+  try:
+    with open(path, encoding="utf-8") as handle:
+      return handle.read()
+  except UnicodeDecodeError as error:
+    raise ValueError(f"--text-file {path}: is not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+                     f"at offset {error.start}). {fix}") from error
+
+
 def context_chunks(text: str, provenance: dict, context_length: int, source: str) -> List[str]:
   """The text's chunks as ingest made the payload's (its recorded min/max chars)."""
   from lvm_jax.corpus import chunking  # pylint: disable=g-import-not-at-top
@@ -201,11 +217,7 @@ def main(argv) -> None:
     raise app.UsageError("--checkpoint and --payload are required.")
   backend.initialize(f.backend)
   path = f["text-file"].value
-  if path:
-    with open(path, encoding="utf-8") as handle:
-      text, source = handle.read(), path
-  else:
-    text, source = sys.stdin.read(), "<stdin>"
+  text, source = (read_text_file(path), path) if path else (sys.stdin.read(), "<stdin>")
   result, payload, loaded = predict(text, f.checkpoint, f.payload, model=f.model,
                                     embedder_id=f.embedder_id, k=f.k, source=source)
   print(format_prediction(result, payload, loaded, source))

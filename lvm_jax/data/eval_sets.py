@@ -78,7 +78,7 @@ def read_eval_set(path: str, *, payload: Optional[Payload] = None,
 def read_queries(path: str, payload: Payload) -> EvalSet:
   """An EvalSet from an eval NPZ, or from a sequence set (val_rows.npz) over `payload`."""
   from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
-  with np.load(path, allow_pickle=False) as npz:
+  with file_io.open_npz(path) as npz:
     is_eval_set = "contexts" in npz.files
   if is_eval_set:
     return read_eval_set(path, expected_dim=payload.vector_dim)

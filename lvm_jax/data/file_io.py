@@ -60,8 +60,9 @@ def check_scalars(npz, path, count: int, context_length: int, dim: int) -> None:
                         ("vector_dim", dim)):
     if field in npz.files:
       stored = load_field(npz, field, path)
-      if stored.size != 1:
-        raise data_error(path, field, f"has shape {tuple(stored.shape)}, expected a scalar",
+      if stored.size != 1 or stored.dtype.kind not in "iu":
+        raise data_error(path, field, f"has dtype {stored.dtype} and shape "
+                         f"{tuple(stored.shape)}, expected an integer scalar",
                          f"rebuild the file ({BUILD_HINT})")
       validate.check_stored_scalar(stored.reshape(-1)[0], actual, path=path, field=field)
 

@@ -187,6 +187,7 @@ def _read_compact(path, npz, payload, expected: "file_io.Expected") -> SequenceS
   validate.check_integer(rows, path=path, field=COMPACT_FIELD)
   keys = file_io.load_field(npz, "truth_keys", path)
   validate.check_ndim(keys, 2, path=path, field="truth_keys", layout="[N, 2]")
+  validate.check_integer(keys, path=path, field="truth_keys")
   provenance = file_io.read_npz_provenance(npz, path)
   count = validate.check_same_count({COMPACT_FIELD: rows.shape[0], "truth_keys": keys.shape[0]},
                                     path=path)

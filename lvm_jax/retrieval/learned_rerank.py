@@ -106,23 +106,43 @@ def save(path: str, reranker: LinearReranker) -> None:
 
 
 def load(path: str) -> LinearReranker:
-  """Reads a reranker.json; raises ValueError naming the file and field when it does not fit."""
-  with open(path) as f:
-    value = json.load(f)
-  if value.get("format_version") != FORMAT_VERSION or value.get("kind") != "linear":
+  """Reads a reranker.json; raises ValueError naming the file, the field and the fix when it
+  does not fit."""
+  refit = "Fix: refit it with python -m lvm_jax.eval.fit_reranker, or pass --reranker none."
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise ValueError(f"{path}: is not a JSON reranker file ({error}). {refit}") from error
+  if not isinstance(value, dict):
+    raise ValueError(f"{path}: holds a JSON {type(value).__name__}, expected an object with "
+                     f"format_version, kind, weights, ... {refit}")
+  version = value.get("format_version")
+  if type(version) is not int or version != FORMAT_VERSION or value.get("kind") != "linear":  # pylint: disable=unidiomatic-typecheck  (True == 1)
     raise ValueError(f"{path}: format_version {value.get('format_version')!r} / kind "
                      f"{value.get('kind')!r}; this lvm_jax reads version {FORMAT_VERSION}, "
-                     "kind 'linear'. Refit it with python -m lvm_jax.eval.fit_reranker.")
-  if list(value.get("features", ())) != list(FEATURE_NAMES):
+                     f"kind 'linear'. {refit}")
+  if value.get("features") != list(FEATURE_NAMES):
     raise ValueError(f"{path}: features {value.get('features')} differ from this lvm_jax's "
-                     f"{list(FEATURE_NAMES)}; refit it with python -m lvm_jax.eval.fit_reranker.")
-  arrays = {key: np.asarray(value[key], np.float32) for key in ("weights", "mean", "scale")}
-  for key, array in arrays.items():
-    if array.shape != (len(FEATURE_NAMES),):
-      raise ValueError(f"{path}: field {key!r} has shape {array.shape}; expected "
-                       f"({len(FEATURE_NAMES)},). Refit it.")
+                     f"{list(FEATURE_NAMES)}. {refit}")
+  arrays = {}
+  for key in ("weights", "mean", "scale"):
+    field = value.get(key)
+    if (not isinstance(field, list) or len(field) != len(FEATURE_NAMES) or
+        not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in field)):
+      raise ValueError(f"{path}: field {key!r} is {str(field)[:60]}; expected a list of "
+                       f"{len(FEATURE_NAMES)} numbers. {refit}")
+    arrays[key] = np.asarray(field, np.float32)
+    if not np.isfinite(arrays[key]).all():
+      raise ValueError(f"{path}: field {key!r} holds NaN or Inf. {refit}")
+  for key, kind in (("depth", int), ("decay", (int, float))):
+    if not isinstance(value.get(key), kind) or isinstance(value.get(key), bool):
+      raise ValueError(f"{path}: field {key!r} is {value.get(key)!r}; expected a number. {refit}")
+  if value["depth"] < 1:
+    raise ValueError(f"{path}: field 'depth' is {value['depth']}; expected at least 1. {refit}")
+  fitted_on = value.get("fitted_on", {})
   return LinearReranker(depth=int(value["depth"]), decay=float(value["decay"]),
-                        fitted_on=value.get("fitted_on", {}), **arrays)
+                        fitted_on=fitted_on if isinstance(fitted_on, dict) else {}, **arrays)
 
 
 def fit(features: np.ndarray, labels: np.ndarray, *, depth: int, decay: float,
