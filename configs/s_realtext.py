@@ -8,16 +8,16 @@ R@5 is short of the +0.02 asked. With the context included it wins every metric.
 On a package never trained on it ties recency (intervals include zero).
 
 On real text (a corpus of sentence embeddings, split by article):
-  python -m lvm_jax.main --config=configs/s_realtext.py:cpu --workdir=runs/realtext \
+  python -m lvm_jax.main --config=configs/s_realtext.py:cpu --workdir=RUN/realtext \
       --config.data.train_path=DATA/train_rows.npz --config.data.val_path=DATA/val_rows.npz \
       --config.data.payload_path=PAYLOAD
-  python -m lvm_jax.eval.fit_reranker --checkpoint runs/realtext   # its second stage, on val
-  python -m lvm_jax.eval --checkpoint runs/realtext --eval-npz DATA/eval.npz \
+  python -m lvm_jax.eval.fit_reranker --checkpoint RUN/realtext   # its second stage, on val
+  python -m lvm_jax.eval --checkpoint RUN/realtext --eval-npz DATA/eval.npz \
       --payload PAYLOAD --faiss DATA/payload.faiss --exclude-context
 Fine-tuning the shipped model (pretrained/debian_docs_minilm, MiniLM-L6 384-d vectors) on
 your own text: the same command with --config=configs/s_realtext.py:finetune.
-On the embedded synthetic corpus (about two minutes on 2 CPU cores):
-  python -m lvm_jax.main --config=configs/s_realtext.py:tiny --workdir=runs/realtext_tiny
+On the embedded synthetic corpus (about a minute on 2 CPU cores):
+  python -m lvm_jax.main --config=configs/s_realtext.py:tiny --workdir=RUN/realtext_tiny
 
 What differs from the reference regime (configs/s_contrastive.py), and why
 (docs/results.md has the measurements):

@@ -4,7 +4,7 @@
 #
 # Usage (from the repository root):
 #   launch/cpu.sh [MAIN_FLAGS...]
-#   CONFIG=configs/s_contrastive.py:tiny DEVICES=4 launch/cpu.sh --config.total_steps=20
+#   CONFIG=configs/s_contrastive.py:tiny DEVICES=4 launch/cpu.sh --config.train.num_epochs=2
 #   LAUNCH_DRY_RUN=1 launch/cpu.sh        # print the command, run nothing
 #   launch/cpu.sh --help                  # this text
 #
