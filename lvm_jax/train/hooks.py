@@ -191,7 +191,7 @@ def how_it_ended(entries: List[Dict], train) -> Optional[str]:
 
 
 SMOKE_GATE_NOTE = ("a progress check, not a failure: training goes on and the best checkpoint "
-                   "is kept (train.smoke_gate_epoch=0 turns it off)")
+                   "is kept; train.smoke_gate_epoch=0 turns it off")
 
 
 class SmokeGate:
