@@ -145,10 +145,10 @@ def _unloadable_config(values: flags.FlagValues, argv: List[str]) -> Optional[st
   """The message for a config flag whose file did not load (ml_collections defers the error
   to the first use of the config), else None."""
   from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
-  from ml_collections.config_flags.config_flags import ConfigFileFlagParser  # pylint: disable=g-import-not-at-top
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
   for name in values:
     flag = values[name]
-    if (not isinstance(flag.parser, ConfigFileFlagParser) or flag.value is None
+    if (not isinstance(flag.parser, config_flags.ConfigFileFlagParser) or flag.value is None
         or isinstance(flag.value, ConfigDict)):
       continue
     try:

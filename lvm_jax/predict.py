@@ -94,8 +94,9 @@ def read_text_file(path: str) -> str:
     with open(path, encoding="utf-8") as handle:
       return handle.read()
   except UnicodeDecodeError as error:
-    raise ValueError(f"--text-file {path}: is not UTF-8 text (byte 0x{error.object[error.start]:02x} "
-                     f"at offset {error.start}). {fix}") from error
+    byte = error.object[error.start]
+    raise ValueError(f"--text-file {path}: is not UTF-8 text (byte 0x{byte:02x} at offset "
+                     f"{error.start}). {fix}") from error
 
 
 def context_chunks(text: str, provenance: dict, context_length: int, source: str) -> List[str]:

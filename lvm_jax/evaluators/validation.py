@@ -117,12 +117,13 @@ class ValidationEvaluator(base.Evaluator):
     for name, interval in margins.items():
       out.update({f"{name}_margin": interval["margin"], f"{name}_margin_low": interval["low"],
                   f"{name}_margin_high": interval["high"]})
-    logging.info("validation: cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
-                 out["cosine"], out["r5"], out["r5_excl"], self._baseline_note)
-    logging.info("validation: margin over the best baseline, R@5 excl. %+.4f [%+.4f, %+.4f], "
-                 "R@50 excl. %+.4f [%+.4f, %+.4f] (95%% paired bootstrap)",
-                 *(out[f"{name}_excl_margin{part}"] for name in ("r5", "r50")
-                   for part in ("", "_low", "_high")))
+    # Debug only: the epoch's log line (hooks.epoch_line) shows the essentials, history.json all.
+    logging.debug("validation: cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
+                  out["cosine"], out["r5"], out["r5_excl"], self._baseline_note)
+    logging.debug("validation: margin over the best baseline, R@5 excl. %+.4f [%+.4f, %+.4f], "
+                  "R@50 excl. %+.4f [%+.4f, %+.4f] (95%% paired bootstrap)",
+                  *(out[f"{name}_excl_margin{part}"] for name in ("r5", "r50")
+                    for part in ("", "_low", "_high")))
     yield from out.items()
 
   def baselines(self) -> Dict[str, Dict[str, float]]:

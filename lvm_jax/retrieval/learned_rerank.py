@@ -118,7 +118,8 @@ def load(path: str) -> LinearReranker:
     raise ValueError(f"{path}: holds a JSON {type(value).__name__}, expected an object with "
                      f"format_version, kind, weights, ... {refit}")
   version = value.get("format_version")
-  if type(version) is not int or version != FORMAT_VERSION or value.get("kind") != "linear":  # pylint: disable=unidiomatic-typecheck  (True == 1)
+  is_version = isinstance(version, int) and not isinstance(version, bool)  # True == 1
+  if not is_version or version != FORMAT_VERSION or value.get("kind") != "linear":
     raise ValueError(f"{path}: format_version {value.get('format_version')!r} / kind "
                      f"{value.get('kind')!r}; this lvm_jax reads version {FORMAT_VERSION}, "
                      f"kind 'linear'. {refit}")
