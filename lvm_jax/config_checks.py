@@ -11,6 +11,7 @@ from numbers import Number
 
 import ml_collections
 
+from lvm_jax.models.predictor import model_sizes
 from lvm_jax.models.projection import HEAD_KINDS
 from lvm_jax.config_base import (BEST_MODES, MATMUL_PRECISIONS, MODEL_SIZES, NEGATIVES, PARALLEL,
                                  POSITIONS, Positions)
@@ -116,6 +117,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not config.train.best_metric:
     raise ConfigError("config field train.best_metric is empty. Fix: name a validation metric, "
                       "e.g. --config.train.best_metric=val_cosine.")
+  try:  # the variant's own checks (name, sizes, modes), without building it
+    model_sizes(config)
+  except ValueError as error:
+    raise ConfigError(f"config field model (model.name={config.model.name!r}): {error} Fix: "
+                      "pass --config.model.<field>=<valid value>.") from error
 
 
 def check_model(config: ml_collections.ConfigDict, model) -> None:

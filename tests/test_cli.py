@@ -103,6 +103,12 @@ MAIN_PROBES = [
     ("a stray argument", [TINY, "--workdir=W", "extra"],
      "error: unexpected argument 'extra': every input is a --flag=value. Fix: drop it, or "
      "write it as a flag (--help lists them)."),
+    ("an unknown model, refused before any data is made",
+     [TINY, "--workdir=W", "--config.model.name=mamba_ss"],
+     "error: config field model (model.name='mamba_ss'): create_model: unknown model "
+     "'mamba_ss'; Did you mean mamba_s? valid names: mamba_s, mamba_hybrid_local, mamba_xl, "
+     "mamba_sandwich, mamba_gr, mamba_h, lnsp_mamba_s, lnsp_mamba_hybrid_local, lnsp_mamba_xl, "
+     "lnsp_mamba_sandwich, lnsp_mamba_gr. Fix: pass --config.model.<field>=<valid value>."),
     ("a negative model size, refused before any data is made",
      [TINY, "--workdir=W", "--config.model.d_model=-5"],
      "error: config field model.d_model=-5 is invalid: it must be an integer >= 1. Fix: pass "

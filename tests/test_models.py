@@ -185,8 +185,9 @@ def test_zeroed_last_positions_give_bounded_gradients():
 
 
 def test_create_model_errors_list_valid_choices():
-  with pytest.raises(ValueError, match="unknown model 'mamba_q'; valid names: mamba_s, "
-                                       "mamba_hybrid_local, mamba_xl, mamba_sandwich, mamba_gr, mamba_h"):
+  with pytest.raises(ValueError, match="unknown model 'mamba_q'; Did you mean mamba_s\\? valid "
+                                       "names: mamba_s, mamba_hybrid_local, mamba_xl, "
+                                       "mamba_sandwich, mamba_gr, mamba_h"):
     create_model("mamba_q")
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['window'\]; valid options: "):
     create_model("mamba_s", window=4)

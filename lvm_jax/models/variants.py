@@ -7,6 +7,7 @@ from typing import Any, Dict, Tuple
 
 import jax.numpy as jnp
 
+from lvm_jax.cli import did_you_mean
 from lvm_jax.models.lnsp import LNSP_VARIANTS, build_lnsp_model
 from lvm_jax.models.model import RESIDUAL_MIXINGS, BlockKind, LatentVectorModel
 from lvm_jax.ops.scan import MODES
@@ -68,7 +69,8 @@ def resolve_sizes(name: str, **overrides) -> Dict[str, Any]:
   canonical = ALIASES.get(name, name)
   known = {**VARIANTS, **LNSP_VARIANTS}  # lnsp_*: the reference's own blocks (lnsp.py)
   if canonical not in known:
-    raise ValueError(f"create_model: unknown model {name!r}; valid names: {', '.join(model_names())}.")
+    raise ValueError(f"create_model: unknown model {name!r};{did_you_mean(name, model_names())} "
+                     f"valid names: {', '.join(model_names())}.")
   sizes = dict(known[canonical].defaults)
   unknown = sorted(set(overrides) - set(sizes))
   if unknown:
