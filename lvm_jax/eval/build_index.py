@@ -38,16 +38,17 @@ def main(argv: Optional[List[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   values = flags.FlagValues()
   define_flags(values)
-  if "--help" in argv or "-h" in argv:
+  if any(arg in cli.HELP_FLAGS for arg in argv):
     print(__doc__ + "\nflags:\n" + values.get_help(include_special_flags=False))
     return 0
+  full_argv = ["lvm_jax.eval.build_index"] + argv
   try:
-    values(["lvm_jax.eval.build_index"] + argv)
+    values(full_argv)
     for name in ("payload", "out"):
       if values[name].value is None:
-        raise flags.Error(f"--{name} is required")
+        raise flags.Error(f"--{name} is required: {values[name].help}")
   except flags.Error as error:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {cli.flag_error_message(error, full_argv, values)}", file=sys.stderr)
     return 2
   logging.set_verbosity(logging.INFO)
   try:
