@@ -165,6 +165,17 @@ OTHER_PROBES = [
     ("lvm_jax.predict", ["--checkpiont=x"],
      "error: unknown flag --checkpiont. Did you mean --checkpoint? Fix: correct or drop it "
      "(--help lists the flags)."),
+    ("lvm_jax.predict", ["--checkpoint=RUN", "--payload=P", "--text-file=tests/fixtures"],
+     "error: --text-file tests/fixtures: is a directory. Fix: pass --text-file with a plain-text "
+     "(UTF-8) file, or pipe the text to standard input."),
+    ("lvm_jax.predict", ["--checkpoint=RUN", "--payload=P",
+                         "--text-file=tests/fixtures/lnsp_mamba_s.npz"],
+     "error: --text-file tests/fixtures/lnsp_mamba_s.npz: is not UTF-8 text (byte 0xc7 at offset "
+     "15). Fix: pass --text-file with a plain-text (UTF-8) file, or pipe the text to standard "
+     "input."),
+    ("lvm_jax.predict", ["--checkpoint=RUN", "--payload=P", "--text-file=absent.txt"],
+     "error: --text-file absent.txt: does not exist. Fix: pass --text-file with a plain-text "
+     "(UTF-8) file, or pipe the text to standard input."),
     ("lvm_jax.eval.fit_reranker", [],
      "error: --checkpoint is required: the training workdir (the --workdir given to python -m "
      "lvm_jax.main). Fix: pass --checkpoint RUN/realtext_tiny."),
