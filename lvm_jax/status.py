@@ -50,10 +50,19 @@ def margin_lines(entry: Dict, baselines: Dict[str, Dict]) -> List[str]:
 
 
 def _read_json(path: str, default):
+  """The file's JSON object, `default` when it is absent; a damaged file is one error naming it."""
   if not os.path.exists(path):
     return default
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise cli.UserFacingError(f"{path}: is not valid JSON ({error}). Fix: restore it, or rerun "
+                              "the training command, which rewrites it.") from error
+  if not isinstance(value, dict):
+    raise cli.UserFacingError(f"{path}: holds a JSON {type(value).__name__}, expected an object. "
+                              "Fix: restore it, or rerun the training command, which rewrites it.")
+  return value
 
 
 def read_run(workdir: Workdir) -> Dict:
@@ -66,9 +75,30 @@ def read_run(workdir: Workdir) -> Dict:
   steps = []
   if os.path.isdir(workdir.checkpoints):
     steps = sorted(int(name) for name in os.listdir(workdir.checkpoints) if name.isdigit())
-  return {"config": _read_json(workdir.config, {}), "history": hooks.History(workdir).entries,
-          "baselines": _read_json(workdir.baselines, {}), "checkpoint_steps": steps,
-          "running": workdir_lock.is_held(workdir)}
+  config, baselines = _read_json(workdir.config, {}), _read_json(workdir.baselines, {})
+  _check_shapes(workdir, config, baselines)
+  return {"config": config, "history": hooks.History(workdir).entries, "baselines": baselines,
+          "checkpoint_steps": steps, "running": workdir_lock.is_held(workdir)}
+
+
+# config.train fields status reads, and their JSON types.
+TRAIN_FIELDS = {"num_epochs": int, "early_stopping_patience": int, "smoke_gate_epoch": int,
+                "best_metric": str, "best_mode": str}
+
+
+def _check_shapes(workdir: Workdir, config: Dict, baselines: Dict) -> None:
+  """Raises naming the file when config.json or the baselines are not what training writes."""
+  fix = "Fix: restore it, or rerun the training command, which rewrites it."
+  train = config.get("train", {})
+  if not isinstance(train, dict) or not isinstance(config.get("model", {}), dict) or any(
+      name in train and not isinstance(train[name], kind) for name, kind in TRAIN_FIELDS.items()):
+    raise cli.UserFacingError(f"{workdir.config}: its train or model fields are not what "
+                              f"training writes ({', '.join(TRAIN_FIELDS)}). {fix}")
+  if not all(isinstance(row, dict) and all(isinstance(value, (int, float))
+                                           for value in row.values())
+             for row in baselines.values()):
+    raise cli.UserFacingError(f"{workdir.baselines}: is not {{baseline: {{metric: number}}}}. "
+                              f"{fix}")
 
 
 def summarize(run: Dict) -> List[str]:

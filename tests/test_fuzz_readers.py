@@ -25,6 +25,7 @@ from lvm_jax.data.eval_sets import read_eval_set, read_queries
 from lvm_jax.data.payload import read_payload
 from lvm_jax.data.sequences import read_sequence_set
 from lvm_jax.retrieval import learned_rerank
+from lvm_jax.workdir import Workdir
 
 SEED = 31
 CASES = int(os.environ.get("LVM_JAX_FUZZ_CASES", "320"))
@@ -45,6 +46,18 @@ def corpus(tmp_path_factory):
       scale=np.ones(features, np.float32), depth=60, decay=0.4, fitted_on={"windows": "val"}))
   with open(root / "text.txt", "w", encoding="utf-8") as f:
     f.write("A first paragraph of text.\n\nA second one.\n")
+  # What status reads of a run: config.json, history.json, val_baselines.json.
+  run = Workdir(str(root / "run"))
+  os.makedirs(run.root)
+  train = {"num_epochs": 4, "early_stopping_patience": 2, "smoke_gate_epoch": 2,
+           "best_metric": "val_cosine", "best_mode": "max"}
+  for path, value in ((run.config, {"model": {"name": "mamba_s"}, "train": train}),
+                      (run.history, [{"epoch": e, "step": 10 * e, "val_cosine": 0.1 * e,
+                                      "time": 1.0} for e in (1, 2, 3)]),
+                      (run.baselines, {"copy_last": {"cosine": 0.3, "r5": 0.2},
+                                       "recency": {"cosine": 0.35, "decay": 0.4}})):
+    with open(path, "w") as f:
+      json.dump(value, f)
   return {"data": data, "root": str(root)}
 
 
@@ -150,10 +163,14 @@ def npz_mutation(rng, path):
   return f"{field} missing"
 
 
-def json_mutation(rng, path, *, required):
-  """required: top-level keys a reader needs, any of which may be dropped or retyped."""
-  kinds = ["truncate", "random_bytes", "not an object"] + (["missing", "wrong type"]
-                                                          if required else [])
+STATUS_KINDS = ("truncate", "random_bytes", "not an object", "wrong type")
+
+
+def json_mutation(rng, path, *, required, kinds=None):
+  """required: top-level keys a reader needs, any of which may be dropped or retyped (kinds:
+  the mutations allowed; default all)."""
+  kinds = [kind for kind in ["truncate", "random_bytes", "not an object"] + (
+      ["missing", "wrong type"] if required else []) if kinds is None or kind in kinds]
   kind = kinds[int(rng.integers(len(kinds)))]
   if kind == "truncate":
     with open(path, "rb") as f:
@@ -175,7 +192,8 @@ def json_mutation(rng, path, *, required):
     if kind == "missing":
       del value[key]
     else:
-      wrong = ("fast", [1, 2], None, {"a": 1}, True)
+      wrong = [other for other in ("fast", [1, 2], None, {"a": 1}, True)
+               if type(other) is not type(value[key])]  # a value of another JSON type
       value[key] = wrong[int(rng.integers(len(wrong)))]
     kind = f"{key} {kind}"
   with open(path, "w") as f:
@@ -214,7 +232,18 @@ READERS = {
                           "depth", "decay")),
                       lambda d: learned_rerank.load(os.path.join(d, "..", "reranker.json"))),
     "predict's text file": ("../text.txt", random_bytes, lambda d: _read_text(d)),
+    # Status may miss any of these keys (a run from before a field, no baselines yet), so
+    # they are retyped, never dropped (STATUS_KINDS).
+    **{f"status {name}": (f"../run/{name}", lambda rng, p, keys=keys: json_mutation(
+        rng, p, required=keys, kinds=STATUS_KINDS), lambda d: _status(d)) for name, keys in (
+            ("config.json", ("train", "model")), ("history.json", ()),
+            ("val_baselines.json", ("copy_last", "recency")))},
 }
+
+
+def _status(data):
+  from lvm_jax import status  # pylint: disable=g-import-not-at-top
+  return status.summarize(status.read_run(Workdir(os.path.join(data, "..", "run"))))
 
 
 def _read_text(data):

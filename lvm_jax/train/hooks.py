@@ -21,6 +21,25 @@ from lvm_jax.workdir import Workdir
 EPOCH_LINE_METRICS = ("train_loss", "val_cosine", "val_r5_excl", "val_r5_excl_margin")
 
 
+def read_history(path: str) -> List[Dict]:
+  """history.json's entries; raises ValueError naming the file and the fix when it is not a list
+  of epoch entries (training writes it whole, so damage came from outside)."""
+  fix = ("Fix: restore it from a backup, or delete it: rerunning the training command rewrites "
+         "it from the epochs after the latest checkpoint.")
+  try:
+    with open(path, encoding="utf-8") as f:
+      entries = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise ValueError(f"{path}: is not valid JSON ({error}). {fix}") from error
+  if not isinstance(entries, list) or not all(
+      isinstance(entry, dict) and isinstance(entry.get("epoch"), int) and
+      isinstance(entry.get("step"), int) and
+      all(isinstance(value, (int, float)) for value in entry.values()) for entry in entries):
+    raise ValueError(f"{path}: is not a list of epoch entries (objects of numbers with an "
+                     f"integer epoch and step). {fix}")
+  return entries
+
+
 class History:
   """history.json: one entry per epoch, rewritten atomically after each."""
 
@@ -28,8 +47,7 @@ class History:
     self.path = workdir.history if workdir is not None else None
     self.entries: List[Dict] = list(entries or [])
     if entries is None and self.path and os.path.exists(self.path):
-      with open(self.path) as f:
-        self.entries = json.load(f)
+      self.entries = read_history(self.path)
 
   @classmethod
   def of(cls, entries: List[Dict]) -> "History":
