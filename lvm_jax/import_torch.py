@@ -18,23 +18,23 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Tuple
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
 from absl import app, flags, logging
 
-from lvm_jax import atomic, checkpoint, cli
-from lvm_jax.models import predictor_from_config
-from lvm_jax.models.torch_import import TorchImportError, convert_best_pt
-from lvm_jax.train import step as step_lib
+from lvm_jax import atomic, cli
 from lvm_jax.workdir import Workdir
+
+# JAX, optax and the model code are imported where they are used, so --help and a mistyped flag
+# answer at once.
 
 IMPORT_RECORD = "imported_from.json"
 
 
 def with_optimizer_state(opt_state, step: int, moments: Optional[Tuple[Any, Any]]):
   """opt_state with the schedule at `step`, and Adam's moments and count imported or fresh."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
   found = {"adam": 0, "schedule": 0}
 
   def rebuild(node):
@@ -64,6 +64,11 @@ def write_checkpoint(workdir: str, config: ml_collections.ConfigDict, params, st
                      moments: Optional[Tuple[Any, Any]], metrics: Dict[str, float]) -> None:
   """The one place that knows the training state: built as step.create_train_state builds it,
   saved as checkpoint.Checkpointer saves it (the step, kept as latest and best)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax.models import predictor_from_config  # pylint: disable=g-import-not-at-top
+  from lvm_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   vector_dim = config.data.vector_dim
   predictor = predictor_from_config(config, vector_dim)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(config.seed),
@@ -76,10 +81,13 @@ def write_checkpoint(workdir: str, config: ml_collections.ConfigDict, params, st
 def import_checkpoint(src: str, workdir: str, *, trust_pickle: bool = False,
                       import_optimizer: bool = False) -> Dict[str, Any]:
   """Reads `src`, maps it onto an lnsp_* model and head, writes `workdir`; returns the record."""
+  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from lvm_jax.models import torch_import  # pylint: disable=g-import-not-at-top
   if os.path.isdir(Workdir(workdir).checkpoints):
-    raise TorchImportError(f"{workdir}: already holds checkpoints/; import into an empty "
-                           "--workdir.")
-  imported = convert_best_pt(src, trust_pickle=trust_pickle, import_optimizer=import_optimizer)
+    raise torch_import.TorchImportError(f"{workdir}: already holds checkpoints/; import into an "
+                                        "empty --workdir.")
+  imported = torch_import.convert_best_pt(src, trust_pickle=trust_pickle,
+                                          import_optimizer=import_optimizer)
   config, params, step, moments, raw = (imported.config, imported.params, imported.step,
                                         imported.moments, imported.raw)
   val_cosine = raw.get("val_cosine")
@@ -104,6 +112,7 @@ def import_checkpoint(src: str, workdir: str, *, trust_pickle: bool = False,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(cli.unexpected_arguments(argv))
+  from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
   config = flags.FLAGS
   import_checkpoint(config.src, config.workdir, trust_pickle=config.trust_pickle,
