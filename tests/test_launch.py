@@ -5,6 +5,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -190,3 +191,19 @@ def test_multihost_cpu_runs_every_process_and_returns_the_first_failure(tmp_path
   assert "output of 0" in result.stdout
   assert (tmp_path / "runs" / "w.process1.log").read_text() == "output of 1\n"
   assert "process 1 exited with status 7" in result.stderr
+
+
+def test_a_config_field_that_does_not_exist_is_one_error_line_before_jax_starts(tmp_path):
+  """launch/README.md's first example once passed --config.total_steps, which no config has:
+  it ended in a chained traceback and exit 1 (issue 31)."""
+  result = run_script("cpu.sh", "--config.total_steps=20", dry_run=False, PYTHON=sys.executable,
+                      CONFIG="configs/s_contrastive.py:tiny", DEVICES="2",
+                      WORKDIR=str(tmp_path / "run"),
+                      PYTHONPATH=str(LAUNCH_DIR.parent) + os.pathsep + os.environ.get(
+                          "PYTHONPATH", ""))
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+      "error: --config.total_steps=20: config field total_steps does not exist in "
+      "configs/s_contrastive.py:tiny. Fix: pass one of config's fields: augment, backend, data, "
+      "eval, evals, head, loss, model, seed, train."]
