@@ -360,3 +360,44 @@ def test_damaged_checkpoints_end_in_one_error_line_and_exit_2(checkpoint_workdir
     failures += [failure] if failure else []
     shutil.rmtree(workdir)
   assert not failures, "\n".join(failures)
+
+
+# ------------------------------------------------------------- end to end, in fresh processes
+# The same damage through the CLIs themselves (absl's app.run, eval's own parser): a few cases,
+# each a JAX-importing process, so marked slow.
+
+END_TO_END = [
+    ("eval, random bytes for the eval NPZ", "lvm_jax.eval", "data/eval.npz", random_bytes,
+     ["--checkpoint", "{run}", "--latency-queries", "5"]),
+    ("eval, a truncated reranker.json", "lvm_jax.eval", "reranker.json",
+     lambda rng, p: json_mutation(rng, p, required=()), ["--checkpoint", "{run}",
+                                                         "--latency-queries", "5"]),
+    ("fit_reranker, truncated val windows", "lvm_jax.eval.fit_reranker", "data/val_rows.npz",
+     truncate, ["--checkpoint", "{run}"]),
+    ("status, a damaged history.json", "lvm_jax.status", "history.json", random_bytes,
+     ["{run}"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, module, target, mutate, argv", END_TO_END,
+                         ids=[c[0] for c in END_TO_END])
+def test_damaged_files_end_to_end(eval_workdir, tmp_path, case, module, target, mutate, argv):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  run = str(tmp_path / "run")
+  shutil.copytree(eval_workdir, run, ignore=shutil.ignore_patterns(".lock"))
+  if target == "reranker.json":
+    features = len(learned_rerank.FEATURE_NAMES)
+    learned_rerank.save(os.path.join(run, target), learned_rerank.LinearReranker(
+        weights=np.ones(features, np.float32), mean=np.zeros(features, np.float32),
+        scale=np.ones(features, np.float32), depth=60, decay=0.4))
+  description = mutate(np.random.default_rng([SEED, 2 * 10**6]), os.path.join(run, target))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  result = subprocess.run([sys.executable, "-m", module, *(a.format(run=run) for a in argv)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert result.returncode == 2 and len(errors) == 1, (case, description, result.stderr[-1500:])
+  assert "Traceback" not in result.stderr
+  assert os.path.join(run, target) in errors[0] or target in errors[0], errors[0]
