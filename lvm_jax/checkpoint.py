@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging as python_logging
 import os
 import shutil
+import sys
 from typing import Any, Dict, Iterable, Optional
 
 import flax
@@ -81,6 +83,7 @@ def _restore_first_good(manager: ocp.CheckpointManager, steps: Iterable[int], di
     try:
       return step, manager.restore(step, args=restore_args)
     except Exception as error:  # Orbax raises many types for damaged steps
+      _quiet_abandoned_reads()
       reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
       failures.append(f"step {step} ({reason})")
       logging.warning("Checkpoint step %d in %s cannot be restored (%s); trying an earlier one.",
@@ -88,6 +91,33 @@ def _restore_first_good(manager: ocp.CheckpointManager, steps: Iterable[int], di
   raise CheckpointError(
       f"{directory}: no checkpoint step can be restored: {'; '.join(failures) or 'none saved'}. "
       "Fix: move that directory aside to start afresh, or restore it from a backup.")
+
+
+def _is_abandoned_read(unraisable) -> bool:
+  """A read of a damaged step that Orbax abandoned: TensorStore finishes it after Orbax's event
+  loop closed, and reports the RuntimeError as unraisable."""
+  return (unraisable.exc_type is RuntimeError and
+          str(unraisable.exc_value) == "Event loop is closed")
+
+
+class _NoAbandonedReads(python_logging.Filter):
+  def filter(self, record):
+    return not record.getMessage().startswith("Task exception was never retrieved")
+
+
+@functools.lru_cache(maxsize=None)
+def _quiet_abandoned_reads() -> None:
+  """After a step fails to restore, its other reads end later, each printing a traceback
+  (newer Orbax; the failure itself is logged once, by _restore_first_good). Drops those, once
+  per process, leaving every other unraisable exception and asyncio message as it was."""
+  previous = sys.unraisablehook
+
+  def unraisablehook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  sys.unraisablehook = unraisablehook
+  python_logging.getLogger("asyncio").addFilter(_NoAbandonedReads())
 
 
 def _write_fault(error: BaseException) -> Optional[OSError]:
