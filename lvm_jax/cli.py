@@ -141,6 +141,22 @@ def _leaf_paths(config, prefix: str = "") -> List[str]:
   return paths
 
 
+FIELD_CUTOFF = 0.7  # difflib ratio a config field's suggestion needs
+
+
+def _closest_field(name: str, node, config, group: str, root: str) -> str:
+  """" Did you mean --<field>?" for the closest of: the fields beside the typo, and every value
+  of the config by its own name (--config.d_model -> --config.model.d_model); "" when none is
+  close: a ratio below FIELD_CUTOFF (total_steps is 0.64 from accum_steps, a wrong lead)."""
+  candidates = {f"--{group}.{key}": key for key in node.keys()}
+  for path in _leaf_paths(config):
+    candidates.setdefault(f"--{root}.{path}", path.rsplit(".", 1)[-1])
+  scored = [(difflib.SequenceMatcher(None, name, last).ratio(), -index, suggestion)
+            for index, (suggestion, last) in enumerate(candidates.items())]
+  score, _, suggestion = max(scored, default=(0.0, 0, ""))
+  return f" Did you mean {suggestion}?" if score >= FIELD_CUTOFF else ""
+
+
 def _unloadable_config(values: flags.FlagValues, argv: List[str]) -> Optional[str]:
   """The message for a config flag whose file did not load (ml_collections defers the error
   to the first use of the config), else None."""
@@ -182,8 +198,7 @@ def _missing_field(argv: List[str], values: flags.FlagValues) -> Optional[str]:
                 f"Fix: pass --{root}.{where}=<value>.")
       fields = sorted(node.keys())
       group = f"{root}.{where}" if where else root
-      hint = (did_you_mean(part, fields, group + ".") or
-              did_you_mean(part, _leaf_paths(config), root + "."))
+      hint = _closest_field(part, node, config, group, root)
       return (f"{arg}: config field {'.'.join(walked + [part])} does not exist in "
               f"{_config_argument(argv, root) or '--' + root}.{hint} Fix: pass one of "
               f"{group}'s fields: {', '.join(fields)}.")

@@ -62,15 +62,19 @@ MAIN_PROBES = [
      f"configs/s_realtext.py:tiny. Fix: pass one of config.train's fields: {TRAIN_FIELDS}."),
     ("a typo of a field", [TINY, "--workdir=W", "--config.train.learing_rate=0.1"],
      "error: --config.train.learing_rate=0.1: config field train.learing_rate does not exist "
-     "in configs/s_realtext.py:tiny. Did you mean config.train.learning_rate? Fix: pass one of "
+     "in configs/s_realtext.py:tiny. Did you mean --config.train.learning_rate? Fix: pass one of "
      f"config.train's fields: {TRAIN_FIELDS}."),
+    ("a model field given at the top", [TINY, "--workdir=W", "--config.d_model=64"],
+     "error: --config.d_model=64: config field d_model does not exist in "
+     "configs/s_realtext.py:tiny. Did you mean --config.model.d_model? Fix: pass one of "
+     f"config's fields: {GROUPS}."),
     ("unknown top-level field", [TINY, "--workdir=W", "--config.bogus=1"],
      "error: --config.bogus=1: config field bogus does not exist in configs/s_realtext.py:tiny. "
      f"Fix: pass one of config's fields: {GROUPS}."),
     ("a field of a group given at the top (launch/README.md's old example)",
      [TINY, "--workdir=W", "--config.num_epochs=2"],
      "error: --config.num_epochs=2: config field num_epochs does not exist in "
-     "configs/s_realtext.py:tiny. Did you mean config.train.num_epochs? Fix: pass one of "
+     "configs/s_realtext.py:tiny. Did you mean --config.train.num_epochs? Fix: pass one of "
      f"config's fields: {GROUPS}."),
     ("unknown config argument", ["--config=configs/s_realtext.py:bogus", "--workdir=W"],
      "error: --config=configs/s_realtext.py:bogus: configs/s_realtext.py: unknown config "
