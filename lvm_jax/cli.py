@@ -1,5 +1,10 @@
 """How every command-line tool ends: one `error:` line, exit 2 on bad input, 3 on the machine.
 
+Flag errors included: cli.run parses the flags itself (parse_flags), so an unknown flag or
+config field, a value of the wrong type or a missing flag is one line naming it, what it takes
+and the closest valid name, where absl printed "FATAL Flags parsing error" and exited 1 and
+ml_collections raised a chained traceback.
+
 A user who typed a wrong path or value needs the message, not 25 lines of
 traceback; `--verbose` shows the traceback for a bug report. Exit codes
 (docs/exit_codes.md): 2 is bad input or config, which the user fixes in the
@@ -206,7 +211,7 @@ def _missing_field(argv: List[str], values: flags.FlagValues) -> Optional[str]:
 
 
 def _field_type(values: flags.FlagValues, name: str, argv: List[str]) -> str:
-  """" (a float; default 0.001)" for a config field `name` (root.path), else ""."""
+  """" (it takes float values; default 0.003)" for a config field `name` (root.path), else ""."""
   root, _, path = name.partition(".")
   node = _config_of(values, root, argv) if path else None
   try:
