@@ -11,6 +11,7 @@ from numbers import Number
 
 import ml_collections
 
+from lvm_jax.cli import did_you_mean
 from lvm_jax.models.predictor import model_sizes
 from lvm_jax.models.projection import HEAD_KINDS
 from lvm_jax.config_base import (BEST_MODES, MATMUL_PRECISIONS, MODEL_SIZES, NEGATIVES, PARALLEL,
@@ -63,7 +64,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field, valid in choices.items():
     value = _value(config, field)
     if value not in valid:
-      raise ConfigError(f"config field {field}={value!r} is not one of {valid}.")
+      hint = did_you_mean(str(value), [str(choice) for choice in valid])
+      raise ConfigError(f"config field {field}={value!r} is not one of {valid}.{hint} Fix: pass "
+                        f"--config.{field}=<one of them>.")
   for field in ("train.batch_size", "train.accum_steps", "train.num_epochs", "eval.batch_size",
                 "head.hidden_dim", "head.out_dim", "data.context_length",
                 "train.keep_checkpoints", "train.log_every_steps"):

@@ -113,6 +113,9 @@ MAIN_PROBES = [
      "'mamba_ss'; Did you mean mamba_s? valid names: mamba_s, mamba_hybrid_local, mamba_xl, "
      "mamba_sandwich, mamba_gr, mamba_h, lnsp_mamba_s, lnsp_mamba_hybrid_local, lnsp_mamba_xl, "
      "lnsp_mamba_sandwich, lnsp_mamba_gr. Fix: pass --config.model.<field>=<valid value>."),
+    ("a typo of a choice", [TINY, "--workdir=W", "--config.loss.negatives=acum"],
+     "error: config field loss.negatives='acum' is not one of ('micro', 'accum', 'global'). Did "
+     "you mean accum? Fix: pass --config.loss.negatives=<one of them>."),
     ("a negative model size, refused before any data is made",
      [TINY, "--workdir=W", "--config.model.d_model=-5"],
      "error: config field model.d_model=-5 is invalid: it must be an integer >= 1. Fix: pass "
