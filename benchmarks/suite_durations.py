@@ -5,6 +5,8 @@
 
 Writes <out_dir>/<machine>/<name>.json: the wall time given (pytest's own closing line, or
 `time`), the counts, every file's summed test time and test count, and the slowest tests.
+Run pytest with LVM_JAX_TEST_PROFILE=1 to split the time into in-process compiling, tests
+that start processes, and the rest (tests/conftest.py records both as JUnit properties).
 Summed test time leaves out collection and session fixtures' set-up outside the first test,
 so it is below the wall time; the JSON keeps both. Needs no JAX: it reads XML only.
 """
@@ -45,24 +47,46 @@ def read_cases(path: str) -> List[Dict]:
     module = case.get("classname", "").split(".")
     # classname is tests.test_x or tests.test_x.TestClass: the file is the test_* part.
     file_part = next((part for part in module if part.startswith("test_")), ".".join(module))
+    properties = {prop.get("name"): prop.get("value") for prop in case.iter("property")}
     cases.append({"file": f"tests/{file_part}.py", "name": case.get("name", ""),
-                  "seconds": float(case.get("time", 0.0)), "outcome": outcome})
+                  "seconds": float(case.get("time", 0.0)), "outcome": outcome,
+                  "compile_s": float(properties.get("compile_s", 0.0)),
+                  "processes": int(properties.get("processes", 0))})
   return cases
+
+
+def where_the_time_goes(cases: List[Dict]) -> Dict:
+  """With LVM_JAX_TEST_PROFILE=1 (tests/conftest.py): JAX compiling in the test process; the
+  rest of the tests that start processes (their children's imports, compiles and work); and
+  everything else (running, data, I/O)."""
+  compile_s = sum(case["compile_s"] for case in cases)
+  spawning = [case for case in cases if case["processes"]]
+  in_processes = sum(case["seconds"] - case["compile_s"] for case in spawning)
+  return {"in_process_compile_s": round(compile_s, 1),
+          "tests_starting_processes_s": round(in_processes, 1),
+          "tests_starting_processes": len(spawning),
+          "processes_started": sum(case["processes"] for case in cases),
+          "everything_else_s": round(sum(c["seconds"] for c in cases) - compile_s - in_processes,
+                                     1)}
 
 
 def summarise(cases: List[Dict], wall_s: float | None, top: int) -> Dict:
   """Counts, per-file sums (largest first) and the `top` slowest tests."""
-  by_file = collections.defaultdict(lambda: {"seconds": 0.0, "tests": 0})
+  by_file = collections.defaultdict(lambda: {"seconds": 0.0, "tests": 0, "compile_s": 0.0})
   outcomes = collections.Counter(case["outcome"] for case in cases)
   for case in cases:
     by_file[case["file"]]["seconds"] += case["seconds"]
+    by_file[case["file"]]["compile_s"] += case["compile_s"]
     by_file[case["file"]]["tests"] += 1
-  files = sorted(({"file": name, "seconds": round(row["seconds"], 2), "tests": row["tests"]}
+  files = sorted(({"file": name, "seconds": round(row["seconds"], 2), "tests": row["tests"],
+                   "compile_s": round(row["compile_s"], 2)}
                   for name, row in by_file.items()), key=lambda row: -row["seconds"])
   slowest = sorted(cases, key=lambda case: -case["seconds"])[:top]
   return {"wall_s": wall_s, "summed_test_s": round(sum(c["seconds"] for c in cases), 2),
           "outcomes": dict(outcomes), "distinct_test_functions":
               len({(c["file"], c["name"].split("[")[0]) for c in cases}),
+          "profiled": any(case["compile_s"] or case["processes"] for case in cases),
+          "where": where_the_time_goes(cases),
           "files": files,
           "slowest": [{"test": f"{c['file']}::{c['name']}", "seconds": round(c["seconds"], 2)}
                       for c in slowest]}
@@ -86,6 +110,8 @@ def main(argv):
   with open(path, "w") as handle:
     json.dump(summary, handle, indent=1)
   print(f"{summary['outcomes']} summed {summary['summed_test_s']:.0f} s -> {path}")
+  if summary["profiled"]:
+    print(f"  where: {summary['where']}")
   for row in summary["files"][:15]:
     print(f"  {row['seconds']:8.1f} s  {row['tests']:4d}  {row['file']}")
 

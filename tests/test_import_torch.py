@@ -19,6 +19,9 @@ from lvm_jax import import_torch
 from lvm_jax.models import torch_import
 from lvm_jax.models.lnsp_import import StateDictMismatch, from_torch, torch_name
 
+# Its module fixture is costly: one pytest-xdist worker runs the whole file.
+pytestmark = pytest.mark.xdist_group("import_torch")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 REFUSAL = ("not read: a .pt file is a pickle and loading it can run arbitrary code; pass "
@@ -199,6 +202,7 @@ def test_sandwich_args_map_to_the_project_config():
     torch_import.config_from_args(reference_args(model_type="mamba_x"), 768)
 
 
+@pytest.mark.slow
 def test_continues_training_from_its_step_and_evaluates(imported, tmp_path):
   from lvm_jax import train  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import __main__ as eval_cli  # pylint: disable=g-import-not-at-top

@@ -57,6 +57,9 @@ PROBE_STOP_AFTER_KILL_S = 10
 PARAMETER_TOLERANCE = 1e-5  # as tests/test_train_step.py's four-devices-equal-one test
 
 
+# The module's runs are shared by its tests (module fixtures): one pytest-xdist worker runs them.
+pytestmark = pytest.mark.xdist_group("multihost")
+
 _STARTED = []  # every Popen of this module, killed at teardown if still running
 _CACHE_ENV = {}
 
@@ -214,6 +217,8 @@ def prebuilt_flags(synthetic_run):
           f"--config.data.payload_path={os.path.join(data, 'payload')}")
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_synthetic_default_is_generated_once_and_trains_two_epochs(synthetic_run):
   workdir, (first, second) = synthetic_run
   paths = Workdir(workdir)
@@ -229,6 +234,8 @@ def test_synthetic_default_is_generated_once_and_trains_two_epochs(synthetic_run
   assert "process 1/2" in log_of(second)
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_two_processes_equal_one_process_with_the_same_global_batch(synthetic_run,
                                                                     reference_run):
   multi_step, multi = final_params(synthetic_run[0])
@@ -240,6 +247,8 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(synthetic_ru
                              [e["train_loss"] for e in single_history], rtol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_killing_both_processes_then_rerunning_resumes_on_prebuilt_data(
     tmp_path, prebuilt_flags, reference_run):
   workdir = str(tmp_path / "prebuilt")
@@ -271,6 +280,8 @@ def last_line(text: str) -> str:
   return lines[-1] if lines else ""
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 @pytest.mark.parametrize("killed", [1, 0])
 def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebuilt_flags,
                                                                  reference_run, killed):
@@ -308,6 +319,8 @@ def test_killing_one_process_stops_the_other_with_a_clear_error(tmp_path, prebui
   assert max_difference(resumed, single) < PARAMETER_TOLERANCE
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(tmp_path):
   """Process 1 alone: nobody listens on the port, so start-up gives up after its timeout."""
   workdir = str(tmp_path / "alone")
@@ -324,6 +337,8 @@ def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(tmp_path):
   assert time.monotonic() - started < RUN_TIMEOUT_S
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 @pytest.mark.parametrize("killed", [0, 1])
 def test_a_killed_peer_ends_the_other_with_our_line_at_once(tmp_path, killed):
   """Two probes exchange collectives; one is SIGKILLed. The other ends with exit 3 and our
@@ -353,6 +368,8 @@ def test_a_killed_peer_ends_the_other_with_our_line_at_once(tmp_path, killed):
   assert stopped_after < PROBE_STOP_AFTER_KILL_S
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_a_failure_in_process_zeros_shared_work_stops_the_other_within_10_s(tmp_path):
   """Process 0's shared work raises after 2 s; the other, waiting for it, stops with exit 3
   and a line naming process 0's error, long before any barrier timeout."""
@@ -382,6 +399,8 @@ def test_a_failure_in_process_zeros_shared_work_stops_the_other_within_10_s(tmp_
   assert ended[1] - failed_at < 10
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_a_warm_compilation_cache_computes_what_a_cold_one_does(tmp_path):
   """The jax 0.5.0 NaN: a two-process step with donated parameters, loaded from the
   persistent cache, corrupted memory (crash or inf). One cold run, then warm runs from the

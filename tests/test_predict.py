@@ -16,6 +16,9 @@ import pytest
 from lvm_jax import predict
 from lvm_jax.corpus import ingest
 
+# Its module fixture is costly: one pytest-xdist worker runs the whole file.
+pytestmark = pytest.mark.xdist_group("predict")
+
 TOPICS = ("memory", "scheduler", "network", "storage")
 WORDS = ("the a kernel page queue driver lock buffer cache request thread timer device file "
          "mapping reader writer table node block signal process").split()
@@ -97,6 +100,7 @@ def test_context_is_the_texts_last_chunks_and_copy_last_finds_the_last_one(minil
   np.testing.assert_allclose(result.model_scores, scores[result.model_rows], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_prints_both_predictors_texts(minilm_corpus, tmp_path):
   payload_path, texts, model, workdir = minilm_corpus
   text_file = tmp_path / "text.txt"

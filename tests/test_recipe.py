@@ -55,12 +55,13 @@ def overlapping_batch(accum_steps, micro_batch, seed=0):
 def gradients(config, batch):
   predictor = models_lib.predictor_from_config(config, DIM)
   state = step_lib.create_train_state(config, predictor, jax.random.PRNGKey(0), DIM, total_steps=10)
-  # One update first: the residual's output layer starts at zero, which would hide the model.
-  data_parallel = parallel.DataParallel.create("vmap")
-  step = step_lib.make_parallel_train_step(config, data_parallel)
-  state, _ = step(data_parallel.replicate(state), data_parallel.place_batch(batch),
-                  jax.random.PRNGKey(2))
-  state = data_parallel.to_host(state)
+  # The residual's output layer starts at zero, which would hide the model: move every
+  # parameter off its initial value first (seeded), as an update would, without compiling one.
+  leaves, treedef = jax.tree_util.tree_flatten(state.params)
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  moved = [leaf + 0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)
+           for leaf, key in zip(leaves, keys)]
+  state = state.replace(params=jax.tree_util.tree_unflatten(treedef, moved))
   fn = jax.vmap(functools.partial(step_lib.accumulated_gradients, config=config),
                 axis_name=parallel.AXIS, in_axes=(None, 0, None))
   grads, sums, _ = jax.jit(fn)(state, batch, jax.random.PRNGKey(1))

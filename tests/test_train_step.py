@@ -132,6 +132,8 @@ DEVICE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
+@pytest.mark.stack
 def test_four_devices_equal_one_device_with_global_negatives(tmp_path):
   """1 device x 8 micro-batches and 4 devices x 2 reach the same parameters after 3 steps."""
   script = tmp_path / "devices.py"
@@ -297,3 +299,18 @@ def test_bank_info_nce_ignores_the_windows_own_rows():
                                           np.append(bank_ids, 98), 0.1)
   np.testing.assert_allclose(with_own, alone, rtol=1e-6)
   assert masked.tolist() == [1, 0]
+
+
+@pytest.mark.slow
+def test_jitted_initialisation_equals_the_op_by_op_one():
+  """create_train_state jits the model's init (one compile instead of hundreds of op-by-op
+  ones); the parameters are bit for bit those of the eager init, skip path included."""
+  config = small_config()
+  config.model.residual, config.model.residual_mixing = True, "learned"
+  predictor = models_lib.predictor_from_config(config, DIM)
+  state = build(config)
+  dummy = jnp.zeros((1, config.data.context_length, DIM), jnp.float32)
+  eager = predictor.init(jax.random.PRNGKey(0), dummy,
+                         method=models_lib.LatentVectorPredictor.initialize)["params"]
+  assert jax.tree_util.tree_structure(eager) == jax.tree_util.tree_structure(state.params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state.params, eager)

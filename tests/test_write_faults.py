@@ -72,6 +72,7 @@ TRAINING_CASES = [
 
 @pytest.mark.parametrize("kind,fill_disk,names,kept", TRAINING_CASES,
                          ids=[case[0] for case in TRAINING_CASES])
+@pytest.mark.slow
 def test_training_stops_with_one_line_keeps_its_files_and_resumes(finished_run_copy, monkeypatch,
                                                                   kind, fill_disk, names, kept):
   from lvm_jax import train  # pylint: disable=g-import-not-at-top

@@ -49,7 +49,10 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int, params
 def create_train_state(config: ml_collections.ConfigDict, predictor: LatentVectorPredictor,
                        rng: jax.Array, vector_dim: int, total_steps: int) -> TrainState:
   dummy = jnp.zeros((1, config.data.context_length, vector_dim), jnp.float32)
-  params = predictor.init(rng, dummy, method=LatentVectorPredictor.initialize)["params"]
+  # Jitted: one compiled program (and one persistent-cache entry) instead of hundreds of
+  # op-by-op dispatches, each compiled at first use; the same values (tests/test_train_step.py).
+  init = jax.jit(functools.partial(predictor.init, method=LatentVectorPredictor.initialize))
+  params = init(rng, dummy)["params"]
   return TrainState.create(apply_fn=predictor.apply, params=params,
                            tx=create_optimizer(config, total_steps, params))
 
