@@ -79,11 +79,13 @@ def _restore_first_good(manager: ocp.CheckpointManager, steps: Iterable[int], di
                         restore_args) -> tuple:
   """(step, restored tree) of the first step in `steps` that restores; logs every bad one."""
   failures = []
+  # Before the first read: a damaged step's abandoned reads can report while its error is still
+  # on its way up (seen under load), before an except clause could install the filters.
+  _quiet_abandoned_reads()
   for step in steps:
     try:
       return step, manager.restore(step, args=restore_args)
     except Exception as error:  # Orbax raises many types for damaged steps
-      _quiet_abandoned_reads()
       reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
       failures.append(f"step {step} ({reason})")
       logging.warning("Checkpoint step %d in %s cannot be restored (%s); trying an earlier one.",
@@ -101,15 +103,19 @@ def _is_abandoned_read(unraisable) -> bool:
 
 
 class _NoAbandonedReads(python_logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" for Orbax's own tasks only."""
+
   def filter(self, record):
-    return not record.getMessage().startswith("Task exception was never retrieved")
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
 
 
 @functools.lru_cache(maxsize=None)
 def _quiet_abandoned_reads() -> None:
   """After a step fails to restore, its other reads end later, each printing a traceback
   (newer Orbax; the failure itself is logged once, by _restore_first_good). Drops those, once
-  per process, leaving every other unraisable exception and asyncio message as it was."""
+  per process, leaving every other unraisable exception and asyncio message as it was. Called
+  before restoring, as the reads may report before the failed restore raises."""
   previous = sys.unraisablehook
 
   def unraisablehook(unraisable):
