@@ -187,3 +187,53 @@ def test_numbers_on_the_synthetic_default_are_pinned(eval_workdir, tmp_path):
                           for key in PINNED_KEYS) for name in PINNED}
   for name, expected in PINNED.items():
     assert measured[name] == pytest.approx(expected, abs=2e-6), name
+
+
+# ----------------------------------------------------------------------------- regression pin
+# Issue 33 moved the eval wing (the evaluator contract, one scoreboard, the split evaluator).
+# This pin was recorded from the code before that change and holds its output byte for byte,
+# except for what a rerun cannot repeat:
+#   timing: every latency key, batched_qps, inference_ms_per_sequence, and what P95 decides
+#           (gates_passed / gates_failed, gate_results, the [EVAL] lines' P95=);
+#   paths:  the session's temporary workdir, written as <workdir>.
+# The model row comes from an untrained checkpoint (PRNGKey(0)), so the last digits can differ
+# between JAX versions; each stack has its own file. Rerecord only on purpose:
+#   LVM_JAX_RECORD_EVAL_GOLDEN=1 python -m pytest -n 0 tests/test_eval_cli.py -k golden
+GOLDEN_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "eval_golden")
+TIMING_KEYS = {"latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+               "batched_qps", "inference_ms_per_sequence", "gates_passed", "gates_failed",
+               "gate_results", "latency"}
+
+
+def _without_timing(value, workdir):
+  if isinstance(value, dict):
+    return {k: _without_timing(v, workdir) for k, v in value.items() if k not in TIMING_KEYS}
+  if isinstance(value, list):
+    return [_without_timing(v, workdir) for v in value]
+  if isinstance(value, str):
+    return value.replace(workdir, "<workdir>")
+  return value
+
+
+def _golden_path():
+  import jax  # pylint: disable=g-import-not-at-top
+  stack = "jax050" if jax.__version__.startswith("0.5.") else "newest"
+  return os.path.join(GOLDEN_DIR, f"{stack}.txt")
+
+
+def test_eval_output_matches_the_golden_recorded_before_issue_33(eval_workdir, capsys, tmp_path):
+  out = str(tmp_path / "eval.json")
+  assert eval_cli.main(["--checkpoint", eval_workdir, "--out", out, "--latency-queries", "5",
+                        "--reranker", "none"]) == 0
+  lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[EVAL")]
+  lines = [" ".join(part for part in line.split(" ") if not part.startswith("P95="))
+           for line in lines]
+  with open(out, encoding="utf-8") as f:
+    report = _without_timing(json.load(f), eval_workdir)
+  text = "\n".join(lines) + "\n" + json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+  path = _golden_path()
+  if os.environ.get("LVM_JAX_RECORD_EVAL_GOLDEN"):
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text)
+  with open(path, encoding="utf-8") as f:
+    assert text == f.read()
