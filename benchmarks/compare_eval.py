@@ -69,9 +69,9 @@ def recency_predictor(decay: float):
 
 def model_predictor(workdir: str):
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from lvm_jax.eval.__main__ import make_predict_fn  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval.evaluator import EvalOptions  # pylint: disable=g-import-not-at-top
-  return make_predict_fn(checkpoint.load(workdir), EvalOptions().batch_size)
+  from lvm_jax.models import predict_fns  # pylint: disable=g-import-not-at-top
+  loaded = checkpoint.load(workdir)
+  return predict_fns.predict_with(loaded.model.apply, loaded.params)
 
 
 def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):

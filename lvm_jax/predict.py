@@ -117,10 +117,10 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
             embedder_id: Optional[str] = None, k: int = DEFAULT_K, source: str = "<text>",
             encoder: Optional[Callable[[List[str]], np.ndarray]] = None):
   """Returns (Prediction, payload, loaded checkpoint). `encoder` replaces the model (tests)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.corpus import ingest  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.models import predict_fns  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import search  # pylint: disable=g-import-not-at-top
@@ -146,9 +146,8 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
     raise EmbedderMismatch(f"--model {model}: embeds into {vectors.shape[-1]}-d vectors, but "
                            f"{payload_path} holds {payload.vector_dim}-d ones; pass the "
                            f"payload's embedder ({payload.provenance.get('embedder_id')!r}).")
-  outputs = loaded.model.apply({"params": loaded.params}, jax.numpy.asarray(vectors[None]),
-                               train=False)
-  prediction = np.asarray(outputs[0, -1], np.float64)
+  fns = predict_fns.from_apply_fn(loaded.model.apply)
+  prediction = np.asarray(fns.predict(loaded.params, vectors[None])[0], np.float64)
   prediction = (prediction / max(np.linalg.norm(prediction), 1e-12)).astype(np.float32)
   index = index_lib.build_index(payload.vectors, kind="flat")
   k = min(k, payload.num_rows)

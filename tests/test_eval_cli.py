@@ -237,3 +237,17 @@ def test_eval_output_matches_the_golden_recorded_before_issue_33(eval_workdir, c
       f.write(text)
   with open(path, encoding="utf-8") as f:
     assert text == f.read()
+
+
+def test_the_cli_goes_through_the_evaluators_run(eval_workdir, monkeypatch, capsys):
+  """As big_vision's eval_only: the CLI iterates the same run(params) the training loop does."""
+  from lvm_jax.evaluators import retrieval  # pylint: disable=g-import-not-at-top
+  calls, real_run = [], retrieval.RetrievalEvaluation.run
+
+  def recording_run(self, params):
+    calls.append(params)
+    yield from real_run(self, params)
+
+  monkeypatch.setattr(retrieval.RetrievalEvaluation, "run", recording_run)
+  assert eval_cli.main(["--checkpoint", eval_workdir, "--latency-queries", "5"]) == 0
+  assert len(calls) == 1 and capsys.readouterr().out.startswith("[EVAL] ")

@@ -42,7 +42,7 @@ def test_types_name_modules_and_unknown_ones_name_the_field():
 
 def test_evaluators_share_due_and_the_gate_defaults():
   context = evaluators.Context(config=tiny_config())
-  every_two = evaluators.Evaluator(ml_collections.ConfigDict({"every_epochs": 2}), context)
+  every_two = evaluators.Evaluator(None, ml_collections.ConfigDict({"every_epochs": 2}), context)
   assert [every_two.due(epoch) for epoch in (1, 2, 3, 4)] == [False, True, False, True]
   assert every_two.baselines() == {}
   defaults = retrieval.gates_from(tiny_config().evals.retrieval)  # None: Gates' defaults

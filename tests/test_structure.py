@@ -116,3 +116,18 @@ def test_data_holds_no_corpus_making_and_no_module_is_long():
   long = {module: n for module, path in modules().items()
           if (n := sum(1 for _ in open(path, encoding="utf-8"))) > MAX_LINES}
   assert not long, f"modules over {MAX_LINES} lines: {long}; split them by concern"
+
+
+def test_judges_take_a_predict_fn_never_the_trainer(graph):
+  # Issue 33: evaluators are built from models.predict_fns (as big_vision's from a predict_fn);
+  # neither they nor the CLIs that judge a model reach into train/ for predictions.
+  judges = [m for m in graph if m.startswith(("lvm_jax.evaluators", "lvm_jax.eval"))
+            or m in ("lvm_jax.predict",)]
+  assert "lvm_jax.evaluators.validation" in judges and "lvm_jax.eval.fit_reranker" in judges
+  reaching = {m: sorted(t for t in graph[m] if t.startswith("lvm_jax.train"))
+              for m in judges}
+  assert not {m: t for m, t in reaching.items() if t}
+  for module in ("lvm_jax.evaluators.base", "lvm_jax.evaluators.retrieval", "lvm_jax.eval.__main__",
+                 "lvm_jax.eval.fit_reranker", "lvm_jax.predict", "lvm_jax.train.step",
+                 "lvm_jax.train.loop"):
+    assert any(t.startswith("lvm_jax.models.predict_fns") for t in graph[module]), module

@@ -221,17 +221,6 @@ def default_paths(f, workdir: str, stored: Dict[str, Any]):
   return eval_npz, payload, faiss_path
 
 
-def make_predict_fn(loaded, batch_size: int):
-  """Jitted last-position predictions of [batch_size, L, dim] contexts (compiled here)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  apply = jax.jit(lambda params, x: loaded.model.apply({"params": params}, x, train=False)[:, -1])
-  predict = lambda contexts: apply(loaded.params, contexts)
-  predict(np.zeros((batch_size, loaded.config.data.context_length, loaded.model.vector_dim),
-                   np.float32))  # compile outside the timed run
-  return predict
-
-
 def train_windows_path(f, loaded) -> Optional[str]:
   """--train, else the run's own train set (config.data.train_path, or the synthetic
   corpus's <workdir>/data/train_rows.npz); None when there is none on disk."""
@@ -265,7 +254,7 @@ def fit_train_baselines(f, loaded, payload):
   return baselines.fit_baselines_on_set(read_sequence_set(path, payload=payload))
 
 
-def load_reranker(choice: str, workdir: Optional[str]):
+def reranker_path(choice: str, workdir: Optional[str]) -> Optional[str]:
   """--reranker: "auto" (<workdir>/reranker.json if present), "none", or a path."""
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   if choice == "none":
@@ -276,10 +265,7 @@ def load_reranker(choice: str, workdir: Optional[str]):
   if not os.path.exists(path):
     raise FileNotFoundError(f"--reranker {path}: does not exist; fit one with python -m "
                             "lvm_jax.eval.fit_reranker, or pass --reranker none.")
-  reranker = learned_rerank.load(path)
-  logging.info("Using %s from %s", learned_rerank.describe(reranker), path)
-  print(f"reranker: {path} ({reranker.depth} candidates reordered; --reranker none turns it off)")
-  return reranker
+  return path
 
 
 def evaluate(f) -> int:
@@ -289,6 +275,7 @@ def evaluate(f) -> int:
   checkpoint.quiet_orbax_logs()
   from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import report  # pylint: disable=g-import-not-at-top
+  from lvm_jax.models import predict_fns  # pylint: disable=g-import-not-at-top
 
   if not os.path.exists(f.checkpoint):
     raise checkpoint.CheckpointError(f"{f.checkpoint}: does not exist; pass the training "
@@ -299,7 +286,8 @@ def evaluate(f) -> int:
   payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,
                                            cache_dir=f.payload_cache)
   settings = retrieval_settings(f, stored, (eval_npz, payload_path, faiss_path))
-  evaluation = evaluators.kind("retrieval")(settings, evaluators.Context(
+  fns = predict_fns.from_apply_fn(loaded.model.apply)
+  evaluation = evaluators.kind("retrieval")(fns, settings, evaluators.Context(
       config=loaded.config, fitted=lambda payload: fit_train_baselines(f, loaded, payload)))
   _, eval_set = evaluation.inputs()
   if eval_set.vector_dim != loaded.model.vector_dim:
@@ -308,10 +296,18 @@ def evaluate(f) -> int:
                           f"{loaded.model.vector_dim}-d vectors. Fix: evaluate with the data "
                           "the model was trained for.")
   count = eval_set.num_sequences if not f.limit else min(f.limit, eval_set.num_sequences)
-  evaluator = evaluation.evaluator(batch_size=max(1, min(BATCH_SIZE, count)))
-  options, index = evaluator.options, evaluator.index
-  reranker = load_reranker(f.reranker, loaded.workdir)
-  result = evaluator.report(make_predict_fn(loaded, options.batch_size), reranker=reranker)
+  # Read by evaluator() below, which builds the options once: no bigger batch than windows.
+  settings.update(batch_size=max(1, min(BATCH_SIZE, count)),
+                  reranker_path=reranker_path(f.reranker, loaded.workdir))
+  evaluator = evaluation.evaluator()
+  options, index, reranker = evaluator.options, evaluator.index, evaluation.reranker()
+  if reranker is not None:
+    print(f"reranker: {settings['reranker_path']} ({reranker.depth} candidates reordered; "
+          "--reranker none turns it off)")
+  fns.predict(loaded.params, np.zeros((options.batch_size,) + eval_set.contexts.shape[1:],
+                                      np.float32))  # compiled outside the timed run
+  dict(evaluation.run(loaded.params))  # the loop's scalars; the CLI prints the full report
+  result = evaluation.last_report
 
   n, p95 = result["n_samples"], result["latency"]["latency_p95_ms"]
   other = [v for v in VIEWS if v != result["gate_view"]][0]

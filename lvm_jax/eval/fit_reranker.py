@@ -108,9 +108,9 @@ def main(argv) -> None:
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
-  from lvm_jax.eval.__main__ import make_predict_fn  # pylint: disable=g-import-not-at-top
+  from lvm_jax.models import predict_fns  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval.evaluator import EvalOptions, predict_in_batches  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.eval_inputs import EvalOptions  # pylint: disable=g-import-not-at-top
   from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
@@ -135,8 +135,8 @@ def main(argv) -> None:
                      f"predicts {loaded.model.vector_dim}-d ones; use the run's own data.")
   batch_size = EvalOptions().batch_size
   logging.info("Predicting %d windows of %s", windows.num_sequences, windows_path)
-  predictions = predict_in_batches(make_predict_fn(loaded, batch_size), windows.contexts,
-                                   batch_size)
+  predict = predict_fns.predict_with(loaded.model.apply, loaded.params)
+  predictions = predict_fns.predict_in_batches(predict, windows.contexts, batch_size)
   decay = float(loaded.config.model.get("residual_decay", DEFAULT_DECAY))
   reranker, check = fit_and_check(
       predictions, windows.contexts, windows.target_rows(payload), windows.truth_keys[:, 0],

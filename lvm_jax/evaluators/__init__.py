@@ -6,8 +6,9 @@ Each entry `config.evals.<name>` is a ConfigDict with a `type` and that type's k
 
 `type` names a module: `lvm_jax.evaluators.<type>` when there is one, else `<type>` itself
 as an importable module path (an evaluator kept outside the package). The module's
-`Evaluator` class is the kind; constructing it is `Evaluator(settings, context)` with the
-entry and a `base.Context`. Every evaluator has one interface (base.Evaluator):
+`Evaluator` class is the kind; constructing it is `Evaluator(predict_fns, settings, context)`
+with the model's models.predict_fns.PredictFns, the entry and a `base.Context`, as big_vision
+builds its evaluators from a predict_fn (never the trainer). Every evaluator has one interface (base.Evaluator):
 
   due(epoch) -> bool          whether it runs after this (1-based) epoch
   run(params) -> Iterator[(key, value)]
@@ -30,6 +31,7 @@ from typing import List, Tuple
 import ml_collections
 
 from lvm_jax.evaluators.base import Context, Evaluator
+from lvm_jax.models.predict_fns import PredictFns
 
 __all__ = ["Context", "Evaluator", "check_config", "from_config", "kind"]
 
@@ -77,9 +79,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     kind(settings.type, field=f"evals.{name}.type")
 
 
-def from_config(config: ml_collections.ConfigDict,
+def from_config(config: ml_collections.ConfigDict, predict_fns: PredictFns,
                 context: Context) -> List[Tuple[str, Evaluator]]:
   """[(name, evaluator)] of the entries that are on, in config.evals' order (by name)."""
   check_config(config)
-  return [(name, kind(settings.type, field=f"evals.{name}.type")(settings, context))
+  return [(name, kind(settings.type, field=f"evals.{name}.type")(predict_fns, settings, context))
           for name, settings in _entries(config)]

@@ -28,7 +28,6 @@ from lvm_jax.evaluators import base
 from lvm_jax.retrieval import baselines, metrics
 from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.data.sequences import SequenceSet
-from lvm_jax.train import step as step_lib
 
 PROXY_KS = (1, 5, 50)
 PROXY_VIEWS = (("", False), ("_excl", True))  # (suffix, context excluded)
@@ -39,12 +38,12 @@ def dataset_batches(dataset: SequenceSet, batch_size: int) -> Iterator[Tuple[np.
     yield dataset.batch(np.arange(start, min(start + batch_size, dataset.num_sequences)))
 
 
-def _eval_sums(params, contexts, targets, target_ids, *, apply_fn, temperature):
+def _eval_sums(params, contexts, targets, target_ids, *, predict_fns, temperature):
   """Validation sums of one batch, without augmentation or dropout; negatives in-batch."""
-  predictions = step_lib.predict(apply_fn, params, contexts)[:, -1]
+  predictions = predict_fns.predict(params, contexts)
   ar = losses.ar_cosine_loss(predictions, targets)
-  queries = step_lib.project(apply_fn, params, predictions)
-  keys = step_lib.project(apply_fn, params, targets)
+  queries = predict_fns.project(params, predictions)
+  keys = predict_fns.project(params, targets)
   infonce, _ = losses.info_nce(queries, keys, jnp.arange(targets.shape[0]), target_ids, target_ids,
                                temperature)
   return predictions, {"infonce": jnp.sum(infonce), "ar_loss": jnp.sum(ar)}
@@ -65,14 +64,14 @@ class ValidationEvaluator(base.Evaluator):
   mean-of-context only.
   """
 
-  def __init__(self, settings: ml_collections.ConfigDict, context: base.Context):
-    super().__init__(settings, context)
+  def __init__(self, predict_fns, settings: ml_collections.ConfigDict, context: base.Context):
+    super().__init__(predict_fns, settings, context)
     config = context.config
     self.dataset: SequenceSet = context.val
     self.batch_size = config.eval.batch_size
     self.loss_config = config.loss
     self.fitted: Optional[baselines.FittedBaselines] = context.fitted
-    self._eval_sums = jax.jit(functools.partial(_eval_sums, apply_fn=context.apply_fn,
+    self._eval_sums = jax.jit(functools.partial(_eval_sums, predict_fns=predict_fns,
                                                 temperature=config.loss.temperature))
     self._targets = None
     self._baseline_hits: Optional[Dict[str, Dict[str, np.ndarray]]] = None

@@ -10,7 +10,7 @@
   baselines  copy-last, mean-of-context, recency (decay fitted on train), linear,
              nearest-train; CLI with their numbers
   margin     the model minus the best baseline, with a paired bootstrap interval
-  evaluator  RetrievalEvaluator / make_retrieval_evaluator: run(predict_fn); the CLI
+  evaluator  RetrievalEvaluator / make_retrieval_evaluator: report(predict_fn); the CLI
              (python -m lvm_jax.eval) and the training loop reach it through the
              config's evaluator, lvm_jax.evaluators.retrieval
 Nothing here imports training; `metrics`, `baselines` and `margin` never import FAISS.

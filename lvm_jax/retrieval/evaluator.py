@@ -1,9 +1,9 @@
 """The retrieval judge: predictions, search, baselines, rerankers, latency, gates.
 
 Built once from an eval set, a payload and an index (`make_retrieval_evaluator`
-loads them from paths), then `run(predict_fn)` as often as wanted: the offline
-CLI and the training loop call the same code. Every run reports two views of
-the same search:
+loads them from paths), then `report(predict_fn)` as often as wanted: the offline
+CLI and the training loop reach it through the same evaluators.retrieval
+`run(params)`. Every report holds two views of the same search:
   all   every payload row is a candidate (what the reference measured);
   excl  the window's own context chunks are dropped from its candidates. The
         true next chunk is never one of them, so this is the honest view of
@@ -22,6 +22,7 @@ from absl import logging
 
 from lvm_jax.data.eval_sets import EvalSet, read_eval_set
 from lvm_jax.data.payload import Payload, payload_rows_for_keys, read_payload
+from lvm_jax.models.predict_fns import predict_in_batches
 from lvm_jax.retrieval import baselines
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import margin as margin_lib
@@ -35,19 +36,6 @@ from lvm_jax.retrieval.eval_inputs import (VIEW_TITLES, VIEWS, EvalOptions, Gate
 # Report metric -> the flat scalar name `run` returns (suffix "_excl" for the excl view).
 SCALAR_NAMES = {"R@1": "r1", "R@5": "r5", "R@10": "r10", "R@20": "r20", "Contain@20": "contain20",
                 "Contain@50": "contain50", "Eff@5": "eff5", "MRR": "mrr"}
-
-
-def predict_in_batches(predict_fn: Callable, contexts: np.ndarray, size: int) -> np.ndarray:
-  """predict_fn over contexts in batches of exactly `size` (the last zero-padded, so a jitted
-  function compiles once) -> [n, ...] float32."""
-  out = []
-  for start in range(0, len(contexts), size):
-    batch = contexts[start:start + size]
-    if len(batch) < size:
-      batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:],
-                                              batch.dtype)])
-    out.append(np.asarray(predict_fn(batch), np.float32)[:min(size, len(contexts) - start)])
-  return np.concatenate(out)
 
 
 def _context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
@@ -90,8 +78,14 @@ def margin_scalars(margins: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:
   return out
 
 
+def report_scalars(result: Dict[str, Any]) -> Dict[str, float]:
+  """The model's metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, cosine, ...),
+  and the margins over the best baseline (r5_excl_margin, r5_excl_margin_low, ...)."""
+  return {**scalars(result), **margin_scalars(result["margin"])}
+
+
 class RetrievalEvaluator:
-  """`run(predict_fn)` judges predictions of the eval set's next chunks against the payload.
+  """`report(predict_fn)` judges predictions of the eval set's next chunks against the payload.
 
   predict_fn maps contexts [batch, L, dim] to predictions [batch, dim] (numpy or jax);
   it is always called with `options.batch_size` contexts (the last batch zero-padded),
@@ -285,10 +279,8 @@ class RetrievalEvaluator:
             "fitted_baselines": None if self.fitted is None else self.fitted.describe()}
 
   def run(self, predict_fn: Callable, reranker=None) -> Dict[str, float]:
-    """The model's metrics as flat scalars (r5, contain50, r5_excl, contain50_excl, cosine, ...),
-    and the margins over the best baseline (r5_excl_margin, r5_excl_margin_low, ...)."""
-    result = self.report(predict_fn, reranker=reranker)
-    return {**scalars(result), **margin_scalars(result["margin"])}
+    """report(...) as flat scalars (report_scalars)."""
+    return report_scalars(self.report(predict_fn, reranker=reranker))
 
   def baseline_scalars(self) -> Dict[str, Dict[str, float]]:
     """{oracle | copy_last | mean_of_context [| recency | linear]: flat scalars}, the numbers a
@@ -334,7 +326,7 @@ def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
                              index_path: Optional[str] = None, *,
                              fitted: Optional[baselines.FittedBaselines] = None,
                              **options) -> RetrievalEvaluator:
-  """Loads the eval set, payload and index once; `run(predict_fn)` is then cheap to repeat.
+  """Loads the eval set, payload and index once; `report(predict_fn)` is then cheap to repeat.
 
   Without an index path, builds the kind retrieval.index.choose_index_kind picks (exact
   Flat for small payloads, the default kind beyond). `options` are EvalOptions fields; the

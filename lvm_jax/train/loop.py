@@ -23,6 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from lvm_jax import models as models_lib
+from lvm_jax.models import predict_fns
 from lvm_jax import checkpoint, config_checks, evaluators, multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.train.training_sets import load_training_sets
@@ -190,9 +191,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   logging.info("Baselines fitted on %d train windows: recency decay %g (Contain@50 excl. on "
                "train by decay: %s), linear rank %d", fitted.train_windows, fitted.decay,
                fitted.decay_scores, fitted.linear.basis.shape[1])
-  evaluations = evaluators.from_config(config, evaluators.Context(
-      config=config, apply_fn=state.apply_fn, val=sets.val, eval_path=sets.eval_path,
-      payload_path=sets.payload_path, fitted=fitted))
+  evaluations = evaluators.from_config(config, predict_fns.from_apply_fn(state.apply_fn),
+                                       evaluators.Context(
+      config=config, val=sets.val, eval_path=sets.eval_path, payload_path=sets.payload_path,
+      fitted=fitted))
   references = {}
   for name, evaluator in evaluations:
     references[name] = evaluator.baselines()

@@ -21,6 +21,8 @@ from lvm_jax.config_base import Negatives, Positions
 from lvm_jax import losses
 from lvm_jax.train import augment
 from lvm_jax.models import LatentVectorPredictor, weight_decay_mask
+# predict and project live with the evaluators' PredictFns; the step calls them by these names.
+from lvm_jax.models.predict_fns import predict, project  # noqa: F401
 from lvm_jax.train.parallel import AXIS, DataParallel
 
 METRIC_SUMS = ("loss", "infonce", "ar_loss", "cosine", "masked_negatives")
@@ -55,18 +57,6 @@ def create_train_state(config: ml_collections.ConfigDict, predictor: LatentVecto
   params = init(rng, dummy)["params"]
   return TrainState.create(apply_fn=predictor.apply, params=params,
                            tx=create_optimizer(config, total_steps, params))
-
-
-def predict(state_or_apply_fn, params, contexts, *, train: bool = False, rngs=None):
-  """[batch, L, dim] -> [batch, L, dim] unit predictions."""
-  apply_fn = getattr(state_or_apply_fn, "apply_fn", state_or_apply_fn)
-  return apply_fn({"params": params}, contexts, train=train, rngs=rngs)
-
-
-def project(state_or_apply_fn, params, vectors):
-  """[..., dim] -> [..., head out] unit projections (the InfoNCE space)."""
-  apply_fn = getattr(state_or_apply_fn, "apply_fn", state_or_apply_fn)
-  return apply_fn({"params": params}, vectors, method=LatentVectorPredictor.project)
 
 
 def prediction_targets(contexts, targets, target_ids, positions: str):
