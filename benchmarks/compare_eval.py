@@ -78,7 +78,7 @@ def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
   """{view: {row name: metrics}} for the views "all" and "excl" (context excluded), and
   {"margin": {row name: {view: {metric: interval}}}} for every predictor given
   (predictors: {name: predict_fn, or (predict_fn, learned reranker)})."""
-  from lvm_jax.retrieval import margin as margin_lib  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, RetrievalEvaluator  # pylint: disable=g-import-not-at-top
   options = EvalOptions(nprobe=nprobe, latency_queries=0, index_recall=False)
   evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
@@ -89,7 +89,7 @@ def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
     result = evaluator.report(predict, reranker=reranker)
     for view in VIEWS:
       if not report[view]:
-        report[view].update({b: result["views"][view][b] for b in margin_lib.BASELINE_ROWS
+        report[view].update({b: result["views"][view][b] for b in baselines.BASELINE_ROWS
                              if b in result["views"][view]})
       report[view][name] = result["views"][view]["model"]
     report["margin"][name] = result["margin"]

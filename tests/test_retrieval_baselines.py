@@ -85,3 +85,26 @@ def test_fit_baselines_gives_the_fitted_rows():
   assert fitted.decay == 0.6 and set(fitted.predictors()) == set(baselines.FITTED_ROWS)
   assert fitted.predictors()["recency"](contexts[:2]).shape == (2, 48)
   assert fitted.describe()["recency"]["train_windows"] == 1500
+
+
+def test_one_scoreboard_names_the_rows_every_judge_shows():
+  """Issue 33: validation, the retrieval report, this CLI, compare_eval and learning_curve take
+  their baseline rows from baseline_predictors and judge margins against BASELINE_ROWS."""
+  from lvm_jax.retrieval import margin  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  contexts = rng.normal(size=(40, 3, 8)).astype(np.float32)
+  targets, ids = rng.normal(size=(40, 8)).astype(np.float32), np.arange(40)
+  fitted = baselines.fit_baselines(contexts, targets, ids, rank=4)
+  rows = baselines.baseline_predictors(fitted)
+  assert tuple(rows) == baselines.BASELINE_ROWS == margin.BASELINE_ROWS
+  assert tuple(baselines.baseline_predictors()) == ("copy_last", "mean_of_context")
+  for name, predict in rows.items():  # every row: [n, L, dim] -> [n, dim] float32
+    assert predict(contexts).shape == (40, 8) and predict(contexts).dtype == np.float32, name
+  np.testing.assert_array_equal(rows["recency"](contexts),
+                                baselines.recency(contexts, fitted.decay))
+  table = {"recency": {}, "linear": {}}
+  baselines.stamp_decay(table, fitted)
+  assert table == {"recency": {"decay": fitted.decay}, "linear": {}}
+  interval = {"margin": 0.1, "low": -0.2, "high": 0.3}
+  assert margin.margin_fields("r5_excl", interval) == {
+      "r5_excl_margin": 0.1, "r5_excl_margin_low": -0.2, "r5_excl_margin_high": 0.3}

@@ -114,8 +114,7 @@ class ValidationEvaluator(base.Evaluator):
                                                metrics=tuple(hits))
     out = {"loss": float(loss), "infonce": infonce, "ar": ar, **proxy}
     for name, interval in margins.items():
-      out.update({f"{name}_margin": interval["margin"], f"{name}_margin_low": interval["low"],
-                  f"{name}_margin_high": interval["high"]})
+      out.update(margin_lib.margin_fields(name, interval))
     # Debug only: the epoch's log line (hooks.epoch_line) shows the essentials, history.json all.
     logging.debug("validation: cosine %.4f R@5 %.4f R@5 excl. %.4f beside baselines: %s",
                   out["cosine"], out["r5"], out["r5_excl"], self._baseline_note)
@@ -129,20 +128,16 @@ class ValidationEvaluator(base.Evaluator):
     """The same cosine and R@k for copy-last-context, mean-of-context and, when fitted,
     recency (with its decay) and linear (computed once)."""
     if self._baseline_metrics is None:
-      predictors = {"copy_last": baselines.copy_last,
-                    "mean_of_context": baselines.mean_of_context}
-      if self.fitted is not None:
-        predictors.update(self.fitted.predictors())
+      predictors = baselines.baseline_predictors(self.fitted)
       predictions = {name: [] for name in predictors}
       for contexts, _, _ in dataset_batches(self.dataset, self.batch_size):
         for name, predict in predictors.items():
-          predictions[name].append(np.asarray(predict(np.asarray(contexts)), np.float32))
+          predictions[name].append(predict(np.asarray(contexts)))
       self._baseline_metrics, self._baseline_hits = {}, {}
       for name, parts in predictions.items():
         self._baseline_metrics[name], self._baseline_hits[name] = self._proxy(
             np.concatenate(parts))
-      if self.fitted is not None:
-        self._baseline_metrics["recency"]["decay"] = self.fitted.decay
+      baselines.stamp_decay(self._baseline_metrics, self.fitted)
       self._baseline_note = ", ".join(
           f"{name}{' (decay %g)' % m['decay'] if 'decay' in m else ''} {m['cosine']:.4f} / R@5 "
           f"{m['r5']:.4f} / R@5 excl. {m['r5_excl']:.4f}"

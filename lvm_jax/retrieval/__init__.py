@@ -5,11 +5,12 @@
   metrics    the one ranking implementation: R@k, Contain@K, Eff@5, MRR, exact ranks,
              rank_metrics (the training loop's validation proxy), cosines
   rerank     MMR, same-article, next-gap and directional rerankers
-  baselines  copy-last, mean-of-context, linear, nearest-train; CLI with their numbers
   eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
-  baselines  copy-last, mean-of-context, recency (decay fitted on train), linear,
-             nearest-train; CLI with their numbers
-  margin     the model minus the best baseline, with a paired bootstrap interval
+  baselines  the scoreboard's rows (BASELINE_ROWS, baseline_predictors: copy-last,
+             mean-of-context, recency with its decay fitted on train, linear), nearest-train;
+             CLI with their numbers
+  margin     the model minus the best of those rows, with a paired bootstrap interval
+             (margin_fields: the flat scalars every judge logs)
   evaluator  RetrievalEvaluator / make_retrieval_evaluator: report(predict_fn); the CLI
              (python -m lvm_jax.eval) and the training loop reach it through the
              config's evaluator, lvm_jax.evaluators.retrieval

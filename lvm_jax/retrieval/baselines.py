@@ -41,6 +41,10 @@ FIT_K = 50
 FIT_WINDOWS = 30_000  # train windows fitted on at most (a fixed sample beyond)
 LINEAR_RANK = 32
 FITTED_ROWS = ("recency", "linear")
+# The scoreboard's baseline rows, in table order: every judge (validation, the retrieval report,
+# this CLI, benchmarks.compare_eval, benchmarks.learning_curve) shows these beside the model,
+# and margin.margin_over_baselines judges the model against the best of them.
+BASELINE_ROWS = ("copy_last", "mean_of_context") + FITTED_ROWS
 
 
 def copy_last(contexts: np.ndarray) -> np.ndarray:
@@ -148,6 +152,26 @@ class FittedBaselines:
             "linear": {"rank": int(self.linear.basis.shape[1]), **fitted_on}}
 
 
+def baseline_predictors(fitted: Optional[FittedBaselines] = None
+                        ) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+  """The scoreboard's rows, {name: contexts [n, L, dim] -> [n, dim] float32} in BASELINE_ROWS'
+  order: copy_last and mean_of_context, plus recency and linear when fitted on train windows
+  (never on the windows scored)."""
+  rows = {"copy_last": copy_last, "mean_of_context": mean_of_context,
+          **(fitted.predictors() if fitted is not None else {})}
+  return {name: _float32(rows[name]) for name in BASELINE_ROWS if name in rows}
+
+
+def _float32(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+  return lambda contexts: np.asarray(predict(contexts), np.float32)
+
+
+def stamp_decay(rows: Dict[str, Dict], fitted: Optional[FittedBaselines]) -> None:
+  """recency's row carries its fitted decay, so every table and JSON names it."""
+  if fitted is not None and "recency" in rows:
+    rows["recency"]["decay"] = fitted.decay
+
+
 def fit_baselines(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
                   source: str = "", rank: int = LINEAR_RANK) -> FittedBaselines:
   """Fits recency's decay and the linear predictor on train windows (never eval windows)."""
@@ -202,25 +226,21 @@ def baseline_report(payload: Payload, train_rows: np.ndarray, eval_rows: np.ndar
   vectors = payload.vectors
   train_contexts, train_targets = vectors[train_rows[:, :-1]], vectors[train_rows[:, -1]]
   eval_contexts = vectors[eval_rows[:, :-1]]
-  linear = fit_linear_predictor(train_contexts, train_targets, rank=rank)
-  decay, _ = fit_recency_decay(train_contexts, train_targets, train_rows[:, -1])
-  predictions = {
-      "copy_last": copy_last(eval_contexts),
-      "mean_of_context": mean_of_context(eval_contexts),
-      "recency": recency(eval_contexts, decay),
-      "linear": linear.predict(eval_contexts),
-      "nearest_train": nearest_train_neighbour(train_contexts, train_targets, eval_contexts),
-  }
+  fitted = fit_baselines(train_contexts, train_targets, train_rows[:, -1], rank=rank)
+  predictions = {name: predict(eval_contexts)
+                 for name, predict in baseline_predictors(fitted).items()}
+  predictions["nearest_train"] = nearest_train_neighbour(train_contexts, train_targets,
+                                                         eval_contexts)
   report = {name: score_predictions(prediction, eval_rows, vectors)
             for name, prediction in predictions.items()}
   # The same linear predictor on (a fixed sample of) the windows it was fitted to: the gap to
   # "linear" is what fitting the train articles themselves is worth.
   sample = np.sort(np.random.default_rng(0).permutation(train_rows.shape[0])[:TRAIN_SAMPLE])
-  report["linear_on_train"] = score_predictions(linear.predict(train_contexts[sample]),
+  report["linear_on_train"] = score_predictions(fitted.linear.predict(train_contexts[sample]),
                                                 train_rows[sample], vectors)
   if noise_free is not None:
     report["noise_free"] = score_predictions(noise_free, eval_rows, vectors)
-  report["recency"]["decay"] = decay
+  stamp_decay(report, fitted)
   report["_sizes"] = {"payload_rows": payload.num_rows, "train_windows": int(train_rows.shape[0]),
                       "eval_windows": int(eval_rows.shape[0]), "dim": payload.vector_dim}
   return report

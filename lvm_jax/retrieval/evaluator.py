@@ -72,9 +72,7 @@ def margin_scalars(margins: Dict[str, Dict[str, Dict]]) -> Dict[str, float]:
   out = {}
   for view, suffix in (("all", ""), ("excl", "_excl")):
     for metric, interval in margins[view].items():
-      name = SCALAR_NAMES[metric] + suffix + "_margin"
-      out.update({name: interval["margin"], name + "_low": interval["low"],
-                  name + "_high": interval["high"]})
+      out.update(margin_lib.margin_fields(SCALAR_NAMES[metric] + suffix, interval))
   return out
 
 
@@ -184,20 +182,17 @@ class RetrievalEvaluator:
     """oracle, copy_last, mean_of_context (and recency, linear when fitted) rows per view
     (computed once)."""
     if self._baseline_views is None:
-      queries = {"oracle": self.targets, "copy_last": baselines.copy_last(self.contexts),
-                 "mean_of_context": baselines.mean_of_context(self.contexts)}
-      if self.fitted is not None:
-        queries.update({name: predict(self.contexts)
-                        for name, predict in self.fitted.predictors().items()})
+      queries = {"oracle": self.targets,
+                 **{name: predict(self.contexts) for name, predict in
+                    baselines.baseline_predictors(self.fitted).items()}}
       views = {view: {} for view in VIEWS}
       for name, query in queries.items():
         query = metrics_lib.unit_rows(query)
         for view, candidates in self._candidates(query).items():
           views[view][name] = self._row(name, query, candidates)
           self._baseline_hits[view][name] = self._hits(candidates)
-      if self.fitted is not None:
-        for view in VIEWS:
-          views[view]["recency"]["decay"] = self.fitted.decay
+      for view in VIEWS:
+        baselines.stamp_decay(views[view], self.fitted)
       misses = self._duplicate_misses()
       for view in VIEWS:
         views[view]["oracle"]["exact_duplicate_misses"] = misses

@@ -2,7 +2,7 @@
 
 A margin of 0.01 at 2,000 queries is noise; the interval says so. For each
 metric (a per-query 0/1 hit: R@1, R@5, Contain@50) the best baseline row is
-the one with the highest point value among BASELINE_ROWS present; the margin
+the one with the highest point value among baselines.BASELINE_ROWS present; the margin
 is model minus it, and its 95 % interval comes from resampling the queries
 with replacement, both predictors on the same resampled queries (paired), with
 a fixed seed, so the same inputs always give the same interval.
@@ -14,7 +14,8 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-BASELINE_ROWS = ("copy_last", "mean_of_context", "recency", "linear")
+from lvm_jax.retrieval.baselines import BASELINE_ROWS
+
 MARGIN_METRICS = ("R@1", "R@5", "Contain@50")
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -67,6 +68,12 @@ def margin_over_baselines(hits: Mapping[str, Mapping[str, np.ndarray]], *,
     out[metric] = {"baseline": best, **interval,
                    "includes_zero": bool(interval["low"] <= 0.0 <= interval["high"])}
   return out
+
+
+def margin_fields(name: str, interval: Mapping[str, float]) -> Dict[str, float]:
+  """One margin as flat scalars: {name}_margin, {name}_margin_low, {name}_margin_high."""
+  return {f"{name}_margin": interval["margin"], f"{name}_margin_low": interval["low"],
+          f"{name}_margin_high": interval["high"]}
 
 
 def format_margin(margin: Mapping[str, Mapping], label: Optional[str] = None) -> str:
