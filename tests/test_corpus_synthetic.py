@@ -28,7 +28,7 @@ def corpus_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(corpus_dir):
-  return baselines.synthetic_report(corpus_dir)
+  return baselines.report_for_directory(corpus_dir)
 
 
 def test_learned_dynamic_beats_copy_last_and_mean_on_unseen_articles(report):

@@ -155,8 +155,3 @@ def test_check_stored_scalar():
   with pytest.raises(DataFormatError, match="says 4 but the arrays hold 5"):
     validate.check_stored_scalar(np.int64(4), 5, path=PATH, field="num_sequences")
 
-
-def test_split_article_overlap():
-  np.testing.assert_array_equal(validate.split_article_overlap(np.array([1, 2, 2, 3]),
-                                                               np.array([3, 4, 2])), [2, 3])
-  assert validate.split_article_overlap(np.array([1]), np.array([2])).size == 0

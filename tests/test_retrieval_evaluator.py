@@ -89,7 +89,8 @@ def test_make_retrieval_evaluator_loads_once_and_runs_cheaply(eval_workdir, tmp_
   first, second = evaluator.run(copy_last), evaluator.run(copy_last)
   assert first == second and "latency_p95_ms" not in first  # no timing in the loop's defaults
   index_path = str(tmp_path / index_lib.INDEX_FILE)  # the corpus build writes no index
-  index_lib.write_payload_index(read_payload(os.path.join(data, "payload")), index_path)
+  index_lib.write_index(index_lib.build_index(read_payload(os.path.join(data, "payload")).vectors,
+                                              kind="flat"), index_path)
   from_file = make_retrieval_evaluator(os.path.join(data, "eval.npz"),
                                        os.path.join(data, "payload"), index_path, limit=30)
   assert len(from_file.contexts) == 30

@@ -67,8 +67,10 @@ def test_payload_index_holds_the_payload_in_row_order_and_auto_is_flat_when_smal
   from data_helpers import make_payload  # pylint: disable=g-import-not-at-top
   payload = make_payload()
   path = str(tmp_path / index_lib.INDEX_FILE)
-  record = index_lib.write_payload_index(payload, path)
-  assert record["kind"] == "flat" and record["num_vectors"] == payload.num_rows
+  built = index_lib.build_index(payload.vectors, kind=index_lib.resolve_kind(
+      index_lib.AUTO, payload.num_rows))
+  index_lib.write_index(built, path)
+  assert index_lib.index_kind(built) == "flat"
   index = index_lib.read_index(path, payload.vectors)
   assert index.ntotal == payload.num_rows
   _, ids = index.search(payload.vectors[[0, 17, 40]], 1)

@@ -70,10 +70,6 @@ class Payload:
       cached = self._packed_keys = pack_keys(self.article_index, self.chunk_index)
     return cached
 
-  def rows_for_keys(self, truth_keys: np.ndarray, *, source: str = "<keys>",
-                    field: str = "truth_keys") -> np.ndarray:
-    return payload_rows_for_keys(self, truth_keys, source=source, field=field)
-
 
 def payload_rows_for_keys(payload: Payload, truth_keys: np.ndarray, *, source: str = "<keys>",
                           field: str = "truth_keys") -> np.ndarray:

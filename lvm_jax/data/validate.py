@@ -230,7 +230,3 @@ def check_targets_match(targets: np.ndarray, payload_vectors: np.ndarray, rows: 
                      f"at row {worst_row})", "use the payload the file was built from, or rebuild "
                      "the file from this payload (python -m lvm_jax.corpus.build)")
 
-
-def split_article_overlap(train_articles: np.ndarray, other_articles: np.ndarray) -> np.ndarray:
-  """Articles present in both sets (sorted); empty when the split is article-disjoint."""
-  return np.intersect1d(np.unique(train_articles), np.unique(other_articles))

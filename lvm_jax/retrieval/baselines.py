@@ -261,10 +261,6 @@ def report_for_directory(data_dir: str, *, split: str = "eval") -> Dict[str, Dic
                          noise_free=noise_free)
 
 
-def synthetic_report(data_dir: str) -> Dict[str, Dict[str, float]]:
-  return report_for_directory(data_dir)
-
-
 def format_report(report: Dict[str, Dict[str, float]]) -> str:
   """A Markdown table of the report."""
   columns = ["cosine", "r1", "r5", "r1_excl", "r5_excl"]

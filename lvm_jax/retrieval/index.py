@@ -314,14 +314,3 @@ def read_index(path: str, payload_vectors: np.ndarray, *, check_sample: int = CH
                      "rebuild the index from this payload (rows in payload order)")
   return index
 
-
-def write_payload_index(payload, path: str, *, kind: str = AUTO,
-                        nlist: Optional[int] = None) -> dict:
-  """FAISS index over a Payload in row order (FAISS id = row) written to `path`; returns the
-  record a manifest keeps (path, kind, nlist, num_vectors, search knobs)."""
-  built = build_index(payload.vectors, kind=kind, nlist=nlist)
-  write_index(built, path)
-  kind = index_kind(built)
-  logging.info("FAISS %s index over %d payload rows -> %s", kind, payload.num_rows, path)
-  return {"path": os.path.basename(path), "kind": kind, "nlist": nlist,
-          "num_vectors": payload.num_rows, "search": search_knobs(built)}
