@@ -6,7 +6,7 @@
       --out runs/compare_eval.json
 
 `python -m lvm_jax.eval` judges one checkpoint; this script scores several
-through the same RetrievalEvaluator, the same index and the same queries, in
+through the same retrieval.judge.RetrievalJudge, the same index and the same queries, in
 both views (all candidates, and the window's own context chunks excluded), so
 one table holds them all: the baselines (copy-last, mean-of-context, and,
 fitted on --train, recency with its decay and linear), then each checkpoint,
@@ -79,9 +79,10 @@ def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
   {"margin": {row name: {view: {metric: interval}}}} for every predictor given
   (predictors: {name: predict_fn, or (predict_fn, learned reranker)})."""
   from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval.evaluator import VIEWS, EvalOptions, RetrievalEvaluator  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.eval_inputs import VIEWS, EvalOptions  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.judge import RetrievalJudge  # pylint: disable=g-import-not-at-top
   options = EvalOptions(nprobe=nprobe, latency_queries=0, index_recall=False)
-  evaluator = RetrievalEvaluator(eval_set, payload, index, options, fitted=fitted)
+  evaluator = RetrievalJudge(eval_set, payload, index, options, fitted=fitted)
   report = {view: {} for view in VIEWS}
   report["margin"] = {}
   for name, predictor in predictors.items():

@@ -18,7 +18,7 @@ from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.corpus.legacy import convert_reference_payload, read_reference_payload
 from lvm_jax.data.payload import read_payload
 from lvm_jax.data.sequences import read_sequence_set
-from lvm_jax.retrieval.evaluator import check_provenance
+from lvm_jax.retrieval.eval_inputs import check_provenance
 
 REFERENCE_DIM = 768  # the reference's build tool always records vector_dim=768
 REFERENCE_CREATED_AT = "2025-10-26T20:22:59.816929"

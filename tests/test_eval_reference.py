@@ -16,7 +16,8 @@ from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.eval import __main__ as eval_cli
 from lvm_jax.eval import reference
 from lvm_jax.retrieval import index as index_lib
-from lvm_jax.retrieval.evaluator import EvalOptions, Gates, RetrievalEvaluator
+from lvm_jax.retrieval.eval_inputs import EvalOptions, Gates
+from lvm_jax.retrieval.judge import RetrievalJudge
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "reference_eval")
 LATENCY = ("latency_mean_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
@@ -47,7 +48,7 @@ def known():
   eval_set = EvalSet(contexts, targets, keys, provenance=case.PROVENANCE)
   index = index_lib.build_index(payload.vectors, kind="flat")
   options = EvalOptions(limit=case.LIMIT, latency_queries=len(keys), index_recall=False)
-  result = RetrievalEvaluator(eval_set, payload, index, options).report(case.predict)
+  result = RetrievalJudge(eval_set, payload, index, options).report(case.predict)
   ours = reference.reference_report(
       result, checkpoint=case.CHECKPOINT, epoch=case.EPOCH, limit=case.LIMIT,
       val_cosine=case.VAL_COSINE, knobs=dict(case.KNOBS), gates=Gates(), ours={})

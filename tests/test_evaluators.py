@@ -99,3 +99,40 @@ def test_the_eval_cli_builds_the_retrieval_evaluator_from_the_checkpoints_config
   quick = ["--checkpoint", workdir, "--latency_queries", "5"]
   assert eval_cli.main(quick) == 0  # the untrained model passes the config's lax gates
   assert eval_cli.main(quick + ["--gate_r5", "1.0"]) == 1  # a given flag wins
+
+
+def retrieval_from_settings(eval_workdir, **settings):
+  """The config's retrieval evaluator on eval_workdir's data; its predict_fn is copy-last."""
+  from lvm_jax.models.predict_fns import PredictFns  # pylint: disable=g-import-not-at-top
+  data = os.path.join(eval_workdir, "data")
+  settings = {"eval_path": os.path.join(data, "eval.npz"),
+              "payload_path": os.path.join(data, "payload"), **settings}
+  copy_last = PredictFns(predict=lambda params, contexts: contexts[:, -1], project=None)
+  return retrieval.RetrievalEvaluation(copy_last, settings,
+                                       evaluators.Context(config=tiny_config()))
+
+
+def test_the_retrieval_evaluator_loads_once_and_runs_cheaply(eval_workdir, tmp_path):
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+  evaluation = retrieval_from_settings(eval_workdir, k=60)
+  first, second = dict(evaluation.run(None)), dict(evaluation.run(None))
+  assert index_lib.index_kind(evaluation.evaluator().index) == "flat"  # choose_index_kind
+  assert first == second and "latency_p95_ms" not in first  # no timing in the loop's defaults
+  index_path = str(tmp_path / index_lib.INDEX_FILE)  # the corpus build writes no index
+  payload = read_payload(os.path.join(eval_workdir, "data", "payload"))
+  index_lib.write_index(index_lib.build_index(payload.vectors, kind="flat"), index_path)
+  from_file = retrieval_from_settings(eval_workdir, index_path=index_path, limit=30)
+  assert len(from_file.evaluator().contexts) == 30
+
+
+def test_the_retrieval_evaluator_names_a_damaged_eval_set(eval_workdir, tmp_path):
+  from lvm_jax.data.errors import DataFormatError  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(eval_workdir, "data", "eval.npz"), "rb") as f:
+    damaged = bytearray(f.read())
+  middle = len(damaged) // 2
+  damaged[middle:middle + 16] = bytes(255 - b for b in damaged[middle:middle + 16])
+  path = tmp_path / "crc.npz"
+  path.write_bytes(bytes(damaged))
+  with pytest.raises(DataFormatError, match=rf"{path}: field '\w+': is damaged and cannot be read"):
+    retrieval_from_settings(eval_workdir, eval_path=str(path)).inputs()

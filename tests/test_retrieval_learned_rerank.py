@@ -10,7 +10,8 @@ from lvm_jax.data.eval_sets import read_eval_set
 from lvm_jax.data.payload import read_payload
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import learned_rerank
-from lvm_jax.retrieval.evaluator import EvalOptions, RetrievalEvaluator
+from lvm_jax.retrieval.eval_inputs import EvalOptions
+from lvm_jax.retrieval.judge import RetrievalJudge
 
 NUM_FEATURES = len(learned_rerank.FEATURE_NAMES)
 
@@ -98,7 +99,7 @@ def evaluator(workdir):
   payload = read_payload(os.path.join(data, "payload"))
   eval_set = read_eval_set(os.path.join(data, "eval.npz"))
   index = index_lib.build_index(payload.vectors, kind="flat")
-  return RetrievalEvaluator(eval_set, payload, index, EvalOptions(latency_queries=0,
+  return RetrievalJudge(eval_set, payload, index, EvalOptions(latency_queries=0,
                                                                   index_recall=False))
 
 

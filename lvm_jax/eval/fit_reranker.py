@@ -48,11 +48,10 @@ def shortlists(predictions: np.ndarray, payload_vectors: np.ndarray, contexts: n
   """{view: (scores, rows)} of an exact search, cut into the evaluator's views."""
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import metrics, search  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval.evaluator import candidate_views  # pylint: disable=g-import-not-at-top
   length = contexts.shape[1]
   scores, rows, _ = search.search(index_lib.build_index(payload_vectors, kind="flat"),
                                   metrics.unit_rows(predictions), depth + length)
-  return candidate_views(scores, rows, truth_rows, length, depth)
+  return search.candidate_views(scores, rows, truth_rows, length, depth)
 
 
 def hit_rates(rows: np.ndarray, truth_rows: np.ndarray):

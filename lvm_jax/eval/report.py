@@ -15,8 +15,7 @@ import numpy as np
 from lvm_jax import atomic
 from lvm_jax.workdir import Workdir
 from lvm_jax.retrieval import margin as margin_lib
-from lvm_jax.retrieval.eval_inputs import Gates
-from lvm_jax.retrieval.evaluator import VIEW_TITLES, VIEWS
+from lvm_jax.retrieval.eval_inputs import VIEW_TITLES, VIEWS, Gates
 
 TABLE_COLUMNS = ("R@1", "R@5", "R@10", "R@20", "Contain@20", "Contain@50", "Eff@5", "MRR",
                  "mean_cosine")

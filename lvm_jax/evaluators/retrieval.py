@@ -76,15 +76,15 @@ class RetrievalEvaluation(base.Evaluator):
                          "config.evals.retrieval.eval_path and payload_path (the synthetic "
                          "default provides both).")
       from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
-      from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
+      from lvm_jax.retrieval import judge  # pylint: disable=g-import-not-at-top
       payload = read_payload(self.payload_path, load_texts=False)
-      self._inputs = payload, evaluator.load_eval_set(self.eval_path, payload)
+      self._inputs = payload, judge.load_eval_set(self.eval_path, payload)
     return self._inputs
 
   def evaluator(self):
-    """The RetrievalEvaluator (built once): options validated before an index is built."""
+    """The retrieval.judge.RetrievalJudge (built once): options validated before an index is built."""
     if self._evaluator is None:
-      from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
+      from lvm_jax.retrieval import judge  # pylint: disable=g-import-not-at-top
       from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
       payload, eval_set = self.inputs()
       options = options_from(self.settings, self.context.config.eval.batch_size)
@@ -99,8 +99,7 @@ class RetrievalEvaluation(base.Evaluator):
       fitted = self.context.fitted
       if fitted is not None and not isinstance(fitted, baselines_lib.FittedBaselines):
         fitted = fitted(payload)  # fitted on train windows that index this payload
-      self._evaluator = evaluator.RetrievalEvaluator(eval_set, payload, index, options,
-                                                     fitted=fitted)
+      self._evaluator = judge.RetrievalJudge(eval_set, payload, index, options, fitted=fitted)
     return self._evaluator
 
   def reranker(self):
@@ -113,10 +112,10 @@ class RetrievalEvaluation(base.Evaluator):
     return self._reranker
 
   def run(self, params) -> Iterator[Tuple[str, float]]:
-    from lvm_jax.retrieval import evaluator  # pylint: disable=g-import-not-at-top
+    from lvm_jax.retrieval import judge  # pylint: disable=g-import-not-at-top
     self.last_report = self.evaluator().report(
         predict_fns_lib.bind(self.predict_fns.predict, params), reranker=self.reranker())
-    yield from evaluator.report_scalars(self.last_report).items()
+    yield from judge.report_scalars(self.last_report).items()
 
   def baselines(self) -> Dict[str, Dict[str, float]]:
     reference = self.evaluator().baseline_scalars()

@@ -1,18 +1,19 @@
 """Retrieval in one place: FAISS indexes, ranking metrics, baseline predictors, the evaluator.
 
   index      FAISS index build / write / read with checks (FAISS loaded on first use)
-  search     batched search, single-threaded per-query latency, index recall
+  search     batched search and its candidate views (all; context excluded),
+             single-threaded per-query latency, index recall
   metrics    the one ranking implementation: R@k, Contain@K, Eff@5, MRR, exact ranks,
              rank_metrics (the training loop's validation proxy), cosines
-  rerank     MMR, same-article, next-gap and directional rerankers
+  rerank     MMR, same-article, next-gap and directional rerankers (heuristic_rows)
   eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
   baselines  the scoreboard's rows (BASELINE_ROWS, baseline_predictors: copy-last,
              mean-of-context, recency with its decay fitted on train, linear), nearest-train;
              CLI with their numbers
   margin     the model minus the best of those rows, with a paired bootstrap interval
              (margin_fields: the flat scalars every judge logs)
-  evaluator  RetrievalEvaluator / make_retrieval_evaluator: report(predict_fn); the CLI
+  judge      RetrievalJudge: report(predict_fn), the rows per view, latency, gates; the CLI
              (python -m lvm_jax.eval) and the training loop reach it through the
-             config's evaluator, lvm_jax.evaluators.retrieval
+             config's evaluator, lvm_jax.evaluators.retrieval (RetrievalEvaluation)
 Nothing here imports training; `metrics`, `baselines` and `margin` never import FAISS.
 """

@@ -1,8 +1,8 @@
 """What a retrieval evaluation is asked (EvalOptions, Gates) and the checks its inputs pass
 before anything is predicted: provenance against the payload, truth alignment.
 
-The offline CLI and the training loop build the same EvalOptions; RetrievalEvaluator
-(evaluator.py) runs them.
+The offline CLI and the training loop build the same EvalOptions; RetrievalJudge
+(judge.py) runs them.
 """
 
 from __future__ import annotations

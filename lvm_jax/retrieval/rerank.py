@@ -61,3 +61,25 @@ def directional(rows, scores, payload_vectors, last_context, predictions, weight
   step = _unit(predictions - last_context)[:, None, :]
   moves = _unit(payload_vectors[np.maximum(rows, 0)] - last_context[:, None, :])
   return _reorder(rows, scores + weight * np.sum(moves * step, axis=-1))
+
+
+def heuristic_rows(options, payload, truth_keys: np.ndarray, scores: np.ndarray,
+                   candidates: np.ndarray, predictions: np.ndarray,
+                   last_context: np.ndarray) -> dict:
+  """{row name: reordered candidates [n, K]} of each reranker the options turn on (not None):
+  mmr_lambda, w_same_article, w_next_gap, w_directional; truth_keys [n, 2] (article, chunk)."""
+  o, p = options, payload
+  articles, last_chunks = truth_keys[:, 0], truth_keys[:, 1] - 1
+  out = {}
+  if o.mmr_lambda is not None:
+    out[f"model+mmr(λ={o.mmr_lambda})"] = mmr(candidates, scores, p.vectors, o.mmr_lambda)
+  if o.w_same_article is not None:
+    out[f"model+same_article(w={o.w_same_article})"] = same_article(
+        candidates, scores, p.article_index, articles, o.w_same_article)
+  if o.w_next_gap is not None:
+    out[f"model+next_gap(w={o.w_next_gap})"] = next_gap(
+        candidates, scores, p.article_index, p.chunk_index, articles, last_chunks, o.w_next_gap)
+  if o.w_directional is not None:
+    out[f"model+directional(w={o.w_directional})"] = directional(
+        candidates, scores, p.vectors, last_context, predictions, o.w_directional)
+  return out

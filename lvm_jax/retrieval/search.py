@@ -1,4 +1,5 @@
-"""Searching the index: batched candidates, single-threaded per-query latency, index recall.
+"""Searching the index: batched candidates and their two views (all; the window's own context
+excluded), single-threaded per-query latency, index recall.
 
 FAISS is imported only where its thread control is needed.
 """
@@ -75,3 +76,18 @@ def index_recall(approximate_rows: np.ndarray, exact_rows: np.ndarray) -> float:
   k = exact_rows.shape[1]
   overlap = [len(np.intersect1d(a[a >= 0], e)) for a, e in zip(approximate_rows, exact_rows)]
   return float(np.mean(overlap) / k)
+
+
+def context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
+  """Windows run over consecutive chunks, so the context rows precede the target row."""
+  return truth_rows[:, None] - np.arange(context_length, 0, -1)[None, :]
+
+
+def candidate_views(scores: np.ndarray, rows: np.ndarray, truth_rows: np.ndarray,
+                    context_length: int, k: int) -> Dict[str, tuple]:
+  """{view: (scores [n, k], rows [n, k])} of one search of k + L rows: "all" its first k,
+  "excl" its first k once the window's own context rows are dropped (order kept)."""
+  own = (rows[:, :, None] == context_rows(truth_rows, context_length)[:, None, :]).any(-1)
+  keep = np.argsort(own, axis=1, kind="stable")[:, :k]  # non-context rows first, in order
+  return {"all": (scores[:, :k], rows[:, :k]),
+          "excl": tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))}

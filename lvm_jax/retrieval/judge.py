@@ -1,9 +1,12 @@
-"""The retrieval judge: predictions, search, baselines, rerankers, latency, gates.
+"""The retrieval judge: the report and its gates, from predictions of the eval set.
 
-Built once from an eval set, a payload and an index (`make_retrieval_evaluator`
-loads them from paths), then `report(predict_fn)` as often as wanted: the offline
-CLI and the training loop reach it through the same evaluators.retrieval
-`run(params)`. Every report holds two views of the same search:
+RetrievalJudge is built once from an eval set, a payload and an index
+(evaluators.retrieval loads them from its settings), then `report(predict_fn)`
+as often as wanted: the offline CLI and the training loop reach it through the
+same evaluators.retrieval `run(params)`. Its parts live by job: search.py (the
+search and its candidate views), rerank.py (the heuristic rerankers' rows),
+learned_rerank.py (the second stage), baselines.py + margin.py (the scoreboard),
+eval_inputs.py (options, gates, input checks). Every report holds two views of the same search:
   all   every payload row is a candidate (what the reference measured);
   excl  the window's own context chunks are dropped from its candidates. The
         true next chunk is never one of them, so this is the honest view of
@@ -21,36 +24,18 @@ import numpy as np
 from absl import logging
 
 from lvm_jax.data.eval_sets import EvalSet, read_eval_set
-from lvm_jax.data.payload import Payload, payload_rows_for_keys, read_payload
+from lvm_jax.data.payload import Payload, payload_rows_for_keys
 from lvm_jax.models.predict_fns import predict_in_batches
 from lvm_jax.retrieval import baselines
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval import metrics as metrics_lib
 from lvm_jax.retrieval import learned_rerank, rerank, search
-# EvalOptions, Gates, VIEWS and the input checks live in eval_inputs; the CLI and the report
-# import them from here, beside RetrievalEvaluator.
-from lvm_jax.retrieval.eval_inputs import (VIEW_TITLES, VIEWS, EvalOptions, Gates,  # noqa: F401
-                                          check_alignment, check_provenance)
+from lvm_jax.retrieval.eval_inputs import VIEWS, EvalOptions, check_alignment, check_provenance
 
 # Report metric -> the flat scalar name `run` returns (suffix "_excl" for the excl view).
 SCALAR_NAMES = {"R@1": "r1", "R@5": "r5", "R@10": "r10", "R@20": "r20", "Contain@20": "contain20",
                 "Contain@50": "contain50", "Eff@5": "eff5", "MRR": "mrr"}
-
-
-def _context_rows(truth_rows: np.ndarray, context_length: int) -> np.ndarray:
-  """Windows run over consecutive chunks, so the context rows precede the target row."""
-  return truth_rows[:, None] - np.arange(context_length, 0, -1)[None, :]
-
-
-def candidate_views(scores: np.ndarray, rows: np.ndarray, truth_rows: np.ndarray,
-                    context_length: int, k: int) -> Dict[str, tuple]:
-  """{view: (scores [n, k], rows [n, k])} of one search of k + L rows: "all" its first k,
-  "excl" its first k once the window's own context rows are dropped (order kept)."""
-  own = (rows[:, :, None] == _context_rows(truth_rows, context_length)[:, None, :]).any(-1)
-  keep = np.argsort(own, axis=1, kind="stable")[:, :k]  # non-context rows first, in order
-  return {"all": (scores[:, :k], rows[:, :k]),
-          "excl": tuple(np.take_along_axis(a, keep, axis=1) for a in (scores, rows))}
 
 
 def scalars(result: Dict[str, Any], row: str = "model") -> Dict[str, float]:
@@ -82,7 +67,7 @@ def report_scalars(result: Dict[str, Any]) -> Dict[str, float]:
   return {**scalars(result), **margin_scalars(result["margin"])}
 
 
-class RetrievalEvaluator:
+class RetrievalJudge:
   """`report(predict_fn)` judges predictions of the eval set's next chunks against the payload.
 
   predict_fn maps contexts [batch, L, dim] to predictions [batch, dim] (numpy or jax);
@@ -145,7 +130,7 @@ class RetrievalEvaluator:
     depth = min(k + context_length, self.payload.num_rows)
     scores, rows, qps = search.search(self.index, queries, depth)
     return {view: pair + (qps,) for view, pair in
-            candidate_views(scores, rows, self.truth_rows, context_length, k).items()}
+            search.candidate_views(scores, rows, self.truth_rows, context_length, k).items()}
 
   def _reranked_candidates(self, queries: np.ndarray, reranker) -> Dict[str, tuple]:
     """As _candidates, each view's shortlist of reranker.depth rows reordered by the learned
@@ -199,23 +184,6 @@ class RetrievalEvaluator:
       self._baseline_views = views
     return self._baseline_views
 
-  def _reranked(self, scores, candidates, predictions, last_context) -> Dict[str, np.ndarray]:
-    o, p = self.options, self.payload
-    articles, last_chunks = self.truth_keys[:, 0], self.truth_keys[:, 1] - 1
-    out = {}
-    if o.mmr_lambda is not None:
-      out[f"model+mmr(λ={o.mmr_lambda})"] = rerank.mmr(candidates, scores, p.vectors, o.mmr_lambda)
-    if o.w_same_article is not None:
-      out[f"model+same_article(w={o.w_same_article})"] = rerank.same_article(
-          candidates, scores, p.article_index, articles, o.w_same_article)
-    if o.w_next_gap is not None:
-      out[f"model+next_gap(w={o.w_next_gap})"] = rerank.next_gap(
-          candidates, scores, p.article_index, p.chunk_index, articles, last_chunks, o.w_next_gap)
-    if o.w_directional is not None:
-      out[f"model+directional(w={o.w_directional})"] = rerank.directional(
-          candidates, scores, p.vectors, last_context, predictions, o.w_directional)
-    return out
-
   # -------------------------------------------------------------------------- runs
 
   def report(self, predict_fn: Callable, reranker=None) -> Dict[str, Any]:
@@ -243,8 +211,9 @@ class RetrievalEvaluator:
       margins[view] = margin_lib.margin_over_baselines(
           {**self._baseline_hits[view], "model": self._hits(model_candidates[view])})
       scores, candidates, _ = model_candidates[view]
-      for name, ranked in self._reranked(scores, candidates, queries,
-                                         self.contexts[:, -1]).items():
+      for name, ranked in rerank.heuristic_rows(options, self.payload, self.truth_keys, scores,
+                                                candidates, queries,
+                                                self.contexts[:, -1]).items():
         rows[name] = self._row(name, queries, model_candidates[view], ranked=ranked)
         rows[name]["uses_article_identity"] = any(a in name for a in rerank.ARTICLE_RERANKERS)
       views[view] = rows
@@ -316,30 +285,3 @@ def load_eval_set(path: str, payload: Payload) -> EvalSet:
   return read_eval_set(path, expected_dim=payload.vector_dim,
                        expected_source=f"the payload {payload.source}")
 
-
-def make_retrieval_evaluator(eval_set_path: str, payload_path: str,
-                             index_path: Optional[str] = None, *,
-                             fitted: Optional[baselines.FittedBaselines] = None,
-                             **options) -> RetrievalEvaluator:
-  """Loads the eval set, payload and index once; `report(predict_fn)` is then cheap to repeat.
-
-  Without an index path, builds the kind retrieval.index.choose_index_kind picks (exact
-  Flat for small payloads, the default kind beyond). `options` are EvalOptions fields; the
-  defaults here suit the training loop (no latency timing, no index recall, no rerankers): pass latency_queries=1000 etc.
-  for the CLI's full report.
-  """
-  known = {f.name for f in dataclasses.fields(EvalOptions)}
-  unknown = sorted(set(options) - known)
-  if unknown:
-    raise TypeError(f"make_retrieval_evaluator: unknown option(s) {unknown}; known: "
-                    f"{sorted(known)}")
-  settings = {"latency_queries": 0, "index_recall": False, **options}
-  payload = read_payload(payload_path, load_texts=False)
-  eval_set = load_eval_set(eval_set_path, payload)
-  if index_path:
-    index = index_lib.read_index(index_path, payload.vectors)
-  else:
-    kind = index_lib.choose_index_kind(payload.num_rows)
-    logging.info("No index given: building %s over %d payload rows", kind, payload.num_rows)
-    index = index_lib.build_index(payload.vectors, kind=kind)
-  return RetrievalEvaluator(eval_set, payload, index, EvalOptions(**settings), fitted=fitted)

@@ -1,4 +1,4 @@
-"""RetrievalEvaluator on a small synthetic corpus: rows, both views, scalars, checks, loading."""
+"""RetrievalJudge on a small synthetic corpus: rows, both views, scalars, checks."""
 
 import dataclasses
 import os
@@ -11,8 +11,8 @@ from lvm_jax.data.payload import read_payload
 from lvm_jax.data import provenance as provenance_lib
 from lvm_jax.data.errors import DataFormatError
 from lvm_jax.retrieval import index as index_lib
-from lvm_jax.retrieval.evaluator import (EvalOptions, RetrievalEvaluator,
-                                         make_retrieval_evaluator)
+from lvm_jax.retrieval.eval_inputs import EvalOptions
+from lvm_jax.retrieval.judge import RetrievalJudge
 
 copy_last = lambda contexts: contexts[:, -1]
 
@@ -26,7 +26,7 @@ def corpus(workdir):
 def evaluator_for(workdir, **options):
   payload, eval_set = corpus(workdir)
   index = index_lib.build_index(payload.vectors, kind="flat")
-  return RetrievalEvaluator(eval_set, payload, index,
+  return RetrievalJudge(eval_set, payload, index,
                             EvalOptions(**{"latency_queries": 20, **options}))
 
 
@@ -81,31 +81,13 @@ def test_predict_fn_always_sees_full_batches(eval_workdir):
     evaluator.run(lambda contexts: contexts[:, :, :3].reshape(len(contexts), -1)[:, :5])
 
 
-def test_make_retrieval_evaluator_loads_once_and_runs_cheaply(eval_workdir, tmp_path):
-  data = os.path.join(eval_workdir, "data")
-  evaluator = make_retrieval_evaluator(os.path.join(data, "eval.npz"),
-                                       os.path.join(data, "payload"), None, k=60)
-  assert index_lib.index_kind(evaluator.index) == "flat"
-  first, second = evaluator.run(copy_last), evaluator.run(copy_last)
-  assert first == second and "latency_p95_ms" not in first  # no timing in the loop's defaults
-  index_path = str(tmp_path / index_lib.INDEX_FILE)  # the corpus build writes no index
-  index_lib.write_index(index_lib.build_index(read_payload(os.path.join(data, "payload")).vectors,
-                                              kind="flat"), index_path)
-  from_file = make_retrieval_evaluator(os.path.join(data, "eval.npz"),
-                                       os.path.join(data, "payload"), index_path, limit=30)
-  assert len(from_file.contexts) == 30
-  with pytest.raises(TypeError, match=r"unknown option\(s\) \['kk'\]"):
-    make_retrieval_evaluator(os.path.join(data, "eval.npz"), os.path.join(data, "payload"),
-                             None, kk=5)
-
-
 def test_provenance_mismatch_is_an_error_unless_overridden(eval_workdir):
   payload, eval_set = corpus(eval_workdir)
   other = dataclasses.replace(eval_set, provenance=dict(eval_set.provenance, embedder_id="minilm"))
   index = index_lib.build_index(payload.vectors, kind="flat")
   with pytest.raises(DataFormatError, match=r"embedder_id: eval set 'minilm' vs payload"):
-    RetrievalEvaluator(other, payload, index, EvalOptions())
-  RetrievalEvaluator(other, payload, index, EvalOptions(allow_provenance_mismatch=True))
+    RetrievalJudge(other, payload, index, EvalOptions())
+  RetrievalJudge(other, payload, index, EvalOptions(allow_provenance_mismatch=True))
 
 
 def test_reference_provenance_spellings_equal_ours(eval_workdir):
@@ -117,7 +99,7 @@ def test_reference_provenance_spellings_equal_ours(eval_workdir):
   converted = dataclasses.replace(payload, provenance=dict(
       payload.provenance, embedder_id="unknown", norm="l2", metric="inner_product"))
   index = index_lib.build_index(payload.vectors, kind="flat")
-  assert RetrievalEvaluator(reference, converted, index, EvalOptions()).provenance_mismatches == []
+  assert RetrievalJudge(reference, converted, index, EvalOptions()).provenance_mismatches == []
   assert provenance_lib.canonical({"norm": "L2_once", "metric": "IP", "embedder_id": ""}) == {
       "embedder_id": None, "norm": "l2", "metric": "inner_product"}
   assert provenance_lib.compare({"metric": "ip"}, {"metric": "l2"})[0] == ["metric"]
@@ -132,7 +114,7 @@ def test_misaligned_targets_name_the_worst_rows(eval_workdir):
   index = index_lib.build_index(payload.vectors, kind="flat")
   with pytest.raises(DataFormatError, match=r"do not match their payload vectors: mean cosine .* "
                                             r"worst rows \[4"):
-    RetrievalEvaluator(shifted, payload, index, EvalOptions())
+    RetrievalJudge(shifted, payload, index, EvalOptions())
 
 
 @pytest.mark.parametrize("options, words", [
@@ -145,14 +127,3 @@ def test_options_are_validated_before_anything_runs(eval_workdir, options, words
     evaluator_for(eval_workdir, **options)
   assert words in str(error.value)
 
-
-def test_make_retrieval_evaluator_names_a_damaged_eval_set(eval_workdir, tmp_path):
-  data = os.path.join(eval_workdir, "data")
-  with open(os.path.join(data, "eval.npz"), "rb") as f:
-    damaged = bytearray(f.read())
-  middle = len(damaged) // 2
-  damaged[middle:middle + 16] = bytes(255 - b for b in damaged[middle:middle + 16])
-  path = tmp_path / "crc.npz"
-  path.write_bytes(bytes(damaged))
-  with pytest.raises(DataFormatError, match=rf"{path}: field '\w+': is damaged and cannot be read"):
-    make_retrieval_evaluator(str(path), os.path.join(data, "payload"))
