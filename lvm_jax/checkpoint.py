@@ -29,11 +29,12 @@ from orbax.checkpoint import checkpoint_managers
 
 from lvm_jax import atomic, cli, multihost
 from lvm_jax.cli import UserFacingError
+from lvm_jax import config_base
 from lvm_jax.config_base import BestMode
 from lvm_jax.models import model_from_config
 from lvm_jax.workdir import Workdir
 
-DEFAULT_BEST_METRIC = "val_cosine"
+DEFAULT_BEST_METRIC = config_base.BEST_METRIC
 
 
 # Orbax warnings that every read-only load gives (eval, predict, status): this module asks for

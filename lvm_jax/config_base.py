@@ -41,6 +41,8 @@ PARALLEL = tuple(p.value for p in Parallel)
 BEST_MODES = tuple(m.value for m in BestMode)
 MATMUL_PRECISIONS = ("default", "high", "highest")
 MODEL_SIZES = ("d_model", "n_layers", "d_state", "d_conv", "expand")
+BEST_METRIC = "val_cosine"  # train.best_metric's default; checkpoint keeps the best by it too
+EVAL_EVERY_EPOCHS = 1  # a config.evals entry without every_epochs runs after every epoch
 REFERENCE_TRAINING_D_MODEL = 768  # the reference trained mamba_s at d_model 768 (default 256)
 
 
@@ -135,12 +137,12 @@ def base_config() -> ml_collections.ConfigDict:
   # real text. Any history field can be named; PASSED when it is >= the minimum.
   config.train.smoke_gate_metric = "val_r5_excl_margin"
   config.train.smoke_gate_minimum = 0.0
-  config.train.parallel = "auto"  # auto (mesh; vmap on Metal) | mesh | vmap
+  config.train.parallel = Parallel.AUTO.value  # auto (mesh; vmap on Metal) | mesh | vmap
   config.train.log_every_steps = 50  # metrics leave the device (and are checked) this often
   config.train.keep_checkpoints = 2  # newest steps kept for resume, besides the best one
   # The history field that picks the best checkpoint; a margin over the best baseline
   # (val_r5_excl_margin, val_r50_excl_margin, ...) picks the one furthest ahead of it.
-  config.train.best_metric = "val_cosine"
+  config.train.best_metric = BEST_METRIC
   config.train.best_mode = "max"  # max | min
 
   config.eval = ml_collections.ConfigDict()
@@ -154,7 +156,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.evals = ml_collections.ConfigDict()
   config.evals.val = ml_collections.ConfigDict()
   config.evals.val.type = "validation"  # losses, cosine, the retrieval proxy, margins
-  config.evals.val.every_epochs = 1
+  config.evals.val.every_epochs = EVAL_EVERY_EPOCHS
   # The FAISS retrieval evaluation of the eval set, as `python -m lvm_jax.eval` runs it.
   config.evals.retrieval = ml_collections.ConfigDict()
   config.evals.retrieval.type = "retrieval"

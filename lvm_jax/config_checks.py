@@ -14,8 +14,8 @@ import ml_collections
 from lvm_jax.cli import did_you_mean
 from lvm_jax.models.predictor import model_sizes
 from lvm_jax.models.projection import HEAD_KINDS
-from lvm_jax.config_base import (BEST_MODES, MATMUL_PRECISIONS, MODEL_SIZES, NEGATIVES, PARALLEL,
-                                 POSITIONS, Positions)
+from lvm_jax.config_base import (BEST_MODES, EVAL_EVERY_EPOCHS, MATMUL_PRECISIONS, MODEL_SIZES,
+                                 NEGATIVES, PARALLEL, POSITIONS, Positions)
 
 
 class ConfigError(ValueError):
@@ -113,7 +113,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for field, low in (("every_epochs", 0), ("nprobe", 1), ("limit", 0)):
       if field in entry:
         _number(config, f"evals.{name}.{field}", low=low, integer=True)
-    if config.train.best_metric.startswith(f"{name}_") and entry.get("every_epochs", 1) < 1:
+    if config.train.best_metric.startswith(f"{name}_") and entry.get("every_epochs", EVAL_EVERY_EPOCHS) < 1:
       raise ConfigError(f"config field train.best_metric={config.train.best_metric!r} is a metric "
                         f"of evals.{name}, but config.evals.{name}.every_epochs is 0 (off). Fix: "
                         f"pass --config.evals.{name}.every_epochs=1, or pick another metric.")

@@ -71,3 +71,16 @@ def test_choices_are_checked():
 
 def test_the_reference_regime_passes():
   config_checks.check_config(base_config())
+
+
+def test_each_default_and_enum_has_one_home():
+  """Issue 33: the Parallel enum, the best metric and every_epochs' default live in config_base
+  and are imported, not restated."""
+  from lvm_jax import checkpoint, config_base  # pylint: disable=g-import-not-at-top
+  from lvm_jax.evaluators import base  # pylint: disable=g-import-not-at-top
+  from lvm_jax.train import parallel  # pylint: disable=g-import-not-at-top
+  assert parallel.Parallel is config_base.Parallel
+  assert parallel.resolve_parallel("auto", "cpu") is config_base.Parallel.MESH
+  assert checkpoint.DEFAULT_BEST_METRIC == config_base.base_config().train.best_metric
+  unset = base.Evaluator(None, {}, None)  # no every_epochs: EVAL_EVERY_EPOCHS (every epoch)
+  assert config_base.EVAL_EVERY_EPOCHS == 1 and all(unset.due(epoch) for epoch in (1, 2, 3))

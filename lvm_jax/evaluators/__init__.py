@@ -30,6 +30,7 @@ from typing import List, Tuple
 
 import ml_collections
 
+from lvm_jax.config_base import EVAL_EVERY_EPOCHS
 from lvm_jax.evaluators.base import Context, Evaluator
 from lvm_jax.models.predict_fns import PredictFns
 
@@ -66,7 +67,7 @@ def _entries(config: ml_collections.ConfigDict):
   evals = config.get("evals") or {}
   for name in evals.keys():
     settings = evals[name]
-    if settings.get("every_epochs", 1) > 0:
+    if settings.get("every_epochs", EVAL_EVERY_EPOCHS) > 0:
       yield name, settings
 
 

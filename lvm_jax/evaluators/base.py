@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import ml_collections
 
+from lvm_jax.config_base import EVAL_EVERY_EPOCHS
 from lvm_jax.models.predict_fns import PredictFns
 
 
@@ -48,7 +49,7 @@ class Evaluator:
 
   def due(self, epoch: int) -> bool:
     """After 1-based `epoch`: every `every_epochs` epochs (0 turns the entry off)."""
-    every = self.settings.get("every_epochs", 1)
+    every = self.settings.get("every_epochs", EVAL_EVERY_EPOCHS)
     return every > 0 and epoch % every == 0
 
   def run(self, params) -> Iterator[Tuple[str, float]]:

@@ -12,7 +12,6 @@ whose single device runs neither pmap nor multi-device meshes.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Callable, Dict, Optional
 
 import jax
@@ -20,18 +19,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lvm_jax import backend
+from lvm_jax.config_base import Parallel
 
 AXIS = "batch"
 
 
-class Parallel(str, enum.Enum):
-  MESH = "mesh"
-  VMAP = "vmap"
-
-
 def resolve_parallel(name: str, platform: Optional[str] = None) -> Parallel:
   """config.train.parallel -> Parallel: "auto" is the mesh, except on Metal."""
-  if name == "auto":
+  if name == Parallel.AUTO:
     return Parallel.VMAP if backend.is_metal(platform) else Parallel.MESH
   return Parallel(name)
 
