@@ -127,9 +127,9 @@ def test_one_rule_picks_flat_below_the_small_payload_size_else_the_default():
 
 def test_eval_cli_builds_by_the_one_rule_and_keeps_the_index_nprobe():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from lvm_jax.eval import __main__ as eval_cli  # pylint: disable=g-import-not-at-top
+  from lvm_jax.eval import flags as eval_flags  # pylint: disable=g-import-not-at-top
   values = flags.FlagValues()
-  eval_cli.define_flags(values)
+  eval_flags.define_flags(values)
   values(["eval"])
   assert values["index-kind"].value == index_lib.AUTO  # choose_index_kind, as build and loop
   assert index_lib.resolve_kind(values["index-kind"].value, 584_000) == index_lib.DEFAULT_KIND

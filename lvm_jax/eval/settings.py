@@ -1,0 +1,121 @@
+"""The retrieval evaluator's settings for a checkpoint: its config.evals.retrieval, the flags
+that override it, the default paths of its workdir, and the recency and linear baselines
+fitted on its train windows.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from absl import logging
+
+from lvm_jax.retrieval import index as index_lib
+
+# Knobs a checkpoint's config.evals.retrieval supplies when their flag is not given.
+CONFIG_KNOBS = ("index_kind", "gate_contain50", "gate_eff5", "gate_r5", "gate_p95")
+# --gate_* flag -> the gate it sets (the names of Gates.check).
+GATE_FLAGS = {"gate_contain50": "Contain@50", "gate_eff5": "Eff@5", "gate_r5": "R@5",
+              "gate_p95": "latency_p95_ms"}
+
+
+def asked_gates(f, stored) -> List[str]:
+  """The gates judged: those whose --gate_* flag is given or the checkpoint's config sets. None
+  by default, so a plain evaluation reports and exits 0; the reference's own command passes its
+  four gates."""
+  return [gate for flag, gate in GATE_FLAGS.items()
+          if f[flag].present or stored.get(flag) is not None]
+
+
+def retrieval_settings(f, stored, paths) -> Dict[str, Any]:
+  """The retrieval evaluator's settings: the checkpoint's config.evals.retrieval (`stored`)
+  for CONFIG_KNOBS whose flag is absent, the flags for the rest; `paths` is
+  (eval_npz, payload, faiss)."""
+  if f.shard_assist == "true":
+    raise ValueError("--shard_assist true: shard-assist is not available in this project (the "
+                     "reference recorded the knob but never applied it); drop the flag or pass "
+                     "--shard_assist false.")
+  if f.latency_queries < 1:
+    raise ValueError(f"--latency_queries {f.latency_queries}: must be at least 1, "
+                     "because the P95 latency is gated.")
+  if f.limit < 0:
+    raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
+  weight = lambda name: None if f[name].value == 0 else f[name].value
+  settings = {knob: stored[knob] if not f[knob].present and stored.get(knob) is not None
+              else f[knob].value for knob in CONFIG_KNOBS}
+  settings.update(
+      type="retrieval", eval_path=paths[0], payload_path=paths[1], index_path=paths[2],
+      nlist=f.nlist, k=f.k, nprobe=f.nprobe, limit=f.limit, latency_queries=f.latency_queries,
+      index_recall=True, gate_view="excl" if f.exclude_context else f.gate_view,
+      mmr_lambda=None if f.mmr_lambda == 1.0 else f.mmr_lambda,
+      w_same_article=weight("w-same-article"), w_next_gap=weight("w-next-gap"),
+      w_directional=weight("w-directional"), gate_row=f.gate_row,
+      gate_article_rerankers=f.gate_article_rerankers,
+      allow_provenance_mismatch=f.allow_provenance_mismatch)
+  return settings
+
+
+def stored_settings(loaded) -> Dict[str, Any]:
+  """The checkpoint config's evals.retrieval ({} for a run from before config.evals)."""
+  evals = loaded.config.get("evals") or {}
+  return dict(evals.get("retrieval") or {})
+
+
+def default_paths(f, workdir: str, stored: Dict[str, Any]):
+  """--eval_npz / --payload / --faiss, else the config's evals.retrieval paths, else the
+  workdir's data/ (the synthetic corpus)."""
+  data_dir = os.path.join(workdir, "data")
+  eval_npz = f.eval_npz or stored.get("eval_path") or os.path.join(data_dir, "eval.npz")
+  payload = f.payload or stored.get("payload_path") or os.path.join(data_dir, "payload")
+  faiss_path = f.faiss or (stored.get("index_path") if not f.payload else None) or None
+  if faiss_path is None and not f.payload and not stored.get("payload_path") and os.path.exists(
+      os.path.join(data_dir, index_lib.INDEX_FILE)):
+    faiss_path = os.path.join(data_dir, index_lib.INDEX_FILE)
+  return eval_npz, payload, faiss_path
+
+
+def train_windows_path(f, loaded) -> Optional[str]:
+  """--train, else the run's own train set (config.data.train_path, or the synthetic
+  corpus's <workdir>/data/train_rows.npz); None when there is none on disk."""
+  if f.train:
+    if not os.path.exists(f.train):
+      raise FileNotFoundError(f"--train {f.train}: does not exist; pass the train set the model "
+                              "was trained on (a *_rows.npz from python -m lvm_jax.corpus.build).")
+    return f.train
+  data = loaded.config.get("data", {})
+  path = data.get("train_path") or os.path.join(loaded.workdir or "", "data",
+                                                "train_rows.npz")
+  return path if os.path.exists(path) else None
+
+
+def fit_train_baselines(f, loaded, payload):
+  """recency and linear fitted on the run's train windows; None (said in one line) when they
+  cannot be found: then they are fitted on nothing, never on the eval windows."""
+  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
+  path = train_windows_path(f, loaded)
+  if path is None:
+    print("recency and linear baselines: no train windows found (checkpoint config "
+          "data.train_path, synthetic data/train_rows.npz, or --train): not fitted, rows omitted")
+    return None
+  train_payload_path = loaded.config.get("data", {}).get("payload_path") if not f.train else None
+  if train_payload_path and os.path.exists(train_payload_path) and (
+      os.path.abspath(train_payload_path) != os.path.abspath(payload.source)):
+    from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+    payload = read_payload(train_payload_path, load_texts=False)  # the one its rows index
+  logging.info("Fitting the recency and linear baselines on the train windows %s", path)
+  return baselines.fit_baselines_on_set(read_sequence_set(path, payload=payload))
+
+
+def reranker_path(choice: str, workdir: Optional[str]) -> Optional[str]:
+  """--reranker: "auto" (<workdir>/reranker.json if present), "none", or a path."""
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  if choice == "none":
+    return None
+  path = os.path.join(workdir or "", learned_rerank.FILE_NAME) if choice == "auto" else choice
+  if choice == "auto" and not os.path.exists(path):
+    return None
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--reranker {path}: does not exist; fit one with python -m "
+                            "lvm_jax.eval.fit_reranker, or pass --reranker none.")
+  return path
