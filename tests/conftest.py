@@ -5,6 +5,7 @@ A finished run takes a compile and two short epochs; the loop, checkpoint,
 status and eval tests all read the same one instead of training their own.
 """
 
+import logging as std_logging
 import os
 import shutil
 import tempfile
@@ -56,6 +57,20 @@ if os.environ.get("LVM_JAX_TEST_PROFILE"):  # where the suite's time goes (docs/
     record_property("compile_s", round(_PROFILE["compile_s"], 3))
     record_property("processes", _PROFILE["processes"])
     _PROFILE["compile_s"], _PROFILE["processes"] = 0.0, 0
+
+
+@pytest.fixture(autouse=True)
+def _logging_state_is_each_tests_own():
+  """A CLI run in-process (absl's app.run) installs absl's handler on the root logger and sets
+  the absl logger's level from --verbosity; put both back, so that a later test's caplog and
+  capsys see what they would alone, whatever ran before it on the same worker."""
+  absl_logger = std_logging.getLogger("absl")
+  levels = (absl_logger.level, std_logging.root.level)
+  handlers = list(std_logging.root.handlers)
+  yield
+  absl_logger.setLevel(levels[0])
+  std_logging.root.setLevel(levels[1])
+  std_logging.root.handlers[:] = handlers
 
 
 def pytest_unconfigure(config):

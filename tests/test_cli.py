@@ -125,13 +125,10 @@ MAIN_PROBES = [
 
 def _run_in_process(module, argv, capsys, monkeypatch):
   """`python -m module *argv` in this process: (exit code, stderr). ml_collections reads the
-  overrides from sys.argv, and registers a flag for each; both are put back after. So are the
-  root logger's handlers: app.run installs absl's, which would send every later test's log
-  lines to its stderr."""
-  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  overrides from sys.argv, and registers a flag for each; both are put back after (the logging
+  state app.run changes is put back by conftest's autouse fixture)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from lvm_jax import cli  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(std_logging.root, "handlers", list(std_logging.root.handlers))
   program = [module.__file__, *argv]
   monkeypatch.setattr(sys, "argv", program)
   flags.FLAGS.unparse_flags()
