@@ -99,12 +99,13 @@ def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
 
 
 def markdown(report) -> str:
+  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import margin as margin_lib  # pylint: disable=g-import-not-at-top
   header = ("| predictor | " + " | ".join(COLUMNS) + " | "
             + " | ".join(f"{c} excl." for c in COLUMNS) + " |")
   lines = [header, "|---" * (2 * len(COLUMNS) + 1) + "|"]
   for name, row in report["all"].items():
-    label = f"{name} (decay {row['decay']:g}, fitted on train)" if "decay" in row else name
+    label = baselines.row_label(name, row)
     cells = [f"{report[view][name][c]:.3f}" for view in ("all", "excl")
              for c in COLUMNS]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -26,12 +26,18 @@ SHOWN_METRICS = ("val_cosine", "val_r5", "val_r5_excl", "val_r50_excl")
 PLOTTED_METRICS = (("val_cosine", "cosine"), ("val_r5", "r5"), ("val_r5_excl", "r5_excl"))
 MARGIN_METRICS = ("r1", "r5", "r50", "r1_excl", "r5_excl", "r50_excl")
 PLOTTED_MARGIN = "val_r5_excl_margin"
-BASELINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+# One per row of baselines.BASELINE_ROWS (copy-last, mean, three recency rows, linear).
+BASELINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
 
 
 def best_baseline(baselines: Dict[str, Dict], metric: str) -> Optional[str]:
-  """The baseline row with the highest value of `metric` (the margin's reference)."""
-  scored = {name: values[metric] for name, values in baselines.items() if metric in values}
+  """The baseline row with the highest value of `metric` among those that compete on it (a
+  recency row only on the metrics it was fitted for): the margin's reference."""
+  from lvm_jax.retrieval import margin  # pylint: disable=g-import-not-at-top
+  fitted_for = {name: values["fitted_for"] for name, values in baselines.items()
+                if "fitted_for" in values}
+  scored = {name: values[metric] for name, values in baselines.items()
+            if metric in values and margin.competes(name, metric, fitted_for)}
   return max(scored, key=scored.get) if scored else None
 
 
@@ -94,9 +100,12 @@ def _check_shapes(workdir: Workdir, config: Dict, baselines: Dict) -> None:
       name in train and not isinstance(train[name], kind) for name, kind in TRAIN_FIELDS.items()):
     raise cli.UserFacingError(f"{workdir.config}: its train or model fields are not what "
                               f"training writes ({', '.join(TRAIN_FIELDS)}). {fix}")
-  if not all(isinstance(row, dict) and all(isinstance(value, (int, float))
-                                           for value in row.values())
-             for row in baselines.values()):
+  def metric_row(row) -> bool:  # numbers, and a recency row's list of metrics it was fitted for
+    return isinstance(row, dict) and all(
+        isinstance(value, list) and all(isinstance(m, str) for m in value)
+        if name == "fitted_for" else isinstance(value, (int, float))
+        for name, value in row.items())
+  if not all(metric_row(row) for row in baselines.values()):
     raise cli.UserFacingError(f"{workdir.baselines}: is not {{baseline: {{metric: number}}}}. "
                               f"{fix}")
 

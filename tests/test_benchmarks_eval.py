@@ -68,12 +68,16 @@ def test_compare_eval_puts_a_checkpoint_beside_every_baseline_with_its_margin(ev
       eval_path=os.path.join(data, "eval.npz"), checkpoints=[("untrained", eval_workdir)],
       recency_decays=["0.5"])
   for view in ("all", "excl"):
-    assert list(report[view]) == ["copy_last", "mean_of_context", "recency", "linear",
+    recency_rows = list(report["fitted_baselines"])[:-1]  # one per distinct fitted decay
+    assert recency_rows[0] == "recency" and list(report["fitted_baselines"])[-1] == "linear"
+    assert list(report[view]) == ["copy_last", "mean_of_context", *recency_rows, "linear",
                                   "recency_average(0.5)", "untrained"]
     assert set(report["margin"]["untrained"][view]) == {"R@1", "R@5", "Contain@50"}
   decay = report["fitted_baselines"]["recency"]["decay"]
   table = compare_eval.markdown(report)
-  assert f"| recency (decay {decay:g}, fitted on train) |" in table
+  fitted_for = "/".join(m.replace(" excl. on train", "")
+                        for m in report["fitted_baselines"]["recency"]["fit_metric"])
+  assert f"| recency (decay {decay:g}, fitted on train for {fitted_for}) |" in table
   assert "untrained: margin (excl) over the best baseline" in table
 
 

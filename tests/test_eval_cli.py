@@ -42,7 +42,10 @@ def test_cli_writes_both_views_and_exits_0_when_gates_pass(eval_workdir, capsys,
   # recency (its decay fitted on the run's train windows) and linear, and the margin over the
   # best baseline with its interval: in the table, the [EVAL-*] lines and the JSON.
   decay = ours["fitted_baselines"]["recency"]["decay"]
-  assert f"| recency (decay {decay:g}, fitted on train) |" in printed and "| linear |" in printed
+  fitted_for = "/".join(ours["fitted_baselines"]["recency"]["fit_metric"]).replace(
+      " excl. on train", "")
+  assert (f"| recency (decay {decay:g}, fitted on train for {fitted_for}) |" in printed and
+          "| linear |" in printed)
   assert lines[2].startswith("[EVAL-margin-all] R@1=") and "/" in lines[2]
   assert lines[3].startswith("[EVAL-margin-excl] R@1=")
   assert "margin (all) over the best baseline" in printed

@@ -50,7 +50,7 @@ def test_margin_is_taken_against_the_best_baseline_per_metric():
           "linear": {"R@1": zeros, "R@5": half, "Contain@50": ones},
           "model": {"R@1": half, "R@5": ones, "Contain@50": ones},
           "oracle": {"R@1": ones, "R@5": ones, "Contain@50": ones}}
-  result = margin.margin_over_baselines(hits)
+  result = margin.margin_over_baselines(hits, fitted_for={})
   assert [result[m]["baseline"] for m in margin.MARGIN_METRICS] == ["copy_last", "linear",
                                                                     "linear"]
   assert result["R@1"]["includes_zero"] and result["Contain@50"]["includes_zero"]
@@ -58,4 +58,29 @@ def test_margin_is_taken_against_the_best_baseline_per_metric():
   line = margin.format_margin(result)
   assert "R@5 +0.5000" in line and "(includes 0)" in line
   with pytest.raises(ValueError, match="margin needs the row"):
-    margin.margin_over_baselines({"model": hits["model"]})
+    margin.margin_over_baselines({"model": hits["model"]}, fitted_for={})
+
+
+def test_a_recency_row_competes_only_on_the_metrics_its_decay_was_fitted_for():
+  """Issue 30: in-loop validation's names (r5_excl, r50, ...) map to the fitted metrics; a
+  metric no decay was fitted for is judged against Contain@50's row."""
+  fitted_for = {"recency": ("Contain@50",), "recency_r5": ("R@5", "R@1")}
+  assert [margin.fitted_metric(m) for m in ("r1", "r5_excl", "r50", "r50_excl", "R@10")] == [
+      "R@1", "R@5", "Contain@50", "Contain@50", "R@10"]
+  for metric, expected in (("R@5", ["copy_last", "recency_r5"]),
+                           ("r1_excl", ["copy_last", "recency_r5"]),
+                           ("r50", ["copy_last", "recency"]),
+                           ("R@10", ["copy_last", "recency"])):
+    assert [row for row in ("copy_last", "recency", "recency_r5")
+            if margin.competes(row, metric, fitted_for)] == expected, metric
+  n = 200
+  ones, zeros = np.ones(n, bool), np.zeros(n, bool)
+  hits = {"copy_last": {"R@5": zeros}, "recency": {"R@5": ones},
+          "recency_r5": {"R@5": np.arange(n) % 2 == 0}, "model": {"R@5": ones}}
+  result = margin.margin_over_baselines(hits, fitted_for=fitted_for, metrics=("R@5",))
+  # recency scores more R@5 here, but its decay was fitted for Contain@50, not R@5.
+  assert result["R@5"]["baseline"] == "recency_r5"
+  assert result["R@5"]["margin"] == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="no baseline row competes on R@5"):
+    margin.margin_over_baselines({"recency": hits["recency"], "model": hits["model"]},
+                                 fitted_for=fitted_for, metrics=("R@5",))

@@ -34,12 +34,21 @@ def test_writes_history_config_checkpoints_and_tensorboard(finished_run):
   assert steps == sorted({h["step"] for h in history[-2:]} | {best_step})
   with open(os.path.join(workdir, "val_baselines.json")) as f:
     baselines = json.load(f)
-  assert set(baselines) == {"copy_last", "mean_of_context", "recency", "linear"}
+  # One recency row per distinct decay fitted (issue 30): always Contain@50's, "recency".
+  assert {"copy_last", "mean_of_context", "recency", "linear"} <= set(baselines)
+  assert set(baselines) <= {"copy_last", "mean_of_context", "recency", "recency_r5",
+                            "recency_r1", "linear"}
+  assert "Contain@50" in baselines["recency"]["fitted_for"]
   assert {"cosine", "r5", "r5_excl", "r50_excl"} <= set(baselines["copy_last"])
   assert 0.0 <= baselines["recency"]["decay"] <= 1.0
-  # The margin over the best baseline: the model's value minus the best baseline's.
+  # The margin over the best baseline: the model's value minus the best baseline's, among the
+  # rows that compete on the metric (a recency row on those its decay was fitted for).
+  from lvm_jax.retrieval import margin  # pylint: disable=g-import-not-at-top
+  fitted_for = {row: values["fitted_for"] for row, values in baselines.items()
+                if "fitted_for" in values}
   for name in ("r1", "r5", "r50", "r1_excl", "r5_excl", "r50_excl"):
-    best_baseline = max(values[name] for values in baselines.values())
+    best_baseline = max(values[name] for row, values in baselines.items()
+                        if margin.competes(row, name, fitted_for))
     entry = history[0]
     assert entry[f"val_{name}_margin"] == pytest.approx(entry[f"val_{name}"] - best_baseline)
     assert entry[f"val_{name}_margin_low"] <= entry[f"val_{name}_margin"] <= entry[
@@ -210,7 +219,8 @@ def test_fitted_decay_makes_the_untrained_model_the_recency_row():
   rng = np.random.default_rng(0)
   contexts = rng.normal(size=(64, 5, 8)).astype(np.float32)
   contexts /= np.linalg.norm(contexts, axis=-1, keepdims=True)
-  fitted = baselines.FittedBaselines(decay=0.7, decay_scores={}, linear=None, train_windows=0)
+  fitted = baselines.FittedBaselines(decays={"Contain@50": 0.7, "R@5": 0.3, "R@1": 0.3},
+                                     decay_scores={}, linear=None, train_windows=0)
   config = tiny_config()
   config.model.residual, config.model.residual_mixing = True, "learned"
   config.model.residual_decay_fitted = True

@@ -14,6 +14,7 @@ import numpy as np
 
 from lvm_jax import atomic
 from lvm_jax.workdir import Workdir
+from lvm_jax.retrieval import baselines
 from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval.eval_inputs import VIEW_TITLES, VIEWS, Gates
 
@@ -28,10 +29,8 @@ def rows_table(rows: Dict[str, Dict]) -> str:
   lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
   for name, row in rows.items():
     mark = " (article identity)" if row.get("uses_article_identity") else ""
-    if "decay" in row:
-      mark += f" (decay {row['decay']:g}, fitted on train)"
     cells = " | ".join("-" if row.get(c) is None else f"{row[c]:.4f}" for c in TABLE_COLUMNS)
-    lines.append(f"| {name}{mark} | {cells} |")
+    lines.append(f"| {baselines.row_label(name, row)}{mark} | {cells} |")
   return "\n".join(lines)
 
 

@@ -111,7 +111,8 @@ class ValidationEvaluator(base.Evaluator):
                                 self.loss_config.ar_weight)
     self.baselines()
     margins = margin_lib.margin_over_baselines({**self._baseline_hits, "model": hits},
-                                               metrics=tuple(hits))
+                                               metrics=tuple(hits),
+                                               fitted_for=baselines.fitted_for(self.fitted))
     out = {"loss": float(loss), "infonce": infonce, "ar": ar, **proxy}
     for name, interval in margins.items():
       out.update(margin_lib.margin_fields(name, interval))

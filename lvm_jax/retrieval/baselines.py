@@ -4,8 +4,10 @@
 
   copy_last        the last context vector;
   mean_of_context  the mean of the context vectors;
-  recency          a recency-weighted average of the context (weight decay^lag), the
-                   decay fitted on train windows (`fit_baselines`);
+  recency          a recency-weighted average of the context (weight decay^lag), its
+                   decay fitted on train windows for each metric on its own (Contain@50,
+                   R@5, R@1: `fit_baselines`); rows recency_r5 / recency_r1 appear when
+                   those metrics chose another decay than Contain@50's;
   linear           least squares fitted on train windows: ridge from the context's
                    projections on the top-`rank` principal directions of the train
                    chunks to the target's, plus a fitted share of the context mean's
@@ -21,6 +23,7 @@ close to its input would otherwise retrieve first. Ranks come from metrics.exact
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -36,14 +39,21 @@ from lvm_jax.retrieval import metrics as metrics_lib
 
 TRAIN_SAMPLE = 1000  # train windows scored for "linear_on_train"
 RECENCY_DECAYS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # 0: copy-last, 1: mean
-FIT_QUERIES = 2000  # train windows whose Contain@50 excl. picks the decay (ranked among all)
-FIT_K = 50
+FIT_QUERIES = 2000  # train windows whose ranks (context excluded, among all) pick the decays
+# The metrics a recency decay is fitted for, each on its own: the decay best for Contain@50
+# (a broad shortlist) is not the one best for R@5 (the exact next chunk), so a margin judged
+# at the other metric's decay would flatter the model. Contain@50's decay comes first: it is
+# the row called "recency", the skip path's starting decay and the reranker's.
+FIT_KS = {"Contain@50": 50, "R@5": 5, "R@1": 1}
+RECENCY_ROWS = {"Contain@50": "recency", "R@5": "recency_r5", "R@1": "recency_r1"}
 FIT_WINDOWS = 30_000  # train windows fitted on at most (a fixed sample beyond)
 LINEAR_RANK = 32
-FITTED_ROWS = ("recency", "linear")
+FITTED_ROWS = tuple(RECENCY_ROWS.values()) + ("linear",)
 # The scoreboard's baseline rows, in table order: every judge (validation, the retrieval report,
-# this CLI, benchmarks.compare_eval, benchmarks.learning_curve) shows these beside the model,
-# and margin.margin_over_baselines judges the model against the best of them.
+# this CLI, benchmarks.compare_eval, benchmarks.learning_curve) shows those present beside the
+# model, and margin.margin_over_baselines judges the model against the best of them per metric.
+# A recency row appears once per distinct fitted decay and competes only on the metrics it was
+# fitted for (FittedBaselines.fitted_for).
 BASELINE_ROWS = ("copy_last", "mean_of_context") + FITTED_ROWS
 
 
@@ -68,25 +78,27 @@ def recency(contexts: np.ndarray, decay: float) -> np.ndarray:
   return np.einsum("s,nsd->nd", weights, np.asarray(contexts, np.float32))
 
 
-def fit_recency_decay(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
-                      decays: Sequence[float] = RECENCY_DECAYS, queries: int = FIT_QUERIES,
-                      seed: int = 0) -> Tuple[float, Dict[float, float]]:
-  """The decay with the best Contain@50 (context excluded) on train windows.
+def fit_recency_decays(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
+                       decays: Sequence[float] = RECENCY_DECAYS, queries: int = FIT_QUERIES,
+                       seed: int = 0) -> Tuple[Dict[str, float], Dict[str, Dict[float, float]]]:
+  """The best decay for each metric of FIT_KS (context excluded), on train windows.
 
   contexts [N, L, dim], targets [N, dim], target_ids [N] of the TRAIN windows only: a
-  fixed sample of `queries` windows is ranked among all N train targets. Returns the
-  decay and {decay: Contain@50 excl.} (ties go to the smaller decay).
+  fixed sample of `queries` windows is ranked among all N train targets, once per decay.
+  Returns ({metric: decay}, {metric: {decay: score}}); ties go to the smaller decay.
   """
   count = contexts.shape[0]
   sample = np.sort(np.random.default_rng(seed).permutation(count)[:min(queries, count)])
-  scores = {}
+  scores = {metric: {} for metric in FIT_KS}
   for decay in decays:
     _, ranks_excl = metrics_lib.proxy_ranks(recency(contexts[sample], decay), targets,
                                             target_ids=target_ids,
                                             context_length=contexts.shape[1],
                                             query_indices=sample)
-    scores[float(decay)] = float(np.mean(ranks_excl < FIT_K))
-  best = max(scores, key=lambda d: (scores[d], -d))
+    for metric, k in FIT_KS.items():
+      scores[metric][float(decay)] = float(np.mean(ranks_excl < k))
+  best = {metric: max(by_decay, key=lambda d, s=by_decay: (s[d], -d))
+          for metric, by_decay in scores.items()}
   return best, scores
 
 
@@ -131,32 +143,58 @@ def fit_linear_predictor(contexts: np.ndarray, targets: np.ndarray, *, rank: int
 
 @dataclasses.dataclass
 class FittedBaselines:
-  """recency (its fitted decay) and linear, fitted on train windows; `predictors()` gives
-  {row name: contexts [n, L, dim] -> [n, dim] float32}."""
-  decay: float
-  decay_scores: Dict[float, float]
+  """recency (a decay fitted per metric) and linear, fitted on train windows; `predictors()`
+  gives {row name: contexts [n, L, dim] -> [n, dim] float32}."""
+  decays: Dict[str, float]  # {metric of FIT_KS: its fitted decay}
+  decay_scores: Dict[str, Dict[float, float]]  # {metric: {decay: score on train}}
   linear: LinearPredictor
   train_windows: int
   source: str = ""
 
+  @property
+  def decay(self) -> float:
+    """Contain@50's decay: the "recency" row's, the skip path's start and the reranker's."""
+    return self.decays["Contain@50"]
+
+  def recency_rows(self) -> Dict[str, Tuple[float, Tuple[str, ...]]]:
+    """{row: (decay, the metrics it was fitted for)}: one row per distinct decay, named after
+    the first metric (in FIT_KS' order) that chose it."""
+    rows: Dict[str, Tuple[float, Tuple[str, ...]]] = {}
+    for metric in FIT_KS:
+      decay = self.decays[metric]
+      same = [name for name, (other, _) in rows.items() if other == decay]
+      if same:
+        rows[same[0]] = (decay, rows[same[0]][1] + (metric,))
+      else:
+        rows[RECENCY_ROWS[metric]] = (decay, (metric,))
+    return rows
+
+  def fitted_for(self) -> Dict[str, Tuple[str, ...]]:
+    """{recency row: the metrics it competes on} (margin.margin_over_baselines' eligibility)."""
+    return {name: metrics for name, (_, metrics) in self.recency_rows().items()}
+
   def predictors(self) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
-    return {"recency": lambda contexts: recency(contexts, self.decay),
-            "linear": lambda contexts: self.linear.predict(contexts).astype(np.float32)}
+    rows = {name: functools.partial(recency, decay=decay)
+            for name, (decay, _) in self.recency_rows().items()}
+    rows["linear"] = lambda contexts: self.linear.predict(contexts).astype(np.float32)
+    return rows
 
   def describe(self) -> Dict[str, Dict]:
     """What each fitted row was fitted on, for the reports (JSON-ready)."""
     fitted_on = {"train_windows": self.train_windows, "source": self.source}
-    return {"recency": {"decay": self.decay, "fit_metric": f"Contain@{FIT_K} excl. on train",
-                        "decay_scores": {f"{d:g}": v for d, v in self.decay_scores.items()},
-                        **fitted_on},
-            "linear": {"rank": int(self.linear.basis.shape[1]), **fitted_on}}
+    out = {name: {"decay": decay, "fit_metric": [f"{m} excl. on train" for m in metrics],
+                  "decay_scores": {m: {f"{d:g}": v for d, v in self.decay_scores[m].items()}
+                                   for m in metrics}, **fitted_on}
+           for name, (decay, metrics) in self.recency_rows().items()}
+    out["linear"] = {"rank": int(self.linear.basis.shape[1]), **fitted_on}
+    return out
 
 
 def baseline_predictors(fitted: Optional[FittedBaselines] = None
                         ) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
   """The scoreboard's rows, {name: contexts [n, L, dim] -> [n, dim] float32} in BASELINE_ROWS'
-  order: copy_last and mean_of_context, plus recency and linear when fitted on train windows
-  (never on the windows scored)."""
+  order: copy_last and mean_of_context, plus the recency rows and linear when fitted on train
+  windows (never on the windows scored)."""
   rows = {"copy_last": copy_last, "mean_of_context": mean_of_context,
           **(fitted.predictors() if fitted is not None else {})}
   return {name: _float32(rows[name]) for name in BASELINE_ROWS if name in rows}
@@ -166,18 +204,35 @@ def _float32(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarra
   return lambda contexts: np.asarray(predict(contexts), np.float32)
 
 
+def fitted_for(fitted: Optional[FittedBaselines]) -> Dict[str, Tuple[str, ...]]:
+  """{row: metrics it competes on} for margin.margin_over_baselines ({} when not fitted)."""
+  return fitted.fitted_for() if fitted is not None else {}
+
+
 def stamp_decay(rows: Dict[str, Dict], fitted: Optional[FittedBaselines]) -> None:
-  """recency's row carries its fitted decay, so every table and JSON names it."""
-  if fitted is not None and "recency" in rows:
-    rows["recency"]["decay"] = fitted.decay
+  """Each recency row carries its fitted decay and the metrics it was fitted for, so every
+  table and JSON names them."""
+  if fitted is not None:
+    for name, (decay, metrics) in fitted.recency_rows().items():
+      if name in rows:
+        rows[name]["decay"] = decay
+        rows[name]["fitted_for"] = list(metrics)
+
+
+def row_label(name: str, row: Dict) -> str:
+  """A table's name for a row: recency rows say their decay and what it was fitted for."""
+  if "decay" not in row:
+    return name
+  fitted = "/".join(row.get("fitted_for", ()))
+  return f"{name} (decay {row['decay']:g}, fitted on train{' for ' + fitted if fitted else ''})"
 
 
 def fit_baselines(contexts: np.ndarray, targets: np.ndarray, target_ids: np.ndarray, *,
                   source: str = "", rank: int = LINEAR_RANK) -> FittedBaselines:
-  """Fits recency's decay and the linear predictor on train windows (never eval windows)."""
-  decay, scores = fit_recency_decay(contexts, targets, target_ids)
+  """Fits recency's decays and the linear predictor on train windows (never eval windows)."""
+  decays, scores = fit_recency_decays(contexts, targets, target_ids)
   linear = fit_linear_predictor(contexts, targets, rank=rank)
-  return FittedBaselines(decay, scores, linear, int(contexts.shape[0]), source)
+  return FittedBaselines(decays, scores, linear, int(contexts.shape[0]), source)
 
 
 def fit_baselines_on_set(train_set, max_windows: int = FIT_WINDOWS,
@@ -269,9 +324,7 @@ def format_report(report: Dict[str, Dict[str, float]]) -> str:
   for name, values in report.items():
     if name.startswith("_"):
       continue
-    if "decay" in values:
-      name = f"{name} (decay {values['decay']:g})"
-    lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
+    lines.append(f"| {row_label(name, values)} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
   return "\n".join(lines)
 
 

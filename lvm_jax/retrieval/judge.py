@@ -209,7 +209,8 @@ class RetrievalJudge:
       rows = {name: dict(row) for name, row in fixed[view].items()}
       rows["model"] = self._row("model", queries, model_candidates[view])
       margins[view] = margin_lib.margin_over_baselines(
-          {**self._baseline_hits[view], "model": self._hits(model_candidates[view])})
+          {**self._baseline_hits[view], "model": self._hits(model_candidates[view])},
+          fitted_for=baselines.fitted_for(self.fitted))
       scores, candidates, _ = model_candidates[view]
       for name, ranked in rerank.heuristic_rows(options, self.payload, self.truth_keys, scores,
                                                 candidates, queries,

@@ -2,7 +2,9 @@
 
 A margin of 0.01 at 2,000 queries is noise; the interval says so. For each
 metric (a per-query 0/1 hit: R@1, R@5, Contain@50) the best baseline row is
-the one with the highest point value among baselines.BASELINE_ROWS present; the margin
+the one with the highest point value among the baselines.BASELINE_ROWS present that
+compete on that metric (a recency row competes only on the metrics its decay was
+fitted for on train windows: baselines.fitted_for); the margin
 is model minus it, and its 95 % interval comes from resampling the queries
 with replacement, both predictors on the same resampled queries (paired), with
 a fixed seed, so the same inputs always give the same interval.
@@ -49,20 +51,47 @@ def paired_bootstrap(model_hits: np.ndarray, baseline_hits: np.ndarray, *,
   return {"margin": float(differences.mean()), "low": float(low), "high": float(high)}
 
 
+# In-loop validation's names (r1, r5_excl, r50, ...) -> the fitted metric they measure.
+PROXY_METRICS = {"r1": "R@1", "r5": "R@5", "r50": "Contain@50"}
+
+
+def fitted_metric(metric: str) -> str:
+  """The metric of baselines.FIT_KS that `metric` measures ("r5_excl" -> "R@5")."""
+  base = metric[:-len("_excl")] if metric.endswith("_excl") else metric
+  return PROXY_METRICS.get(base, base)
+
+
+def competes(row: str, metric: str, fitted_for: Mapping[str, Sequence[str]]) -> bool:
+  """Whether `row` is a baseline for `metric`: a row fitted for some metrics only competes
+  on those (a metric no row was fitted for takes Contain@50's, the "recency" row)."""
+  if row not in fitted_for:
+    return True
+  target = fitted_metric(metric)
+  if not any(target in metrics for metrics in fitted_for.values()):
+    target = "Contain@50"
+  return target in fitted_for[row]
+
+
 def margin_over_baselines(hits: Mapping[str, Mapping[str, np.ndarray]], *,
+                          fitted_for: Mapping[str, Sequence[str]],
                           model_row: str = "model",
                           baseline_rows: Sequence[str] = BASELINE_ROWS,
                           metrics: Sequence[str] = MARGIN_METRICS,
                           resamples: int = RESAMPLES, seed: int = SEED) -> Dict[str, Dict]:
   """hits {row: {metric: [n] 0/1}} -> {metric: {"baseline", "margin", "low", "high",
-  "includes_zero"}}: the model against the best present baseline row on each metric."""
+  "includes_zero"}}: the model against the best present baseline row on each metric, among
+  the rows that compete on it (fitted_for: baselines.fitted_for, {} when nothing is fitted)."""
   present = [name for name in baseline_rows if name in hits]
   if model_row not in hits or not present:
     raise ValueError(f"margin needs the row {model_row!r} and one of {list(baseline_rows)}; "
                      f"rows given: {sorted(hits)}.")
   out = {}
   for metric in metrics:
-    best = max(present, key=lambda name: float(np.mean(hits[name][metric])))
+    eligible = [name for name in present if competes(name, metric, fitted_for)]
+    if not eligible:
+      raise ValueError(f"no baseline row competes on {metric}: rows {present}, fitted for "
+                       f"{dict(fitted_for)}.")
+    best = max(eligible, key=lambda name: float(np.mean(hits[name][metric])))
     interval = paired_bootstrap(hits[model_row][metric], hits[best][metric],
                                 resamples=resamples, seed=seed)
     out[metric] = {"baseline": best, **interval,

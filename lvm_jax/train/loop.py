@@ -188,9 +188,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
                pipeline.sequences_per_step, num_devices, config.train.accum_steps,
                config.train.batch_size, pipeline.dropped_per_epoch)
 
-  logging.info("Baselines fitted on %d train windows: recency decay %g (Contain@50 excl. on "
-               "train by decay: %s), linear rank %d", fitted.train_windows, fitted.decay,
-               fitted.decay_scores, fitted.linear.basis.shape[1])
+  logging.info("Baselines fitted on %d train windows: recency decay by metric %s (each the "
+               "best on train, context excluded), linear rank %d", fitted.train_windows,
+               fitted.decays, fitted.linear.basis.shape[1])
   evaluations = evaluators.from_config(config, predict_fns.from_apply_fn(state.apply_fn),
                                        evaluators.Context(
       config=config, val=sets.val, eval_path=sets.eval_path, payload_path=sets.payload_path,
