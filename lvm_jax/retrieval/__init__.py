@@ -8,7 +8,8 @@
   rerank     MMR, same-article, next-gap and directional rerankers (heuristic_rows)
   eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
   baselines  the scoreboard's rows (BASELINE_ROWS, baseline_predictors: copy-last,
-             mean-of-context, recency with its decay fitted on train, linear), nearest-train;
+             mean-of-context, recency with a decay fitted on train per metric, linear),
+             nearest-train;
              CLI with their numbers
   margin     the model minus the best of those rows, with a paired bootstrap interval
              (margin_fields: the flat scalars every judge logs)
