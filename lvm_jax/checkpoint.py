@@ -27,7 +27,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from lvm_jax import atomic, cli, multihost
+from lvm_jax import atomic, cli
+from lvm_jax.distributed import multihost
 from lvm_jax.cli import UserFacingError
 from lvm_jax import config_base
 from lvm_jax.config_base import BestMode

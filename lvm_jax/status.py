@@ -17,7 +17,8 @@ from typing import Dict, List, Optional
 
 from absl import app, flags
 
-from lvm_jax import cli, workdir_lock
+from lvm_jax import cli
+from lvm_jax.distributed import workdir_lock
 from lvm_jax.train import hooks
 from lvm_jax.workdir import Workdir
 

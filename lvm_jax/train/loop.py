@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from lvm_jax import models as models_lib
 from lvm_jax.models import predict_fns
-from lvm_jax import checkpoint, config_checks, evaluators, multihost, workdir_lock
+from lvm_jax import checkpoint, config_checks, evaluators
+from lvm_jax.distributed import multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.train.training_sets import load_training_sets
 from lvm_jax.retrieval import baselines as baselines_lib
