@@ -36,8 +36,6 @@ def retrieval_settings(f, stored, paths) -> Dict[str, Any]:
   if f.latency_queries < 1:
     raise ValueError(f"--latency_queries {f.latency_queries}: must be at least 1, "
                      "because the P95 latency is gated.")
-  if f.limit < 0:
-    raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
   weight = lambda name: None if f[name].value == 0 else f[name].value
   settings = {knob: stored[knob] if not f[knob].present and stored.get(knob) is not None
               else f[knob].value for knob in CONFIG_KNOBS}
