@@ -25,7 +25,8 @@
 #   LVM_JAX_INIT_TIMEOUT_S, LVM_JAX_HEARTBEAT_TIMEOUT_S, LVM_JAX_BARRIER_TIMEOUT_S
 #                   bounds (seconds) on the waits between processes: reaching the coordinator,
 #                   declaring a silent process dead, a barrier or checkpoint commit
-#                   (defaults 300, 100, and 10x the work >= 300; see lvm_jax/multihost.py); passed through
+#                   (defaults 300, 100, and 10x the work >= 300; see
+#                   lvm_jax/distributed/multihost.py); passed through
 #   CONFIG          config file[:variant]; default configs/s_contrastive.py
 #   WORKDIR         run directory shared by the processes; default runs/<config>[_<variant>]
 #   XLA_FLAGS       passed through

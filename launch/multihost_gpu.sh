@@ -29,7 +29,7 @@
 #                        bounds (seconds) on reaching the coordinator, on a silent process
 #                        being declared dead, on a barrier or checkpoint commit (defaults 300,
 #                        100, 10x the work >= 300); a process that loses the others exits with an error that
-#                        names it instead of hanging. See lvm_jax/multihost.py
+#                        names it instead of hanging. See lvm_jax/distributed/multihost.py
 #   PYTHON               interpreter; default python
 #   LAUNCH_DRY_RUN       1: print the command and exit 0 without running it
 # Every process runs the same program; process 0 alone generates the synthetic corpus (the

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 from absl import logging
 
-from lvm_jax import multihost
+from lvm_jax.distributed import multihost
 from lvm_jax.cli import UserFacingError
 
 # config.backend value -> JAX_PLATFORMS value (None: let JAX pick its best; "metal": see
@@ -69,7 +69,7 @@ def initialize(name: str) -> str:
   configure(name)
   import jax  # pylint: disable=g-import-not-at-top
   if multihost.requested():
-    multihost.initialize()  # bounded timeouts, CPU collectives; see lvm_jax/multihost.py
+    multihost.initialize()  # bounded timeouts, CPU collectives; see distributed/multihost.py
   try:
     platform = jax.default_backend().lower()
   except (RuntimeError, AssertionError, ValueError) as error:

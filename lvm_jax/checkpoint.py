@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging as python_logging
 import os
 import shutil
@@ -27,10 +26,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
-from lvm_jax import atomic, cli, multihost
+from lvm_jax import atomic, cli
+from lvm_jax.distributed import multihost
 from lvm_jax.cli import UserFacingError
 from lvm_jax import config_base
 from lvm_jax.config_base import BestMode
+from lvm_jax.data import file_io
 from lvm_jax.models import model_from_config
 from lvm_jax.workdir import Workdir
 
@@ -234,14 +235,8 @@ def read_config(workdir: Workdir) -> ml_collections.ConfigDict:
                           "training workdir (the directory given to --workdir).")
   fix = ("Fix: restore config.json from a backup, or rerun training into a new --workdir; it is "
          "the resolved config the model is rebuilt from.")
-  try:
-    with open(workdir.config, encoding="utf-8") as f:
-      value = json.load(f)
-  except (UnicodeDecodeError, json.JSONDecodeError) as error:
-    raise CheckpointError(f"{workdir.config}: is not valid JSON ({error}). {fix}") from error
-  if not isinstance(value, dict):
-    raise CheckpointError(f"{workdir.config}: holds a JSON {type(value).__name__}, expected the "
-                          f"config object. {fix}")
+  value = file_io.read_json_object(workdir.config, fix, error=CheckpointError,
+                                   expected="the config object.")
   for group in ("model", "train", "data"):
     if group in value and not isinstance(value[group], dict):
       raise CheckpointError(f"{workdir.config}: field {group!r} is {value[group]!r}, expected an "

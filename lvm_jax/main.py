@@ -12,7 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lvm_jax import backend, cli, multihost
+from lvm_jax import backend, cli
+from lvm_jax.distributed import multihost
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

@@ -11,13 +11,14 @@ what training wrote; safe while it runs.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Optional
 
 from absl import app, flags
 
-from lvm_jax import cli, workdir_lock
+from lvm_jax import cli
+from lvm_jax.data import file_io
+from lvm_jax.distributed import workdir_lock
 from lvm_jax.train import hooks
 from lvm_jax.workdir import Workdir
 
@@ -59,16 +60,8 @@ def _read_json(path: str, default):
   """The file's JSON object, `default` when it is absent; a damaged file is one error naming it."""
   if not os.path.exists(path):
     return default
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
-  except (UnicodeDecodeError, json.JSONDecodeError) as error:
-    raise cli.UserFacingError(f"{path}: is not valid JSON ({error}). Fix: restore it, or rerun "
-                              "the training command, which rewrites it.") from error
-  if not isinstance(value, dict):
-    raise cli.UserFacingError(f"{path}: holds a JSON {type(value).__name__}, expected an object. "
-                              "Fix: restore it, or rerun the training command, which rewrites it.")
-  return value
+  return file_io.read_json_object(path, "Fix: restore it, or rerun the training command, which "
+                                  "rewrites it.", error=cli.UserFacingError)
 
 
 def read_run(workdir: Workdir) -> Dict:

@@ -53,7 +53,7 @@ PATIENCE = 2
 
 
 def stop() -> None:
-  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
   from lvm_jax.train import hooks  # pylint: disable=g-import-not-at-top
   from flax.training import early_stopping  # pylint: disable=g-import-not-at-top
   stopper = hooks.early_stopping_from(_NoHistory(), "val_cosine", "max", PATIENCE)
@@ -74,7 +74,7 @@ class _NoHistory:
 
 
 def shared_work() -> None:
-  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
 
   def work():
     time.sleep(2)  # the other process is waiting by then
@@ -148,7 +148,8 @@ def busy() -> None:
 
 if __name__ == "__main__":
   sys.path.insert(0, REPO)
-  from lvm_jax import backend, multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax import backend  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
   backend.initialize("cpu")
   with multihost.failures_end_the_process():
     {"stop": stop, "shared_work": shared_work, "busy": busy, "step": step}[sys.argv[1]]()

@@ -10,7 +10,7 @@ import time
 import jax
 import pytest
 
-from lvm_jax import coordination_service
+from lvm_jax.distributed import coordination_service
 
 pytestmark = pytest.mark.skipif(
     tuple(int(part) for part in jax.__version__.split(".")[:2]) >= (0, 10),
@@ -60,7 +60,7 @@ def test_the_service_outlives_a_killed_process_0_by_its_grace():
   parent = subprocess.Popen(
       [sys.executable, "-c",
        "import os, signal\n"
-       "from lvm_jax import coordination_service\n"
+       "from lvm_jax.distributed import coordination_service\n"
        f"service = coordination_service.start('[::]:{port}', 2, 1, 5, {grace_s})\n"
        "print(service.process.pid, flush=True)\n"
        "os.kill(os.getpid(), signal.SIGKILL)\n"],

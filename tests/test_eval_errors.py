@@ -70,7 +70,7 @@ CASES = [
     ("k above the payload", ["--k", "1000000"], 2, ["exceeds the payload's"]),
     ("nprobe zero with an IVF index", ["--faiss", "{ivf}", "--nprobe", "0"], 2,
      ["--nprobe", "must be at least 1"]),
-    ("negative limit", ["--limit", "-1"], 2, ["--limit -1"]),
+    ("negative limit", ["--limit", "-1"], 2, ["--limit", "= -1", "must be at least 1"]),
     ("no latency queries", ["--latency-queries", "0"], 2, ["--latency_queries"]),
     ("garbage index", ["--faiss", "{garbage_index}"], 2,
      ["{garbage_index}", "not a readable FAISS index"]),

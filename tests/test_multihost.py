@@ -32,7 +32,8 @@ import multihost_probe  # tests/multihost_probe.py
 import numpy as np
 import pytest
 
-from lvm_jax import checkpoint, peer_watchdog
+from lvm_jax import checkpoint
+from lvm_jax.distributed import peer_watchdog
 from lvm_jax.corpus import build
 from lvm_jax.workdir import Workdir
 
@@ -430,7 +431,7 @@ def test_a_warm_compilation_cache_computes_what_a_cold_one_does(tmp_path):
 
 
 def test_barrier_timeout_grows_with_the_work(monkeypatch):
-  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
   from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv("LVM_JAX_BARRIER_TIMEOUT_S", raising=False)
   small = multihost.barrier_timeout(synthetic.expected_seconds(num_articles=80, dim=32))
@@ -441,11 +442,11 @@ def test_barrier_timeout_grows_with_the_work(monkeypatch):
   assert multihost.barrier_timeout(1e6) == 42
 
 
-# --- lvm_jax.multihost's pieces, in this process (no second process needed) ---
+# --- lvm_jax.distributed.multihost's pieces, in this process (no second process needed) ---
 
 
 def test_timeouts_come_from_the_environment_and_bad_values_name_the_variable(monkeypatch):
-  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
   for variable in multihost.TIMEOUT_ENV.values():
     monkeypatch.delenv(variable, raising=False)
   assert multihost.timeouts() == multihost.Timeouts(**multihost.DEFAULT_TIMEOUTS)
@@ -459,7 +460,7 @@ def test_timeouts_come_from_the_environment_and_bad_values_name_the_variable(mon
 
 def test_coordinator_checks_before_jax_starts():
   """Process 0 finds its port taken; process 1 finds nobody listening: both say so at once."""
-  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
   with socket.socket() as taken:
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -479,7 +480,7 @@ def test_coordinator_checks_before_jax_starts():
 
 def test_single_process_is_untouched():
   """One process: barriers return at once, errors are not rewritten, the check passes."""
-  from lvm_jax import multihost  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import multihost  # pylint: disable=g-import-not-at-top
   assert not multihost.is_multiprocess()
   multihost.barrier("nothing to wait for")
   assert multihost.on_process_zero("work", lambda: 41 + 1) == 42

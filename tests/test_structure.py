@@ -14,8 +14,8 @@ MAX_LINES = 400
 # A module may import from its own layer or one listed before it; docs/layout.md states the
 # same order. The longest listed prefix names a module's layer.
 LAYERS = (
-    ("base", ("lvm_jax", "lvm_jax.cli", "lvm_jax.atomic", "lvm_jax.workdir", "lvm_jax.workdir_lock",
-              "lvm_jax.multihost", "lvm_jax.peer_watchdog", "lvm_jax.backend", "lvm_jax.config_base", "lvm_jax.ops")),
+    ("base", ("lvm_jax", "lvm_jax.cli", "lvm_jax.atomic", "lvm_jax.workdir", "lvm_jax.distributed",
+              "lvm_jax.backend", "lvm_jax.config_base", "lvm_jax.ops")),
     ("data", ("lvm_jax.data",)),
     ("corpus", ("lvm_jax.corpus",)),
     ("models", ("lvm_jax.models", "lvm_jax.losses", "lvm_jax.config_checks")),
@@ -103,6 +103,10 @@ def test_the_checker_sees_an_upward_import(graph):
   # The walker must see function-level imports, or the two tests above could pass vacuously.
   assert "lvm_jax.train.step" in graph["lvm_jax.import_torch"]
   assert layer_of("lvm_jax.train.step") == layer_of("lvm_jax.train.loop")
+  # The multi-process plumbing is one package in the base layer, below everything that uses it.
+  assert "lvm_jax.distributed.multihost" in graph["lvm_jax.backend"]
+  assert layer_of("lvm_jax.distributed.workdir_lock") == layer_of("lvm_jax.cli") < \
+      layer_of("lvm_jax.data.payload")
   assert layer_of("lvm_jax.train.loop") > layer_of("lvm_jax.evaluators.retrieval") > \
       layer_of("lvm_jax.retrieval.index") > \
       layer_of("lvm_jax.corpus.build")

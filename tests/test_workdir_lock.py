@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from lvm_jax import workdir_lock
+from lvm_jax.distributed import workdir_lock
 from lvm_jax.workdir import Workdir
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from lvm_jax import workdir_lock
+    from lvm_jax.distributed import workdir_lock
     from lvm_jax.workdir import Workdir
     with workdir_lock.hold(Workdir(sys.argv[1])):
       print("held", flush=True)

@@ -123,36 +123,9 @@ def split_sentences(paragraph: str) -> List[str]:
   return [s for s in _SENTENCE_END.split(paragraph) if s] if paragraph else []
 
 
-def _split_at_spaces(text: str, max_chars: int) -> List[str]:
-  """Words packed greedily up to max_chars; a word longer than max_chars is cut."""
-  pieces, current = [], ""
-  for word in text.split(" "):
-    while len(word) > max_chars:
-      if current:
-        pieces.append(current)
-        current = ""
-      pieces.append(word[:max_chars])
-      word = word[max_chars:]
-    if not current:
-      current = word
-    elif len(current) + 1 + len(word) <= max_chars:
-      current += " " + word
-    else:
-      pieces.append(current)
-      current = word
-  if current:
-    pieces.append(current)
-  return pieces
-
-
-def split_long_paragraph(paragraph: str, max_chars: int) -> List[str]:
-  """A collapsed paragraph -> pieces of at most max_chars, cut at sentence ends where possible."""
-  if len(paragraph) <= max_chars:
-    return [paragraph]
-  units = []
-  for sentence in split_sentences(paragraph):
-    units.extend([sentence] if len(sentence) <= max_chars else
-                 _split_at_spaces(sentence, max_chars))
+def _pack(units: List[str], max_chars: int) -> List[str]:
+  """Units joined by single spaces, greedily, into pieces of at most max_chars (a unit as long
+  as max_chars stands alone)."""
   pieces, current = [], ""
   for unit in units:
     if not current:
@@ -165,6 +138,28 @@ def split_long_paragraph(paragraph: str, max_chars: int) -> List[str]:
   if current:
     pieces.append(current)
   return pieces
+
+
+def _split_at_spaces(text: str, max_chars: int) -> List[str]:
+  """Words packed greedily up to max_chars; a word longer than max_chars is cut."""
+  words = []
+  for word in text.split(" "):
+    while len(word) > max_chars:
+      words.append(word[:max_chars])
+      word = word[max_chars:]
+    words.append(word)
+  return _pack(words, max_chars)
+
+
+def split_long_paragraph(paragraph: str, max_chars: int) -> List[str]:
+  """A collapsed paragraph -> pieces of at most max_chars, cut at sentence ends where possible."""
+  if len(paragraph) <= max_chars:
+    return [paragraph]
+  units = []
+  for sentence in split_sentences(paragraph):
+    units.extend([sentence] if len(sentence) <= max_chars else
+                 _split_at_spaces(sentence, max_chars))
+  return _pack(units, max_chars)
 
 
 def chunk_paragraphs(paragraphs: Iterable[str], *, min_chars: int = DEFAULT_MIN_CHARS,

@@ -214,6 +214,21 @@ def read_text(path) -> str:
     return f.read()
 
 
+def read_json_object(path, fix: str, *, error: type = ValueError, not_json: str = "valid JSON",
+                     expected: str = "an object.") -> Dict[str, Any]:
+  """A JSON file that must hold an object (a run's config.json, reranker.json, ...): a file
+  that is not JSON, or holds another value, raises `error` naming the file, what it holds and
+  `fix` (`not_json` and `expected` word the two messages for the file's kind)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as decode_error:
+    raise error(f"{path}: is not {not_json} ({decode_error}). {fix}") from decode_error
+  if not isinstance(value, dict):
+    raise error(f"{path}: holds a JSON {type(value).__name__}, expected {expected} {fix}")
+  return value
+
+
 
 def sha256_of_stream(stream, block_bytes: int = 1 << 22) -> str:
   digest = hashlib.sha256()

@@ -1,14 +1,12 @@
 """The retrieval evaluator's settings for a checkpoint: its config.evals.retrieval, the flags
 that override it, the default paths of its workdir, and the recency and linear baselines
-fitted on its train windows.
+fitted on its train windows (by retrieval.run_baselines, as in training).
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any, Dict, List, Optional
-
-from absl import logging
 
 from lvm_jax.retrieval import index as index_lib
 
@@ -38,8 +36,6 @@ def retrieval_settings(f, stored, paths) -> Dict[str, Any]:
   if f.latency_queries < 1:
     raise ValueError(f"--latency_queries {f.latency_queries}: must be at least 1, "
                      "because the P95 latency is gated.")
-  if f.limit < 0:
-    raise ValueError(f"--limit {f.limit}: must be at least 1, or 0 for every sequence.")
   weight = lambda name: None if f[name].value == 0 else f[name].value
   settings = {knob: stored[knob] if not f[knob].present and stored.get(knob) is not None
               else f[knob].value for knob in CONFIG_KNOBS}
@@ -74,37 +70,20 @@ def default_paths(f, workdir: str, stored: Dict[str, Any]):
   return eval_npz, payload, faiss_path
 
 
-def train_windows_path(f, loaded) -> Optional[str]:
-  """--train, else the run's own train set (config.data.train_path, or the synthetic
-  corpus's <workdir>/data/train_rows.npz); None when there is none on disk."""
-  if f.train:
-    if not os.path.exists(f.train):
-      raise FileNotFoundError(f"--train {f.train}: does not exist; pass the train set the model "
-                              "was trained on (a *_rows.npz from python -m lvm_jax.corpus.build).")
-    return f.train
-  data = loaded.config.get("data", {})
-  path = data.get("train_path") or os.path.join(loaded.workdir or "", "data",
-                                                "train_rows.npz")
-  return path if os.path.exists(path) else None
-
-
 def fit_train_baselines(f, loaded, payload):
-  """recency and linear fitted on the run's train windows; None (said in one line) when they
+  """recency and linear fitted on --train, else on the run's own train windows
+  (retrieval.run_baselines, as the training loop fits them); None (said in one line) when they
   cannot be found: then they are fitted on nothing, never on the eval windows."""
-  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
-  path = train_windows_path(f, loaded)
-  if path is None:
+  from lvm_jax.retrieval import run_baselines  # pylint: disable=g-import-not-at-top
+  if f.train and not os.path.exists(f.train):
+    raise FileNotFoundError(f"--train {f.train}: does not exist; pass the train set the model "
+                            "was trained on (a *_rows.npz from python -m lvm_jax.corpus.build).")
+  fitted = run_baselines.fit_for_run(loaded.config, os.path.join(loaded.workdir or "", "data"),
+                                     payload, train_path=f.train or None)
+  if fitted is None:
     print("recency and linear baselines: no train windows found (checkpoint config "
           "data.train_path, synthetic data/train_rows.npz, or --train): not fitted, rows omitted")
-    return None
-  train_payload_path = loaded.config.get("data", {}).get("payload_path") if not f.train else None
-  if train_payload_path and os.path.exists(train_payload_path) and (
-      os.path.abspath(train_payload_path) != os.path.abspath(payload.source)):
-    from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
-    payload = read_payload(train_payload_path, load_texts=False)  # the one its rows index
-  logging.info("Fitting the recency and linear baselines on the train windows %s", path)
-  return baselines.fit_baselines_on_set(read_sequence_set(path, payload=payload))
+  return fitted
 
 
 def reranker_path(choice: str, workdir: Optional[str]) -> Optional[str]:

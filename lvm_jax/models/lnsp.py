@@ -18,13 +18,13 @@ refuses loss.positions = "all".
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lvm_jax.models.model import BlockKind
+from lvm_jax.models.model import BlockKind, LatentFields
 from lvm_jax.models.lnsp_blocks import (LnspGRUGate, LnspLocalAttention, LnspMambaBlock,
                                         torch_dense, torch_normalize)
 
@@ -32,26 +32,11 @@ LNSP_PREFIX = "lnsp_"
 LAYER_NORM_EPSILON = 1e-5  # torch.nn.LayerNorm's default, used by the reference's head
 
 
-class LnspLatentVectorModel(nn.Module):
+class LnspLatentVectorModel(LatentFields):
   """[batch, L, vector_dim] context vectors -> [batch, L, vector_dim] unit predictions.
 
-  blocks: (submodule name, kind) in order, kind a BlockKind.
+  blocks: (submodule name, kind) in order, kind a BlockKind; the fields are LatentFields'.
   """
-  vector_dim: int
-  d_model: int
-  blocks: Sequence[Tuple[str, str]]
-  d_state: int = 128
-  d_conv: int = 4
-  expand: int = 2
-  dropout_rate: float = 0.0
-  num_heads: int = 4
-  window: int = 8
-  gru_hidden: int = 256
-  alignment_head: bool = False
-  alignment_alpha: float = 0.25
-  scan_mode: str = "auto"
-  scan_chunk_size: Optional[int] = None
-  dtype: Any = jnp.float32
 
   @property
   def is_causal(self) -> bool:
@@ -163,20 +148,4 @@ def build_lnsp_model(name: str, sizes: Dict[str, Any], dtype) -> LnspLatentVecto
                      f"{sizes['residual_decay']!r}: the skip path is part of this project's blocks; "
                      "the lnsp_* models reproduce the reference's as written. Fix: set "
                      "model.residual=False and model.residual_decay=0, or use a native model.")
-  return LnspLatentVectorModel(
-      vector_dim=sizes["vector_dim"],
-      d_model=sizes["d_model"],
-      blocks=LNSP_VARIANTS[name].layout(sizes),
-      d_state=sizes["d_state"],
-      d_conv=sizes["d_conv"],
-      expand=sizes["expand"],
-      dropout_rate=float(sizes["dropout"]),
-      num_heads=sizes.get("num_heads", 4),
-      window=sizes.get("window", 8),
-      gru_hidden=sizes.get("gru_hidden", 256),
-      alignment_head=bool(sizes["alignment_head"]),
-      alignment_alpha=float(sizes["alignment_alpha"]),
-      scan_mode=sizes["scan_mode"],
-      scan_chunk_size=sizes["scan_chunk_size"],
-      dtype=dtype,
-  )
+  return LnspLatentVectorModel.from_sizes(sizes, LNSP_VARIANTS[name].layout(sizes), dtype)

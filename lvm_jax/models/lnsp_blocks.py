@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lvm_jax.models.mamba import causal_depthwise_conv, symmetric_uniform
+from lvm_jax.models.mamba import MambaFields, causal_depthwise_conv, symmetric_uniform
 from lvm_jax.ops.scan import DEFAULT_CHUNK_SIZE, resolve_scan_type
 
 RMS_EPSILON = 1e-6  # the reference's RMSNorm default
@@ -148,16 +148,8 @@ def lnsp_ssm_scan(x, dt, A, B, *, mode: str = "auto", chunk_size: Optional[int] 
   return ys[:, :length]
 
 
-class LnspMambaBlock(nn.Module):
+class LnspMambaBlock(MambaFields):
   """The reference's MambaBlock, pre-norm residual: [batch, L, d_model] -> same."""
-  d_model: int
-  d_state: int
-  d_conv: int = 4
-  expand: int = 2
-  dropout_rate: float = 0.0
-  scan_mode: str = "auto"
-  scan_chunk_size: Optional[int] = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):

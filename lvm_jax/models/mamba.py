@@ -45,8 +45,9 @@ def causal_depthwise_conv(x, kernel, bias):
   return out
 
 
-class MambaBlock(nn.Module):
-  """Pre-norm residual Mamba-1 mixer: [batch, L, d_model] -> [batch, L, d_model]."""
+class MambaFields(nn.Module):
+  """The fields both Mamba blocks share, with one set of defaults: MambaBlock here and the
+  reference's lnsp_blocks.LnspMambaBlock."""
   d_model: int
   d_state: int
   d_conv: int = 4
@@ -55,6 +56,10 @@ class MambaBlock(nn.Module):
   scan_mode: str = "auto"
   scan_chunk_size: Optional[int] = None
   dtype: Any = jnp.float32
+
+
+class MambaBlock(MambaFields):
+  """Pre-norm residual Mamba-1 mixer: [batch, L, d_model] -> [batch, L, d_model]."""
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):

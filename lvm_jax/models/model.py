@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -87,7 +87,41 @@ def l2_normalize(x, axis=-1, epsilon=NORM_EPSILON):
   return jnp.where(long_enough, x * jax.lax.rsqrt(safe_squared), 0.0)
 
 
-class LatentVectorModel(nn.Module):
+class LatentFields(nn.Module):
+  """The fields both model families share (LatentVectorModel here and the reference's
+  lnsp.LnspLatentVectorModel), with their one set of defaults; `from_sizes` fills them from a
+  variant's resolved sizes (variants.resolve_sizes)."""
+  vector_dim: int
+  d_model: int
+  blocks: Sequence[Any]  # block kinds, or (submodule name, kind) for the lnsp_* models
+  d_state: int = 128
+  d_conv: int = 4
+  expand: int = 2
+  dropout_rate: float = 0.0
+  num_heads: int = 4
+  window: int = 8
+  gru_hidden: int = 256
+  alignment_head: bool = False
+  alignment_alpha: float = 0.25
+  scan_mode: str = "auto"
+  scan_chunk_size: Optional[int] = None
+  dtype: Any = jnp.float32
+
+  @classmethod
+  def from_sizes(cls, sizes: Dict[str, Any], blocks: Sequence[Any], dtype: Any, **fields):
+    """The model of resolved `sizes`; sizes a variant leaves out keep the defaults above, and
+    `fields` sets a family's own fields."""
+    return cls(
+        vector_dim=sizes["vector_dim"], d_model=sizes["d_model"], blocks=blocks,
+        d_state=sizes["d_state"], d_conv=sizes["d_conv"], expand=sizes["expand"],
+        dropout_rate=float(sizes["dropout"]), num_heads=sizes.get("num_heads", cls.num_heads),
+        window=sizes.get("window", cls.window), gru_hidden=sizes.get("gru_hidden", cls.gru_hidden),
+        alignment_head=bool(sizes["alignment_head"]),
+        alignment_alpha=float(sizes["alignment_alpha"]), scan_mode=sizes["scan_mode"],
+        scan_chunk_size=sizes["scan_chunk_size"], dtype=dtype, **fields)
+
+
+class LatentVectorModel(LatentFields):
   """Maps [batch, L, vector_dim] context vectors to [batch, L, vector_dim] unit predictions.
 
   Output t predicts the vector at position t + 1. Every block is causal, so
@@ -107,22 +141,7 @@ class LatentVectorModel(nn.Module):
   @property
   def is_causal(self) -> bool:
     return not (self.gru_state_handoff and BlockKind.GRU in self.blocks)
-  vector_dim: int
-  d_model: int
-  blocks: Sequence[str]
-  d_state: int = 128
-  d_conv: int = 4
-  expand: int = 2
-  dropout_rate: float = 0.0
-  num_heads: int = 4
-  window: int = 8
-  gru_hidden: int = 256
   gru_state_handoff: bool = False
-  alignment_head: bool = False
-  alignment_alpha: float = 0.25
-  scan_mode: str = "auto"
-  scan_chunk_size: Optional[int] = None
-  dtype: Any = jnp.float32
   residual: bool = False
   residual_decay: float = 0.0
   residual_mixing: str = "fixed"

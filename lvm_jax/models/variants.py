@@ -106,25 +106,8 @@ def create_model(name: str, **overrides) -> LatentVectorModel:
   if name in LNSP_VARIANTS:
     return build_lnsp_model(name, sizes, _DTYPES[sizes["dtype"]])
   blocks = VARIANTS[ALIASES.get(name, name)].layout(sizes)
-  return LatentVectorModel(
-      vector_dim=sizes["vector_dim"],
-      d_model=sizes["d_model"],
-      blocks=blocks,
-      d_state=sizes["d_state"],
-      d_conv=sizes["d_conv"],
-      expand=sizes["expand"],
-      dropout_rate=float(sizes["dropout"]),
-      num_heads=sizes.get("num_heads", 4),
-      window=sizes.get("window", 8),
-      gru_hidden=sizes.get("gru_hidden", 256),
+  return LatentVectorModel.from_sizes(
+      sizes, blocks, _DTYPES[sizes["dtype"]],
       gru_state_handoff=bool(sizes.get("gru_state_handoff", False)),
-      alignment_head=bool(sizes["alignment_head"]),
-      alignment_alpha=float(sizes["alignment_alpha"]),
-      scan_mode=sizes["scan_mode"],
-      scan_chunk_size=sizes["scan_chunk_size"],
-      dtype=_DTYPES[sizes["dtype"]],
-      residual=bool(sizes["residual"]),
-      residual_decay=float(sizes["residual_decay"]),
-      residual_mixing=sizes["residual_mixing"],
-      residual_max_lag=sizes["residual_max_lag"],
-  )
+      residual=bool(sizes["residual"]), residual_decay=float(sizes["residual_decay"]),
+      residual_mixing=sizes["residual_mixing"], residual_max_lag=sizes["residual_max_lag"])

@@ -13,12 +13,12 @@ Fit it on windows the predictor did not train on (val), never on the eval window
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Dict
 
 import numpy as np
 
 from lvm_jax import atomic
+from lvm_jax.data import file_io
 
 FORMAT_VERSION = 1
 FILE_NAME = "reranker.json"  # in the training workdir, where the eval CLI looks for it
@@ -109,14 +109,8 @@ def load(path: str) -> LinearReranker:
   """Reads a reranker.json; raises ValueError naming the file, the field and the fix when it
   does not fit."""
   refit = "Fix: refit it with python -m lvm_jax.eval.fit_reranker, or pass --reranker none."
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
-  except (UnicodeDecodeError, json.JSONDecodeError) as error:
-    raise ValueError(f"{path}: is not a JSON reranker file ({error}). {refit}") from error
-  if not isinstance(value, dict):
-    raise ValueError(f"{path}: holds a JSON {type(value).__name__}, expected an object with "
-                     f"format_version, kind, weights, ... {refit}")
+  value = file_io.read_json_object(path, refit, not_json="a JSON reranker file",
+                                   expected="an object with format_version, kind, weights, ...")
   version = value.get("format_version")
   is_version = isinstance(version, int) and not isinstance(version, bool)  # True == 1
   if not is_version or version != FORMAT_VERSION or value.get("kind") != "linear":

@@ -14,7 +14,8 @@ from typing import Dict, List, Optional
 
 from absl import logging
 
-from lvm_jax import atomic, multihost
+from lvm_jax import atomic
+from lvm_jax.distributed import multihost
 from lvm_jax.workdir import Workdir
 
 # The metrics of the per-epoch log line; every metric goes to history.json and TensorBoard.

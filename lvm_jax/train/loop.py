@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from lvm_jax import models as models_lib
 from lvm_jax.models import predict_fns
-from lvm_jax import checkpoint, config_checks, evaluators, multihost, workdir_lock
+from lvm_jax import checkpoint, config_checks, evaluators
+from lvm_jax.distributed import multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.train.training_sets import load_training_sets
-from lvm_jax.retrieval import baselines as baselines_lib
+from lvm_jax.retrieval import run_baselines
 from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
 from lvm_jax.workdir import Workdir
@@ -150,7 +151,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   sets = load_training_sets(config, workdir.data)
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim = sets.train.vector_dim
-  fitted = baselines_lib.fit_baselines_on_set(sets.train)
+  fitted = run_baselines.fit(sets.train)
   resolve_fitted_decay(config, fitted)
   predictor = models_lib.predictor_from_config(config, vector_dim)
   config_checks.check_model(config, predictor.model)

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from lvm_jax import multihost
+from lvm_jax.distributed import multihost
 from lvm_jax.corpus import synthetic
 from lvm_jax.data.payload import Payload, read_payload
 from lvm_jax.data.sequences import SequenceSet, read_sequence_set

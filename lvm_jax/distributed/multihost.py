@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 from absl import logging
 
 from lvm_jax import cli
-from lvm_jax.peer_watchdog import (TIMEOUT_ENV, MultihostError, PeerWatchdog,
+from lvm_jax.distributed.peer_watchdog import (TIMEOUT_ENV, MultihostError, PeerWatchdog,
                                    coordination_client, unreachable, wait_for_coordinator)
 from lvm_jax.cli import EXIT_ENVIRONMENT, USER_ERRORS, UserFacingError
 
@@ -187,11 +187,11 @@ def _initialize_with_a_separate_service(*, coordinator_address: str, num_process
                                         heartbeat_interval: int, missing_heartbeats: int,
                                         grace_s: int) -> None:
   """jax < 0.10: jax.distributed's State.initialize (which takes the heartbeat settings),
-  with process 0's coordination service in a child process (lvm_jax/coordination_service.py),
+  with process 0's coordination service in a child process (lvm_jax/distributed/coordination_service.py),
   so that a killed process 0 does not take the service down before the others' watchdogs
   have said so."""
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  from lvm_jax import coordination_service  # pylint: disable=g-import-not-at-top
+  from lvm_jax.distributed import coordination_service  # pylint: disable=g-import-not-at-top
   arguments = dict(coordinator_address=coordinator_address, num_processes=num_processes,
                    process_id=process_id, initialization_timeout=initialization_timeout,
                    service_heartbeat_interval_seconds=heartbeat_interval,

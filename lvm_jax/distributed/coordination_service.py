@@ -1,6 +1,6 @@
 """JAX's coordination service in a process of its own, for jax < 0.10.
 
-  python -m lvm_jax.coordination_service --bind=[::]:PORT --num_processes=N \
+  python -m lvm_jax.distributed.coordination_service --bind=[::]:PORT --num_processes=N \
       --heartbeat_interval_s=I --max_missing_heartbeats=B --grace_s=G
 
 On jax 0.5.0, process 0 hosts the coordination service. When process 0 is killed,
@@ -58,7 +58,7 @@ class ServiceProcess:
 def start(bind_address: str, num_processes: int, heartbeat_interval_s: int,
           max_missing_heartbeats: int, grace_s: int) -> ServiceProcess:
   """Starts the service in a child process and returns once it serves."""
-  command = [sys.executable, "-m", "lvm_jax.coordination_service", f"--bind={bind_address}",
+  command = [sys.executable, "-m", "lvm_jax.distributed.coordination_service", f"--bind={bind_address}",
              f"--num_processes={num_processes}", f"--heartbeat_interval_s={heartbeat_interval_s}",
              f"--max_missing_heartbeats={max_missing_heartbeats}", f"--grace_s={grace_s}"]
   process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
