@@ -12,7 +12,11 @@ import pytest
 
 from lvm_jax import evaluators, train
 from lvm_jax.evaluators import retrieval, validation
-from lvm_jax.retrieval.eval_inputs import Gates
+from lvm_jax.eval import flags as eval_flags
+from lvm_jax.eval import reference, report
+from lvm_jax.eval import settings as eval_settings
+from lvm_jax.retrieval import eval_inputs
+from lvm_jax.retrieval.eval_inputs import GATES, Gate, Gates
 from lvm_jax.train import hooks
 from conftest import tiny_config
 from event_files import read_scalars
@@ -45,12 +49,70 @@ def test_evaluators_share_due_and_the_gate_defaults():
   every_two = evaluators.Evaluator(None, ml_collections.ConfigDict({"every_epochs": 2}), context)
   assert [every_two.due(epoch) for epoch in (1, 2, 3, 4)] == [False, True, False, True]
   assert every_two.baselines() == {}
-  defaults = retrieval.gates_from(tiny_config().evals.retrieval)  # None: Gates' defaults
+  defaults = Gates.from_knobs(tiny_config().evals.retrieval)  # None: GATES' defaults
   assert defaults == Gates()
-  assert retrieval.gates_from({"gate_r5": 0.5}) == Gates(r5=0.5)
+  assert Gates.from_knobs({"gate_r5": 0.5}) == Gates({**Gates().thresholds, "R@5": 0.5})
   options = retrieval.options_from(tiny_config().evals.retrieval, batch_size=8)
   assert (options.nprobe, options.limit, options.latency_queries, options.index_recall) == (
       64, None, 0, False)
+
+
+def gate_uses(gates=GATES, given=()):
+  """What each user of the gate table makes of it: the knobs, the flags (and their aliases) with
+  their defaults, the gates asked by `given` flags, check(), the report's gate lines (none asked,
+  all asked) and the reference tool's lines."""
+  f = eval_flags.parse_flags(["--checkpoint", "run"] + [f"--{flag}=0.5" for flag in given])
+  row = {gate.metric: 0.5 for gate in gates}
+  verdicts = Gates().check(row)
+  result = {"gated_row": "model", "gate_view": "all", "gated": row, "gate_results": verdicts}
+  percent = {**{key: 50.0 for key in reference.PERCENT_KEYS}, "Eff@5": 50.0}
+  lines = reference.gate_lines(percent, {"latency_p95_ms": 0.5}, Gates())
+  return {"flags": {gate.knob: (f[gate.knob].default, f[gate.knob.replace("_", "-")].default)
+                    for gate in gates},
+          "asked": eval_settings.asked_gates(f, {}), "check": verdicts,
+          "report_none": report.gate_table(result, Gates(), []),
+          "report": report.gate_table(result, Gates(), list(verdicts)),
+          "reference": lines["gates_passed"] + lines["gates_failed"]}
+
+
+def test_the_gate_knobs_flags_report_and_check_all_follow_the_one_table():
+  """GATES is the one statement of the reference's gates; config_base (which may not import
+  retrieval/) repeats the knob names, so they are checked here."""
+  knobs = [gate.knob for gate in GATES]
+  config_knobs = [name for name in tiny_config().evals.retrieval if name.startswith("gate_")]
+  assert sorted(config_knobs) == sorted(knobs)
+  assert eval_settings.CONFIG_KNOBS == ("index_kind", *knobs)
+  assert eval_inputs.GATED_METRICS == ("Contain@50", "Eff@5", "R@5", "latency_p95_ms")
+  assert Gates().thresholds == {"Contain@50": 0.60, "Eff@5": 0.68, "R@5": 0.40,
+                                "latency_p95_ms": 1.45}
+  uses = gate_uses(given=knobs)
+  assert uses["flags"] == {gate.knob: (gate.default, gate.default) for gate in GATES}
+  assert uses["asked"] == list(eval_inputs.GATED_METRICS)
+  assert uses["check"] == {"Contain@50": False, "Eff@5": False, "R@5": True,
+                           "latency_p95_ms": True}
+  assert "latency_p95_ms" not in Gates().check({"Contain@50": 1, "Eff@5": 1, "R@5": 1})
+  assert uses["report_none"].endswith("The reference's: --gate_contain50 0.6 --gate_eff5 0.68 "
+                                      "--gate_r5 0.4 --gate_p95 1.45 (docs/eval_reference.md).")
+  assert uses["report"].splitlines()[2:] == [
+      "| Contain@50 | 0.5000 | >= 0.6 | FAIL |", "| Eff@5 | 0.5000 | >= 0.68 | FAIL |",
+      "| R@5 | 0.5000 | >= 0.4 | PASS |", "| latency_p95_ms | 0.5000 | <= 1.45 | PASS |"]
+  assert uses["reference"] == ["✅ R@5: 50.0% ≥ 40%", "✅ P95: 0.50ms ≤ 1.45ms",
+                               "❌ Contain@50: 50.0% < 60%", "❌ Eff@5: 50.0% < 68%"]
+
+
+def test_a_gate_added_to_the_table_reaches_its_flag_check_the_report_and_the_reference(
+    monkeypatch):
+  added = Gate("R@10", "gate_r10", 0.45)
+  for module in (eval_inputs, eval_flags, eval_settings, report, reference):
+    monkeypatch.setattr(module, "GATES", GATES + (added,))
+  uses = gate_uses(GATES + (added,), given=["gate-r10"])
+  assert uses["flags"]["gate_r10"] == (0.45, 0.45)
+  assert uses["asked"] == ["R@10"]
+  assert uses["check"]["R@10"] is True
+  assert "--gate_p95 1.45 --gate_r10 0.45 (docs" in uses["report_none"]
+  assert uses["report"].splitlines()[-1] == "| R@10 | 0.5000 | >= 0.45 | PASS |"
+  assert "✅ R@10: 50.0% ≥ 45%" in uses["reference"]
+  assert Gates.from_knobs({"gate_r10": 0.9}).thresholds["R@10"] == 0.9
 
 
 def test_an_evaluator_added_from_the_docs_reaches_history_and_tensorboard(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from absl import flags
 
 from lvm_jax import backend, cli
 from lvm_jax.retrieval import index as index_lib
-from lvm_jax.retrieval.eval_inputs import VIEWS, Gates
+from lvm_jax.retrieval.eval_inputs import GATES, VIEWS
 
 DEVICE_BACKENDS = {"cpu": "cpu", "cuda": "gpu", "mps": "metal"}  # reference --device -> --backend
 
@@ -64,12 +64,11 @@ def define_flags(values: flags.FlagValues) -> None:
                     "query's article identity.", **d)
   flags.DEFINE_bool("allow_provenance_mismatch", False, "Evaluate although embedder_id / norm / "
                     "metric disagree.", **d)
-  flags.DEFINE_float("gate_contain50", Gates.contain50, "Contain@50 gate (fraction); every "
-                    "gate is judged only when its flag is given (defaults: the reference's).", **d)
-  flags.DEFINE_float("gate_eff5", Gates.eff5, "Eff@5 gate (fraction), judged when given.", **d)
-  flags.DEFINE_float("gate_r5", Gates.r5, "R@5 gate (fraction), judged when given.", **d)
-  flags.DEFINE_float("gate_p95", Gates.p95_ms, "P95 per-query latency gate (ms), judged when "
-                     "given.", **d)
+  for number, gate in enumerate(GATES):  # the first flag's help speaks for all of them
+    when = ("; every gate is judged only when its flag is given (defaults: the reference's)."
+            if number == 0 else ", judged when given.")
+    flags.DEFINE_float(gate.knob, gate.default,
+                       f"{gate.title or gate.label} gate ({gate.unit}){when}", **d)
   flags.DEFINE_string("out", None, "Write the JSON report here (the reference's keys and units, "
                       "this project's content under 'lvm_jax').", **d)
   flags.DEFINE_integer("epoch", None, "Epoch number, recorded in the report (as the reference).",
@@ -97,10 +96,8 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_alias("gate-row", "gate_row", flag_values=values)
   flags.DEFINE_alias("gate-article-rerankers", "gate_article_rerankers", flag_values=values)
   flags.DEFINE_alias("allow-provenance-mismatch", "allow_provenance_mismatch", flag_values=values)
-  flags.DEFINE_alias("gate-contain50", "gate_contain50", flag_values=values)
-  flags.DEFINE_alias("gate-eff5", "gate_eff5", flag_values=values)
-  flags.DEFINE_alias("gate-r5", "gate_r5", flag_values=values)
-  flags.DEFINE_alias("gate-p95", "gate_p95", flag_values=values)
+  for gate in GATES:
+    flags.DEFINE_alias(gate.knob.replace("_", "-"), gate.knob, flag_values=values)
   flags.DEFINE_alias("trust-pickle", "trust_pickle", flag_values=values)
 
 

@@ -16,7 +16,7 @@ from lvm_jax import atomic
 from lvm_jax.workdir import Workdir
 from lvm_jax.retrieval import baselines
 from lvm_jax.retrieval import margin as margin_lib
-from lvm_jax.retrieval.eval_inputs import VIEW_TITLES, VIEWS, Gates
+from lvm_jax.retrieval.eval_inputs import GATES, VIEW_TITLES, VIEWS
 
 TABLE_COLUMNS = ("R@1", "R@5", "R@10", "R@20", "Contain@20", "Contain@50", "Eff@5", "MRR",
                  "mean_cosine")
@@ -47,14 +47,13 @@ def views_tables(result: Dict) -> str:
 
 
 def gate_table(result: Dict, gates, asked) -> str:
-  """The gates asked for (`asked`: Gates' names, e.g. "R@5"), or one line saying none was."""
+  """The gates asked for (`asked`: GATES' metrics, e.g. "R@5"), or one line saying none was."""
   if not asked:
-    default = Gates()
-    return ("gates: none asked for, so none judged (exit 0). The reference's: --gate_contain50 "
-            f"{default.contain50} --gate_eff5 {default.eff5} --gate_r5 {default.r5} --gate_p95 "
-            f"{default.p95_ms} (docs/eval_reference.md).")
-  thresholds = {"Contain@50": f">= {gates.contain50}", "Eff@5": f">= {gates.eff5}",
-                "R@5": f">= {gates.r5}", "latency_p95_ms": f"<= {gates.p95_ms}"}
+    return ("gates: none asked for, so none judged (exit 0). The reference's: "
+            + " ".join(f"--{gate.knob} {gate.default}" for gate in GATES)
+            + " (docs/eval_reference.md).")
+  thresholds = {gate.metric: f"{'<=' if gate.at_most else '>='} {gates.thresholds[gate.metric]}"
+                for gate in GATES}
   lines = [f"| gate ({result['gated_row']}, {result['gate_view']}) | value | threshold | result |",
            "|---|---|---|---|"]
   for name, passed in result["gate_results"].items():

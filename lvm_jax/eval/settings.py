@@ -9,20 +9,18 @@ import os
 from typing import Any, Dict, List, Optional
 
 from lvm_jax.retrieval import index as index_lib
+from lvm_jax.retrieval.eval_inputs import GATES
 
 # Knobs a checkpoint's config.evals.retrieval supplies when their flag is not given.
-CONFIG_KNOBS = ("index_kind", "gate_contain50", "gate_eff5", "gate_r5", "gate_p95")
-# --gate_* flag -> the gate it sets (the names of Gates.check).
-GATE_FLAGS = {"gate_contain50": "Contain@50", "gate_eff5": "Eff@5", "gate_r5": "R@5",
-              "gate_p95": "latency_p95_ms"}
+CONFIG_KNOBS = ("index_kind",) + tuple(gate.knob for gate in GATES)
 
 
 def asked_gates(f, stored) -> List[str]:
   """The gates judged: those whose --gate_* flag is given or the checkpoint's config sets. None
   by default, so a plain evaluation reports and exits 0; the reference's own command passes its
   four gates."""
-  return [gate for flag, gate in GATE_FLAGS.items()
-          if f[flag].present or stored.get(flag) is not None]
+  return [gate.metric for gate in GATES
+          if f[gate.knob].present or stored.get(gate.knob) is not None]
 
 
 def retrieval_settings(f, stored, paths) -> Dict[str, Any]:

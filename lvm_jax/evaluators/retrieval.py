@@ -12,7 +12,7 @@ report that run left in `last_report`. Its knobs:
   index_kind, nlist   what is built: "auto" is retrieval.index.choose_index_kind
   nprobe, limit  IVF cells a query (None: the index's own); eval windows (0: all)
   gate_contain50, gate_eff5, gate_r5, gate_p95   None: the defaults of
-                 retrieval.eval_inputs.Gates, the one place they are stated
+                 retrieval.eval_inputs.GATES, the one place they are stated
   reranker_path  a learned_rerank file: the model row is the predictor plus that stage
   batch_size     contexts a predict call (default: config.eval.batch_size)
 and any other EvalOptions field (k, latency_queries, mmr_lambda, ...) by name.
@@ -32,18 +32,9 @@ from lvm_jax.retrieval import baselines as baselines_lib
 from lvm_jax.retrieval.eval_inputs import EvalOptions, Gates
 from lvm_jax.models import predict_fns as predict_fns_lib
 
-# Knob -> Gates field; the CLI's --gate_* flags carry the same names.
-GATE_KNOBS = {"gate_contain50": "contain50", "gate_eff5": "eff5", "gate_r5": "r5",
-              "gate_p95": "p95_ms"}
 # What the loop leaves out of every epoch's run unless the settings ask: timing and the Flat scan.
 LOOP_OPTIONS = {"latency_queries": 0, "index_recall": False}
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(EvalOptions) if f.name != "gates")
-
-
-def gates_from(settings: Mapping[str, Any]) -> Gates:
-  """Gates of the settings' gate_* knobs; an absent or None knob keeps Gates' default."""
-  return Gates(**{field: settings[knob] for knob, field in GATE_KNOBS.items()
-                  if settings.get(knob) is not None})
 
 
 def options_from(settings: Mapping[str, Any], batch_size: int) -> EvalOptions:
@@ -51,7 +42,7 @@ def options_from(settings: Mapping[str, Any], batch_size: int) -> EvalOptions:
   values = {**LOOP_OPTIONS, **{name: settings[name] for name in OPTION_FIELDS if name in settings}}
   values["limit"] = values.get("limit") or None
   values["batch_size"] = values.get("batch_size") or batch_size
-  return EvalOptions(**values, gates=gates_from(settings))
+  return EvalOptions(**values, gates=Gates.from_knobs(settings))
 
 
 class RetrievalEvaluation(base.Evaluator):

@@ -6,7 +6,7 @@
   metrics    the one ranking implementation: R@k, Contain@K, Eff@5, MRR, exact ranks,
              rank_metrics (the training loop's validation proxy), cosines
   rerank     MMR, same-article, next-gap and directional rerankers (heuristic_rows)
-  eval_inputs  EvalOptions, Gates, and the provenance and truth-alignment checks
+  eval_inputs  EvalOptions, the gates (GATES, Gates), the provenance and truth-alignment checks
   baselines  the scoreboard's rows (BASELINE_ROWS, baseline_predictors: copy-last,
              mean-of-context, recency with a decay fitted on train per metric, linear),
              nearest-train;

@@ -1,5 +1,6 @@
-"""What a retrieval evaluation is asked (EvalOptions, Gates) and the checks its inputs pass
-before anything is predicted: provenance against the payload, truth alignment.
+"""What a retrieval evaluation is asked (EvalOptions; GATES, the reference's gates, and Gates,
+a run's thresholds) and the checks its inputs pass before anything is predicted: provenance
+against the payload, truth alignment.
 
 The offline CLI and the training loop build the same EvalOptions; RetrievalJudge
 (judge.py) runs them.
@@ -8,7 +9,7 @@ The offline CLI and the training loop build the same EvalOptions; RetrievalJudge
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 from absl import logging
@@ -23,23 +24,57 @@ VIEWS = ("all", "excl")
 VIEW_TITLES = {"all": "all candidates", "excl": "context excluded"}
 ALIGNMENT_MEAN, ALIGNMENT_P5 = 0.98, 0.95
 ALIGNMENT_SAMPLE = 10_000
-GATED_METRICS = ("Contain@50", "Eff@5", "R@5", "latency_p95_ms")
 GATE_K = 50  # the gates read Contain@50, so at least this many candidates
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+  """One of the reference's gates: the row metric it judges, the knob that sets its threshold
+  (config.evals.retrieval.<knob> and the CLI's --<knob>), and the reference's threshold."""
+  metric: str
+  knob: str
+  default: float
+  at_most: bool = False  # passes at or below its threshold (latency); the rest at or above
+  unit: str = "fraction"  # of the threshold; an "ms" gate is judged only when timing ran
+  name: str = ""  # the reference tool's name in its gate lines ("" = the metric)
+  title: str = ""  # the subject of the flag's help ("" = the name)
+
+  @property
+  def label(self) -> str:
+    return self.name or self.metric
+
+  def passes(self, value: float, threshold: float) -> bool:
+    return value <= threshold if self.at_most else value >= threshold
+
+
+# The reference's four gates, in its order: the one table the thresholds, check(), the
+# config knobs, the CLI flags, the report and the reference tool's lines are read from.
+GATES = (
+    Gate("Contain@50", "gate_contain50", 0.60),
+    Gate("Eff@5", "gate_eff5", 0.68),
+    Gate("R@5", "gate_r5", 0.40),
+    Gate("latency_p95_ms", "gate_p95", 1.45, at_most=True, unit="ms", name="P95",
+         title="P95 per-query latency"),
+)
+GATED_METRICS = tuple(gate.metric for gate in GATES)
+
 
 @dataclasses.dataclass
 class Gates:
-  contain50: float = 0.60
-  eff5: float = 0.68
-  r5: float = 0.40
-  p95_ms: float = 1.45
+  """A run's thresholds, metric -> threshold; GATES' defaults where its knobs say nothing."""
+  thresholds: Dict[str, float] = dataclasses.field(
+      default_factory=lambda: {gate.metric: gate.default for gate in GATES})
+
+  @classmethod
+  def from_knobs(cls, knobs: Mapping[str, Any]) -> Gates:
+    """The gate_* knobs of config.evals.retrieval or the CLI; absent or None: the default."""
+    return cls({gate.metric: gate.default if knobs.get(gate.knob) is None else knobs[gate.knob]
+                for gate in GATES})
 
   def check(self, row: Dict[str, float]) -> Dict[str, bool]:
-    """Each gate's verdict; the latency gate only when latency was measured."""
-    results = {"Contain@50": row["Contain@50"] >= self.contain50,
-               "Eff@5": row["Eff@5"] >= self.eff5, "R@5": row["R@5"] >= self.r5}
-    if "latency_p95_ms" in row:
-      results["latency_p95_ms"] = row["latency_p95_ms"] <= self.p95_ms
-    return results
+    """Each gate's verdict; a timed gate (latency) only when latency was measured."""
+    return {gate.metric: gate.passes(row[gate.metric], self.thresholds[gate.metric])
+            for gate in GATES if gate.unit != "ms" or gate.metric in row}
 
 
 @dataclasses.dataclass
