@@ -95,6 +95,7 @@ def adapt(f, clock: Clock) -> dict:
   """The five stages; returns the choice record."""
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
   check_inputs(f.train, f.val, f.payload)
   if f.eval and not os.path.isfile(f.eval):
     raise FileNotFoundError(f"--eval {f.eval}: does not exist. Fix: pass the eval.npz of the "
@@ -111,11 +112,14 @@ def adapt(f, clock: Clock) -> dict:
                               recipe.PRETRAINED_EMBEDDER)
   start = plan.decide_start(train_set.vector_dim, payload.provenance.get("embedder_id"),
                             shipped, from_scratch=f.from_scratch)
-  print(f"adapt: {start.why}")
+  print(f"adapt: {start.why}", flush=True)
+  fit_start = time.perf_counter()  # the loop fits the same again: its cost, measured
+  fitted = baselines.fit_baselines_on_set(train_set)
   recipe_epochs = recipe.get_config(start.recipe_arg).train.num_epochs
   estimate = plan.estimate(train_set.num_sequences, val_set.num_sequences, train_set.vector_dim,
                            shipped, recipe_epochs=recipe_epochs, epochs=f.epochs,
-                           budget_minutes=f.budget_minutes)
+                           budget_minutes=f.budget_minutes,
+                           setup_seconds=time.perf_counter() - fit_start)
   print(estimate.line, flush=True)
   eval_path = f.eval or default_eval_path(f.train)
   config = plan.adapt_config(recipe, start, train=f.train, val=f.val, payload=f.payload,
@@ -145,7 +149,7 @@ def adapt(f, clock: Clock) -> dict:
     print(f"  {line}")
   print(f"  {learned_rerank.describe(reranker)}; wrote {reranker_path}")
   clock.stage("margin table on --val (context excluded; exact search over the payload)")
-  verdict = judge_val.judge(f.workdir, config, reranker)
+  verdict = judge_val.judge(f.workdir, config, reranker, fitted)
   print(judge_val.table(verdict))
   clock.stage("choice")
   picked = choice.choose(verdict.margins)

@@ -26,22 +26,19 @@ class Verdict:
   checkpoint: str
 
 
-def judge(workdir: str, config, reranker) -> Verdict:
-  """The run's best checkpoint plus `reranker`, judged on config.data.val_path."""
+def judge(workdir: str, config, reranker, fitted) -> Verdict:
+  """The run's best checkpoint plus `reranker`, judged on config.data.val_path beside the
+  baselines `fitted` on config.data.train_path (baselines.fit_baselines_on_set)."""
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
-  from lvm_jax.data.sequences import read_sequence_set  # pylint: disable=g-import-not-at-top
   from lvm_jax.models import predict_fns  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.eval_inputs import EvalOptions  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.judge import RetrievalJudge  # pylint: disable=g-import-not-at-top
   loaded = checkpoint.load(workdir)
   payload = read_payload(config.data.payload_path, load_texts=False)
   val = read_queries(config.data.val_path, payload)
-  fitted = baselines.fit_baselines_on_set(read_sequence_set(config.data.train_path,
-                                                            payload=payload))
   options = EvalOptions(latency_queries=0, index_recall=False,
                         batch_size=max(1, min(EvalOptions.batch_size, val.num_sequences)))
   evaluator = RetrievalJudge(val, payload, index_lib.build_index(payload.vectors, kind="flat"),

@@ -100,6 +100,11 @@ def decide_start(vector_dim: int, embedder_id: Optional[str], shipped: Shipped, 
                              "as it reads.")
 
 
+# Beyond the epochs, from adapt's run on 22,697 train / 2,900 val windows (docs/adapt.md):
+COMPILE_SECONDS = 40.0  # compiling the step and the predict functions, loading the start
+VAL_PASSES_AFTER = 14  # the reranker and the margin table cost ~14 val passes at the train rate
+
+
 @dataclasses.dataclass(frozen=True)
 class Estimate:
   epochs: int
@@ -109,30 +114,33 @@ class Estimate:
 
 
 def estimate(train_windows: int, val_windows: int, vector_dim: int, shipped: Shipped, *,
-             recipe_epochs: int, epochs: int = 0, budget_minutes: float = 0.0) -> Estimate:
+             recipe_epochs: int, epochs: int = 0, budget_minutes: float = 0.0,
+             setup_seconds: float = 0.0) -> Estimate:
   """Epochs and time, at the shipped model's own training rate scaled by the vector dimension
   (the bank InfoNCE and the projections grow with it). An epoch trains the train windows and
-  validates the val ones; the reranker and the choice predict val twice more. --epochs wins;
-  otherwise the recipe's epochs, capped so that the whole run fits --budget_minutes."""
+  validates the val ones; setup_seconds (the loop's baseline fit, measured by adapt's own fit)
+  and COMPILE_SECONDS come before, VAL_PASSES_AFTER after. --epochs wins; otherwise the
+  recipe's epochs, capped so that the whole run fits --budget_minutes."""
   rate = shipped.windows_per_s * min(1.0, shipped.vector_dim / max(vector_dim, 1))
   per_epoch = (train_windows + val_windows) / rate
-  after = 2 * val_windows / rate
+  fixed = setup_seconds + COMPILE_SECONDS + VAL_PASSES_AFTER * val_windows / rate
   cap = ""
   if epochs:
     chosen = epochs
   else:
     chosen = recipe_epochs
-    if budget_minutes and after + recipe_epochs * per_epoch > budget_minutes * 60:
-      chosen = max(1, math.floor((budget_minutes * 60 - after) / per_epoch))
+    if budget_minutes and fixed + recipe_epochs * per_epoch > budget_minutes * 60:
+      chosen = max(1, math.floor((budget_minutes * 60 - fixed) / per_epoch))
       cap = (f"; the recipe's {recipe_epochs} epochs would take about "
-             f"{(after + recipe_epochs * per_epoch) / 60:.0f} min, so {chosen} fit "
+             f"{(fixed + recipe_epochs * per_epoch) / 60:.0f} min, so {chosen} fit "
              f"--budget_minutes {budget_minutes:g}")
-  seconds = after + chosen * per_epoch
+  seconds = fixed + chosen * per_epoch
   scaled = f", scaled to {vector_dim}-d" if rate < shipped.windows_per_s else ""
   line = (f"adapt: about {max(1, round(seconds / 60))} min on 2 CPU cores: up to {chosen} "
           f"epoch{'s' if chosen > 1 else ''} over {train_windows:,} train windows (validating "
           f"{val_windows:,} val windows each), at about {rate:,.0f} windows/s (the shipped "
-          f"model's own training rate{scaled}); early stopping may end it sooner{cap}.")
+          f"model's own training rate{scaled}), plus {fixed / 60:.1f} min to set up, fit the "
+          f"reranker and judge; early stopping may end it sooner{cap}.")
   return Estimate(chosen, seconds, rate, line)
 
 
