@@ -201,6 +201,18 @@ def test_a_missing_file_is_one_error_line_naming_the_flag(tmp_path):
       "error: missing required flags --payload, --workdir")
 
 
+def test_a_val_set_of_one_article_is_refused_before_training(tmp_path):
+  data = make_data(str(tmp_path), 32, articles=12)  # the build's 10 % val: one article
+  run = run_adapt("--train", data["train_rows"], "--val", data["val_rows"], "--payload",
+                  data["payload"], "--workdir", str(tmp_path / "W"))
+  assert run.returncode == 2 and not os.path.exists(tmp_path / "W")
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"error: --val {data['val_rows']}: holds the windows of 1 article; the reranker's "
+      "self-check fits on some val articles and scores the others, so val needs at least 2. "
+      "Fix: rebuild with more articles in val (python -m lvm_jax.corpus.build --split_ratios "
+      "0.8,0.1,0.1 on a larger payload).")
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

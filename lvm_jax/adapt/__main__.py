@@ -107,6 +107,12 @@ def adapt(f, clock: Clock) -> dict:
   train_set = read_sequence_set(f.train, payload=payload)
   val_set = read_sequence_set(f.val, payload=payload, expected_dim=train_set.vector_dim,
                               expected_source=f"the train set {f.train}")
+  val_articles = val_set.article_ids().size
+  if val_articles < 2:
+    raise ValueError(f"--val {f.val}: holds the windows of {val_articles} article; the "
+                     "reranker's self-check fits on some val articles and scores the others, so "
+                     "val needs at least 2. Fix: rebuild with more articles in val (python -m "
+                     "lvm_jax.corpus.build --split_ratios 0.8,0.1,0.1 on a larger payload).")
   recipe = plan.load_recipe()
   shipped = plan.read_shipped(f.pretrained or os.path.join(plan.REPO_ROOT, recipe.PRETRAINED),
                               recipe.PRETRAINED_EMBEDDER)
