@@ -47,6 +47,9 @@ from lvm_jax.config_base import base_config, shrink_to_tiny, unknown_argument
 
 ARGUMENTS = ("cpu", "tiny", "finetune")
 PRETRAINED = "pretrained/debian_docs_minilm"  # relative to the repository root
+# The embedder of the vectors it was trained on (its card): lvm_jax.adapt fine-tunes it only on
+# payloads of this embedder (when they record one) and of its dimension.
+PRETRAINED_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def recipe(config):

@@ -42,6 +42,9 @@ def define_flags() -> None:
                       "provenance (default: --model as ingest names it).")
   flags.DEFINE_integer("k", DEFAULT_K, "Next chunks shown for each predictor.")
   flags.DEFINE_enum("backend", "cpu", list(backend.PLATFORMS), "JAX backend.")
+  flags.DEFINE_enum("predictor", "auto", ["auto", "learned"], "auto: the untrained predictor "
+                    "python -m lvm_jax.adapt chose (<workdir>/adapt_choice.json) when it chose "
+                    "one, else the model; learned: the model (and its reranker).")
 
 
 class EmbedderMismatch(cli.UserFacingError, ValueError):
@@ -58,6 +61,8 @@ class Prediction:
   copy_last_rows: np.ndarray  # [k] payload rows nearest to the last chunk
   copy_last_scores: np.ndarray
   reranker: Optional[str] = None  # the reranker.json that reordered model_rows
+  served: Optional[dict] = None  # adapt's choice record, when an untrained predictor made it
+  chosen_line: Optional[str] = None  # what adapt chose and what is served, when adapt made it
 
 
 def resolve_embedder(provenance: dict, payload_path: str, model: Optional[str],
@@ -115,7 +120,7 @@ def context_chunks(text: str, provenance: dict, context_length: int, source: str
 
 def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Optional[str] = None,
             embedder_id: Optional[str] = None, k: int = DEFAULT_K, source: str = "<text>",
-            encoder: Optional[Callable[[List[str]], np.ndarray]] = None):
+            encoder: Optional[Callable[[List[str]], np.ndarray]] = None, predictor: str = "auto"):
   """Returns (Prediction, payload, loaded checkpoint). `encoder` replaces the model (tests)."""
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.corpus import ingest  # pylint: disable=g-import-not-at-top
@@ -123,7 +128,7 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   from lvm_jax.models import predict_fns  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
-  from lvm_jax.retrieval import search  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import choice, search  # pylint: disable=g-import-not-at-top
 
   if k < 1:
     raise ValueError(f"--k {k}: must be at least 1.")
@@ -146,13 +151,16 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
     raise EmbedderMismatch(f"--model {model}: embeds into {vectors.shape[-1]}-d vectors, but "
                            f"{payload_path} holds {payload.vector_dim}-d ones; pass the "
                            f"payload's embedder ({payload.provenance.get('embedder_id')!r}).")
-  fns = predict_fns.from_apply_fn(loaded.model.apply)
+  chosen = choice.read(loaded.workdir)  # python -m lvm_jax.adapt's pick, when it made this run
+  served = choice.served(chosen, predictor)  # the record, when that pick is untrained
+  fns = (predict_fns.from_apply_fn(loaded.model.apply) if served is None else
+         choice.as_predict_fns(served, lambda: choice.fitted_on_train(loaded.config)))
   prediction = np.asarray(fns.predict(loaded.params, vectors[None])[0], np.float64)
   prediction = (prediction / max(np.linalg.norm(prediction), 1e-12)).astype(np.float32)
   index = index_lib.build_index(payload.vectors, kind="flat")
   k = min(k, payload.num_rows)
   reranker_path = os.path.join(loaded.workdir or checkpoint_path, learned_rerank.FILE_NAME)
-  used = os.path.exists(reranker_path)
+  used = os.path.exists(reranker_path) and served is None  # the learned system's second stage
   reranker = learned_rerank.load(reranker_path) if used else None
   depth = min(max(k, reranker.depth), payload.num_rows) if used else k
   scores, rows, _ = search.search(index, np.stack([prediction, vectors[-1]]), depth)
@@ -164,7 +172,8 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   scores, rows = scores[:, :k], rows[:, :k]
   return Prediction(context=context, num_chunks=len(chunks), prediction=prediction,
                     model_rows=rows[0], model_scores=scores[0], copy_last_rows=rows[1],
-                    copy_last_scores=scores[1], reranker=reranker_path if used else None), \
+                    copy_last_scores=scores[1], reranker=reranker_path if used else None,
+                    served=served, chosen_line=chosen and choice.served_line(chosen, predictor)), \
       payload, loaded
 
 
@@ -183,6 +192,7 @@ def _shorten(text: str, width: int = TEXT_WIDTH) -> str:
 
 
 def format_prediction(result: Prediction, payload, loaded, source: str) -> str:
+  from lvm_jax.retrieval import choice  # pylint: disable=g-import-not-at-top
   names = _article_names(payload.source)
   in_context = set(result.context)
 
@@ -200,7 +210,11 @@ def format_prediction(result: Prediction, payload, loaded, source: str) -> str:
            "context:"]
   lines += [f"  [{i - len(result.context)}] {_shorten(chunk)}"
             for i, chunk in enumerate(result.context)]
-  lines += ["", f"model ({loaded.path}) -> top {len(result.model_rows)} of "
+  if result.chosen_line:
+    lines = [result.chosen_line, ""] + lines
+  label = (f"model ({loaded.path})" if not result.served else
+           f"{choice.describe(result.served)}, chosen by lvm_jax.adapt")
+  lines += ["", f"{label} -> top {len(result.model_rows)} of "
             f"{payload.num_rows} chunks in {payload.source}"
             + (f", reordered by {result.reranker} (its scores):" if result.reranker else ":")]
   lines += hits(result.model_rows, result.model_scores)
@@ -219,7 +233,8 @@ def main(argv) -> None:
   path = f["text-file"].value
   text, source = (read_text_file(path), path) if path else (sys.stdin.read(), "<stdin>")
   result, payload, loaded = predict(text, f.checkpoint, f.payload, model=f.model,
-                                    embedder_id=f.embedder_id, k=f.k, source=source)
+                                    embedder_id=f.embedder_id, k=f.k, source=source,
+                                    predictor=f.predictor)
   print(format_prediction(result, payload, loaded, source))
 
 

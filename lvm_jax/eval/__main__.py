@@ -34,6 +34,7 @@ from lvm_jax import backend, cli
 from lvm_jax.eval import flags as eval_flags
 from lvm_jax.eval import reference
 from lvm_jax.eval import settings as eval_settings
+from lvm_jax.retrieval import choice
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval import margin as margin_lib
 from lvm_jax.retrieval.eval_inputs import VIEWS
@@ -65,7 +66,10 @@ def evaluate(f) -> int:
   payload_path = reference.resolve_payload(payload_path, trust_pickle=f.trust_pickle,
                                            cache_dir=f.payload_cache)
   settings = eval_settings.retrieval_settings(f, stored, (eval_npz, payload_path, faiss_path))
-  fns = predict_fns.from_apply_fn(loaded.model.apply)
+  chosen = choice.read(loaded.workdir)  # python -m lvm_jax.adapt's pick, when it made this run
+  served = choice.served(chosen, f.predictor)  # the record, when that pick is untrained
+  fns = (predict_fns.from_apply_fn(loaded.model.apply) if served is None else  # the judge's own
+         choice.as_predict_fns(served, lambda: evaluation.evaluator().fitted))  # fit: its row
   evaluation = evaluators.kind("retrieval")(fns, settings, evaluators.Context(
       config=loaded.config, fitted=lambda payload: eval_settings.fit_train_baselines(f, loaded, payload)))
   _, eval_set = evaluation.inputs()
@@ -77,7 +81,10 @@ def evaluate(f) -> int:
   count = eval_set.num_sequences if not f.limit else min(f.limit, eval_set.num_sequences)
   # Read by evaluator() below, which builds the options once: no bigger batch than windows.
   settings.update(batch_size=max(1, min(BATCH_SIZE, count)),
-                  reranker_path=eval_settings.reranker_path(f.reranker, loaded.workdir))
+                  reranker_path=None if served else eval_settings.reranker_path(f.reranker,
+                                                                                loaded.workdir))
+  if chosen:
+    print(choice.served_line(chosen, f.predictor))
   evaluator = evaluation.evaluator()
   options, index, reranker = evaluator.options, evaluator.index, evaluation.reranker()
   if reranker is not None:
@@ -117,6 +124,8 @@ def evaluate(f) -> int:
         "w_same_article": options.w_same_article, "w_next_gap": options.w_next_gap,
         "w_directional": options.w_directional, "backend": backend.current_platform(),
         "reranker": None if reranker is None else reranker.to_json()})
+    if served:
+      ours["predictor"] = dict(served)  # adapt's pick: the model row is this untrained predictor
     report.write_json(f.out, reference.reference_report(
         result, checkpoint=f.checkpoint, epoch=f.epoch, limit=f.limit, val_cosine=val_cosine,
         knobs=knobs, gates=options.gates, ours=ours))

@@ -97,13 +97,10 @@ def fit_and_check(predictions, contexts, truth_rows, articles, payload_vectors, 
   return fit(np.ones(len(truth_rows), bool)), check
 
 
-def main(argv) -> None:
-  del argv
-  f = flags.FLAGS
-  if not f.checkpoint:
-    raise app.UsageError("--checkpoint is required: the training workdir (the --workdir given "
-                         "to python -m lvm_jax.main). Fix: pass --checkpoint RUN/realtext_tiny.")
-  backend.initialize("cpu")
+def fit_for_run(checkpoint_path: str, *, payload_path=None, windows_path=None, depth: int = 100,
+                check_share: float = 0.5, out=None):
+  """Fits and writes the run's reranker (JAX already initialised) -> (reranker, {view: check
+  figures}, path written); the paths default as this CLI's flags say."""
   from lvm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
@@ -113,18 +110,18 @@ def main(argv) -> None:
   from lvm_jax.corpus import synthetic  # pylint: disable=g-import-not-at-top
   from lvm_jax.workdir import Workdir  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
-  if f.depth < 50:
-    raise ValueError(f"--depth {f.depth}: must be at least 50, the k of Contain@50.")
-  loaded = checkpoint.load(f.checkpoint)
+  if depth < 50:
+    raise ValueError(f"--depth {depth}: must be at least 50, the k of Contain@50.")
+  loaded = checkpoint.load(checkpoint_path)
   data = loaded.config.get("data", {})
-  payload_path = f.payload or data.get("payload_path")
-  windows_path = f.windows or data.get("val_path")
+  payload_path = payload_path or data.get("payload_path")
+  windows_path = windows_path or data.get("val_path")
   generated = synthetic.corpus_paths(Workdir(loaded.workdir).data) if loaded.workdir else None
   if generated and not data.get("train_path"):  # the run trained on its synthetic corpus
     payload_path = payload_path or generated["payload"]
     windows_path = windows_path or generated.get("val_rows") or generated.get("val")
   if not payload_path or not windows_path:
-    raise ValueError(f"{f.checkpoint}: its config names no data.payload_path / data.val_path "
+    raise ValueError(f"{checkpoint_path}: its config names no data.payload_path / data.val_path "
                      "and it holds no synthetic corpus in data/. Fix: pass --payload (the "
                      "payload the model was trained on) and --windows (its val_rows.npz).")
   payload = read_payload(payload_path, load_texts=False)
@@ -139,16 +136,35 @@ def main(argv) -> None:
   decay = float(loaded.config.model.get("residual_decay", DEFAULT_DECAY))
   reranker, check = fit_and_check(
       predictions, windows.contexts, windows.target_rows(payload), windows.truth_keys[:, 0],
-      np.asarray(payload.vectors, np.float32), depth=f.depth, decay=decay,
-      check_share=f.check_share,
-      fitted_on={"windows": windows_path})
-  for view, figures in check.items():
-    print(f"check ({view}, {figures['windows']} windows of held-out articles): R@5 "
-          f"{figures['R@5']:.4f} -> {figures['R@5 reranked']:.4f}, Contain@50 "
-          f"{figures['Contain@50']:.4f} -> {figures['Contain@50 reranked']:.4f}")
+      np.asarray(payload.vectors, np.float32), depth=depth, decay=decay,
+      check_share=check_share, fitted_on={"windows": windows_path})
   reranker.fitted_on["check"] = check
-  out = f.out or os.path.join(loaded.workdir or f.checkpoint, learned_rerank.FILE_NAME)
+  out = out or os.path.join(loaded.workdir or checkpoint_path, learned_rerank.FILE_NAME)
   learned_rerank.save(out, reranker)
+  return reranker, check, out
+
+
+def check_lines(check):
+  """The self-check's figures, one line a view."""
+  return [f"check ({view}, {figures['windows']} windows of held-out articles): R@5 "
+          f"{figures['R@5']:.4f} -> {figures['R@5 reranked']:.4f}, Contain@50 "
+          f"{figures['Contain@50']:.4f} -> {figures['Contain@50 reranked']:.4f}"
+          for view, figures in check.items()]
+
+
+def main(argv) -> None:
+  del argv
+  f = flags.FLAGS
+  if not f.checkpoint:
+    raise app.UsageError("--checkpoint is required: the training workdir (the --workdir given "
+                         "to python -m lvm_jax.main). Fix: pass --checkpoint RUN/realtext_tiny.")
+  backend.initialize("cpu")
+  from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
+  reranker, check, out = fit_for_run(f.checkpoint, payload_path=f.payload,
+                                     windows_path=f.windows, depth=f.depth,
+                                     check_share=f.check_share, out=f.out)
+  for line in check_lines(check):
+    print(line)
   print(learned_rerank.describe(reranker))
   print(f"wrote {out}")
 

@@ -81,6 +81,9 @@ def define_flags(values: flags.FlagValues) -> None:
                       "python -m lvm_jax.eval.fit_reranker): auto uses <workdir>/reranker.json "
                       "when it exists, none turns it off, or give a path. With one, the model row "
                       "is the predictor plus that second stage.", **d)
+  flags.DEFINE_enum("predictor", "auto", ["auto", "learned"], "What the model row judges: auto "
+                    "follows <workdir>/adapt_choice.json (python -m lvm_jax.adapt's pick) when "
+                    "there, else the learned system; learned: the model (and its reranker).", **d)
   # The reference tool's spellings, kept as aliases (docs/eval_reference.md).
   flags.DEFINE_alias("eval-npz", "eval_npz", flag_values=values)
   flags.DEFINE_alias("payload-cache", "payload_cache", flag_values=values)

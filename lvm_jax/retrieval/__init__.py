@@ -13,6 +13,8 @@
              CLI with their numbers
   margin     the model minus the best of those rows, with a paired bootstrap interval
              (margin_fields: the flat scalars every judge logs)
+  choice     the pick python -m lvm_jax.adapt records (the learned system or the best
+             untrained row on val, by its RULE) and that eval and predict serve
   judge      RetrievalJudge: report(predict_fn), the rows per view, latency, gates; the CLI
              (python -m lvm_jax.eval) and the training loop reach it through the
              config's evaluator, lvm_jax.evaluators.retrieval (RetrievalEvaluation)
