@@ -281,6 +281,13 @@ def parse_flags(argv: List[str]) -> List[str]:
   return leftover
 
 
+def define_checkpoint_flag(flag_values: Optional[flags.FlagValues] = None) -> None:
+  """--checkpoint, one flag for every CLI that reads a trained run (eval, fit_reranker,
+  predict): checkpoint.load takes a training workdir or one checkpoint directory."""
+  flags.DEFINE_string("checkpoint", None, "Training workdir or checkpoint directory.",
+                      flag_values=flags.FLAGS if flag_values is None else flag_values)
+
+
 def run(main, **kwargs) -> None:
   """absl's app.run with flag errors and app.UsageError as one `error:` line and exit 2, and
   asking for --help a success: absl prints the usage and exits 1, which scripts and CI read as

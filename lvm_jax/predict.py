@@ -32,7 +32,7 @@ TEXT_WIDTH = 160  # characters of each chunk shown
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("checkpoint", None, "Training workdir or checkpoint directory.")
+  cli.define_checkpoint_flag()
   flags.DEFINE_string("payload", None, "Payload directory (from python -m lvm_jax.corpus.ingest) "
                       "with texts.jsonl.")
   flags.DEFINE_string("text-file", None, "The text to continue; default: standard input.")

@@ -31,7 +31,7 @@ DEFAULT_DECAY = 0.6  # the recency feature's decay when the run's config records
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("checkpoint", None, "Training workdir of the model.")
+  cli.define_checkpoint_flag()
   flags.DEFINE_string("payload", None, "Payload directory the windows index; default: the "
                       "run's config.data.payload_path, or its synthetic corpus's.")
   flags.DEFINE_string("windows", None, "Windows to fit on (val_rows.npz or an eval-format NPZ): "

@@ -20,7 +20,7 @@ DEVICE_BACKENDS = {"cpu": "cpu", "cuda": "gpu", "mps": "metal"}  # reference --d
 def define_flags(values: flags.FlagValues) -> None:
   """This project's flags, and the reference's spellings as aliases where they differ."""
   d = dict(flag_values=values)
-  flags.DEFINE_string("checkpoint", None, "Training workdir or checkpoint directory.", **d)
+  cli.define_checkpoint_flag(values)
   flags.DEFINE_string("eval_npz", None, "Eval NPZ (contexts, targets, truth_keys, provenance); "
                       "default: <workdir>/data/eval.npz.", **d)
   flags.DEFINE_string("payload", None, "Payload directory, or the reference's pickled .npy "
