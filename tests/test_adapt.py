@@ -1,6 +1,7 @@
 """python -m lvm_jax.adapt: the choice rule and its record, the start (fine-tune or scratch), the
 estimate, bad input; slow: adapt end to end, and eval and predict serving the recorded pick."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -211,6 +212,24 @@ def test_a_val_set_of_one_article_is_refused_before_training(tmp_path):
       "self-check fits on some val articles and scores the others, so val needs at least 2. "
       "Fix: rebuild with more articles in val (python -m lvm_jax.corpus.build --split_ratios "
       "0.8,0.1,0.1 on a larger payload).")
+
+
+def test_a_payload_of_fewer_than_50_chunks_is_refused_before_training(tmp_path):
+  from lvm_jax.data.payload import read_payload, write_payload  # pylint: disable=g-import-not-at-top
+  data = make_data(str(tmp_path), 32, articles=12)
+  payload = read_payload(data["payload"], load_texts=False)
+  small = str(tmp_path / "small_payload")
+  keep = np.arange(49)
+  write_payload(small, dataclasses.replace(payload, vectors=payload.vectors[keep],
+                                           article_index=payload.article_index[keep],
+                                           chunk_index=payload.chunk_index[keep],
+                                           ids=payload.ids[keep], texts=None))
+  run = run_adapt("--train", data["train_rows"], "--val", data["val_rows"], "--payload", small,
+                  "--workdir", str(tmp_path / "W"))
+  assert run.returncode == 2 and not os.path.exists(tmp_path / "W")
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"error: --payload {small}: holds 49 chunks; the val table ranks 50 candidates a window "
+      "(Contain@50), so adapt needs at least 50. Fix: ingest more text into the payload.")
 
 
 # ----------------------------------------------------------------------------- end to end

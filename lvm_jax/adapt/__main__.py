@@ -30,6 +30,7 @@ from lvm_jax.adapt import plan
 
 FLAGS = flags.FLAGS
 DEFAULT_BUDGET_MINUTES = 60.0
+MIN_PAYLOAD_ROWS = 50  # the k of Contain@50: the val table and the eval rank this many rows
 
 
 def define_flags() -> None:
@@ -104,6 +105,10 @@ def adapt(f, clock: Clock) -> dict:
     raise ValueError(f"--epochs {f.epochs} / --budget_minutes {f.budget_minutes:g}: must be "
                      "0 or more. Fix: pass 0 for the defaults.")
   payload = read_payload(f.payload, load_texts=False)
+  if payload.num_rows < MIN_PAYLOAD_ROWS:
+    raise ValueError(f"--payload {f.payload}: holds {payload.num_rows} chunks; the val table "
+                     f"ranks {MIN_PAYLOAD_ROWS} candidates a window (Contain@50), so adapt needs "
+                     f"at least {MIN_PAYLOAD_ROWS}. Fix: ingest more text into the payload.")
   train_set = read_sequence_set(f.train, payload=payload)
   val_set = read_sequence_set(f.val, payload=payload, expected_dim=train_set.vector_dim,
                               expected_source=f"the train set {f.train}")
