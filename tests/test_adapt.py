@@ -308,7 +308,8 @@ def test_a_recorded_untrained_pick_is_what_eval_judges(adapted, row, tmp_path, c
   for view in ("all", "excl"):
     model, chosen = report["views"][view]["model"], report["views"][view][row]
     assert {k: v for k, v in model.items() if k not in ("name", "batched_qps")} == \
-        {k: v for k, v in chosen.items() if k not in ("name", "batched_qps", "decay")}
+        {k: v for k, v in chosen.items() if k not in ("name", "batched_qps", "decay",
+                                                       "fitted_for")}
   out, report = eval_json(workdir, tmp_path, capsys, "--predictor", "learned")
   assert "as --predictor learned asks" in out and "reranker: " in out
   assert "predictor" not in report
