@@ -118,8 +118,8 @@ def estimate(train_windows: int, val_windows: int, vector_dim: int, shipped: Shi
              setup_seconds: float = 0.0) -> Estimate:
   """Epochs and time, at the shipped model's own training rate scaled by the vector dimension
   (the bank InfoNCE and the projections grow with it). An epoch trains the train windows and
-  validates the val ones; setup_seconds (the loop's baseline fit, measured by adapt's own fit)
-  and COMPILE_SECONDS come before, VAL_PASSES_AFTER after. --epochs wins; otherwise the
+  validates the val ones; setup_seconds (work still to come before training; adapt has
+  none, since the loop reuses its baseline fit) and COMPILE_SECONDS come before, VAL_PASSES_AFTER after. --epochs wins; otherwise the
   recipe's epochs, capped so that the whole run fits --budget_minutes."""
   rate = shipped.windows_per_s * min(1.0, shipped.vector_dim / max(vector_dim, 1))
   per_epoch = (train_windows + val_windows) / rate

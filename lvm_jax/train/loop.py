@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import jax
 import ml_collections
@@ -28,6 +28,7 @@ from lvm_jax import checkpoint, config_checks, evaluators
 from lvm_jax.distributed import multihost, workdir_lock
 from lvm_jax.data.pipeline import TrainingPipeline
 from lvm_jax.train.training_sets import load_training_sets
+from lvm_jax.retrieval import baselines as baselines_lib
 from lvm_jax.retrieval import run_baselines
 from lvm_jax.train import hooks, parallel
 from lvm_jax.train import step as step_lib
@@ -130,20 +131,24 @@ def _first_difference(a, b) -> str:
   return "same leaves, other structure"
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       fitted: Optional[baselines_lib.FittedBaselines] = None) -> Dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a summary.
 
-  The run holds the workdir's lock throughout (process 0 of a multi-host run).
+  The run holds the workdir's lock throughout (process 0 of a multi-host run). `fitted`: the
+  baselines already fitted (run_baselines.fit) on config.data.train_path's windows, when the
+  caller has them (lvm_jax.adapt); otherwise the loop fits them on the set it trains on.
   """
   config_checks.check_config(config)
   evaluators.check_config(config)
   workdir = Workdir(workdir)
   lock = workdir_lock.hold(workdir) if multihost.is_process_0() else contextlib.nullcontext()
   with lock:
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, fitted)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> Dict[str, Any]:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir,
+                        fitted: Optional[baselines_lib.FittedBaselines]) -> Dict[str, Any]:
   jax.config.update("jax_default_matmul_precision", config.model.matmul_precision)
   data_parallel = parallel.DataParallel.create(config.train.parallel)
   num_devices = data_parallel.num_local_devices
@@ -151,7 +156,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> 
   sets = load_training_sets(config, workdir.data)
   config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy to record resolved values
   config.data.vector_dim = vector_dim = sets.train.vector_dim
-  fitted = run_baselines.fit(sets.train)
+  if fitted is None:
+    fitted = run_baselines.fit(sets.train)
   resolve_fitted_decay(config, fitted)
   predictor = models_lib.predictor_from_config(config, vector_dim)
   config_checks.check_model(config, predictor.model)
