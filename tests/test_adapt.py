@@ -360,3 +360,33 @@ def test_a_minilm_payload_fine_tunes_the_shipped_model(tmp_path):
   distance = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(tuned, shipped_params)))
   size = np.sqrt(sum(np.sum(b ** 2) for b in shipped_params))
   assert distance < 0.01 * size
+
+
+def test_a_diverged_training_is_one_message_and_leaves_no_choice(tmp_path, monkeypatch):
+  """The loop stops on a NaN loss (test_train_loop); adapt turns that into one user error
+  (no traceback) and no earlier choice is left standing for eval and predict to serve."""
+  import types  # pylint: disable=g-import-not-at-top
+  from lvm_jax import cli, train  # pylint: disable=g-import-not-at-top
+  from lvm_jax.adapt import __main__ as adapt_main  # pylint: disable=g-import-not-at-top
+  data = make_data(str(tmp_path), 32)
+  workdir = str(tmp_path / "W")
+  os.makedirs(workdir)
+  choice.write(workdir, choice.make_record("recency", {}, {}))  # an earlier run's pick
+
+  def diverges(config, workdir, *, fitted=None):
+    raise train.NonFiniteLossError(f"non-finite training metrics {{'loss': nan}} at step 3; "
+                                   f"stopped. The last good checkpoint in {workdir} ...")
+
+  monkeypatch.setattr(train, "train_and_evaluate", diverges)
+  flags = types.SimpleNamespace(train=data["train_rows"], val=data["val_rows"],
+                                payload=data["payload"], workdir=workdir, eval=None, epochs=1,
+                                budget_minutes=0.0, from_scratch=False, pretrained=None,
+                                backend="cpu")
+  with pytest.raises(cli.UserFacingError) as raised:
+    adapt_main.adapt(flags, adapt_main.Clock())
+  assert str(raised.value) == (
+      "the training diverged: non-finite training metrics {'loss': nan} at step 3. Nothing is "
+      f"chosen: {workdir} holds no adapt_choice.json, so eval and predict serve no untrained "
+      "pick from it. Fix: check TRAIN's vectors (python -m lvm_jax.corpus.build checks them), "
+      "then rerun with --from_scratch, or with --epochs 1 to see the first epoch.")
+  assert not os.path.exists(choice.path_in(workdir))

@@ -147,7 +147,15 @@ def adapt(f, clock: Clock) -> dict:
     os.remove(choice.path_in(f.workdir))
   clock.stage(f"{'fine-tune' if start.init_from else 'train'}: up to {estimate.epochs} "
               f"epoch{'s' if estimate.epochs > 1 else ''} into {f.workdir}")
-  summary = train.train_and_evaluate(config, f.workdir, fitted=fitted)
+  try:
+    summary = train.train_and_evaluate(config, f.workdir, fitted=fitted)
+  except train.NonFiniteLossError as error:  # the loop's message names train.learning_rate,
+    # a flag adapt does not have: say what adapt leaves and what to do from here instead.
+    raise cli.UserFacingError(
+        f"the training diverged: {str(error).split('; stopped')[0]}. Nothing is chosen: "
+        f"{f.workdir} holds no {choice.FILE_NAME}, so eval and predict serve no untrained pick "
+        "from it. Fix: check TRAIN's vectors (python -m lvm_jax.corpus.build checks them), "
+        "then rerun with --from_scratch, or with --epochs 1 to see the first epoch.") from error
   epochs = len(summary["history"])
   best = "none" if summary["best"] is None else f"{summary['best']:+.4f}"
   clock.stage(f"trained: {epochs} epoch{'s' if epochs > 1 else ''}, best {summary['best_metric']} "
