@@ -2,6 +2,8 @@
 
   python -m benchmarks.doc_corpus --root ROOT [--steps fetch,prepare,ingest,build,readme]
   python -m benchmarks.doc_corpus --root ROOT --preset kernel_sample   # the old 21k-window corpus
+  python -m benchmarks.doc_corpus --root SAMPLE --sample_of ROOT --max_source_chunks 8000 \
+      --steps sample,ingest,build,readme   # at most 8,000 chunks a training source
 
 Issue 30's corpus: every source of benchmarks/corpus_sources.SOURCES (Debian manuals and
 help, public-domain scripture and commentaries from SWORD modules, the State of the Union
@@ -27,6 +29,10 @@ still matches):
             installed packages), ROOT/npm/<package>
   prepare   ROOT/src/<source>/... (training), ROOT/heldout_src/<source>/..., ROOT/prepare.json
             (per source: kind of writing, licence, articles, chunks counted before embedding)
+  sample    (with --sample_of FULL --max_source_chunks N) ROOT/src and ROOT/heldout_src as a
+            sample of FULL's: each training source's articles in a fixed hashed order until
+            N chunks, every held-out article; ROOT/prepare.json records both counts. A corpus
+            that one session can embed (issue 30: the full one takes about 3 h on 2 cores)
   ingest    ROOT/heldout/<source>/payload for each held-out source (small, first), then
             ROOT/payload (python -m lvm_jax.corpus.ingest; nice it: hours on a few cores)
   build     ROOT/sets (article-disjoint train/val/eval of the training sources) and
@@ -39,6 +45,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
+import hashlib
 import json
 import os
 import re
@@ -54,7 +61,7 @@ from benchmarks.corpus_sources import (FORBIDDEN, HELD_OUT, SOURCES, DocSource, 
                                        directory_name)
 
 EMBEDDER_ID = dev_corpus.EMBEDDER_ID
-STEPS = ("fetch", "prepare", "ingest", "build", "readme")
+STEPS = ("fetch", "prepare", "sample", "ingest", "build", "readme")
 PRESETS = ("large", "kernel_sample")
 MIN_TRAINING_CHUNKS = 500_000  # issue 30: prepare warns below it; every source is used
 
@@ -215,6 +222,75 @@ def prepare(root: str, tree: str, sources: Sequence[DocSource], held_out: Sequen
   return record
 
 
+def article_chunk_count(path: str) -> int:
+  """Chunks the ingest will make of a prepared article (its own chunking, same defaults)."""
+  from lvm_jax.corpus import chunking  # pylint: disable=g-import-not-at-top
+  with open(path, encoding="utf-8") as f:
+    return len(chunking.chunk_text(f.read(), "text")[0])
+
+
+def sample_order(name: str) -> str:
+  """A fixed order of a source's articles that does not follow its file layout."""
+  return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+def _link_or_copy(source: str, target: str) -> None:
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  try:
+    os.link(source, target)
+  except OSError:
+    shutil.copyfile(source, target)
+
+
+def sample(root: str, full_root: str, max_source_chunks: int) -> Dict:
+  """ROOT as a sample of FULL_ROOT's prepared prose: each training source's articles in
+  sample_order until `max_source_chunks` chunks (the article that reaches it is kept whole),
+  every held-out article. Deterministic, so a rerun gives the same files (the ingest resumes)."""
+  from lvm_jax import atomic  # pylint: disable=g-import-not-at-top
+  from lvm_jax.corpus import build as build_lib  # pylint: disable=g-import-not-at-top
+  if max_source_chunks < 1:
+    raise ValueError(f"--max_source_chunks={max_source_chunks}: must be >= 1 with --sample_of.")
+  if os.path.abspath(root) == os.path.abspath(full_root):
+    raise ValueError(f"--root {root} is --sample_of's own root; give the sample its own.")
+  full_record_path = os.path.join(full_root, "prepare.json")
+  if not os.path.exists(full_record_path):
+    raise FileNotFoundError(f"{full_record_path}: missing; run --steps fetch,prepare with "
+                            f"--root {full_root} first (--sample_of samples its prose).")
+  with open(full_record_path) as f:
+    full = json.load(f)
+  record = {"held_out": full["held_out"], "versions": full["versions"],
+            "min_training_chunks": full["min_training_chunks"], "packages": {},
+            "sample_of": {"max_source_chunks": max_source_chunks,
+                          "training_chunks": full["training_chunks"]}}
+  for package, counts in full["packages"].items():
+    kind_dir = "heldout_src" if counts["held_out"] else "src"
+    source_dir = os.path.join(full_root, kind_dir, directory_name(package))
+    target_dir = os.path.join(root, kind_dir, directory_name(package))
+    shutil.rmtree(target_dir, ignore_errors=True)
+    names = sorted((os.path.relpath(os.path.join(d, n), source_dir)
+                    for d, _, files in os.walk(source_dir) for n in files if n.endswith(".txt")),
+                   key=sample_order)
+    kept = {"files": counts["files"], "articles": 0, "chunks": 0, "windows": 0}
+    for name in names:
+      if not counts["held_out"] and kept["chunks"] >= max_source_chunks:
+        break
+      chunks = article_chunk_count(os.path.join(source_dir, name))
+      _link_or_copy(os.path.join(source_dir, name), os.path.join(target_dir, name))
+      kept["articles"] += 1
+      kept["chunks"] += chunks
+      kept["windows"] += chunks - build_lib.DEFAULT_CONTEXT_LENGTH
+    record["packages"][package] = dict(counts, **kept, available_articles=counts["articles"],
+                                       available_chunks=counts["chunks"])
+    print(f"sample: {package}: {kept['articles']} of {counts['articles']} articles, "
+          f"{kept['chunks']} of {counts['chunks']} chunks", flush=True)
+  packages = record["packages"].values()
+  record["training_chunks"] = sum(p["chunks"] for p in packages if not p["held_out"])
+  record["held_out_chunks"] = sum(p["chunks"] for p in packages if p["held_out"])
+  atomic.write_json(os.path.join(root, "prepare.json"), record, indent=1)
+  print("\n".join(table_lines(record)), flush=True)
+  return record
+
+
 def table_lines(record: Dict) -> List[str]:
   """prepare.json as a table: source, kind of writing, licence, articles, chunks, held out."""
   lines = [f"{'source':24s} {'writing':10s} {'articles':>8s} {'chunks':>8s}  held out  licence"]
@@ -297,6 +373,10 @@ def main() -> None:
   parser.add_argument("--tree", default=None, help="where the packages' files are: default "
                       "ROOT/debs/root (the fetch step's); / reads installed packages")
   parser.add_argument("--min_training_chunks", type=int, default=MIN_TRAINING_CHUNKS)
+  parser.add_argument("--sample_of", default=None, help="the sample step: a root whose "
+                      "prepare step ran (its prose is sampled into --root)")
+  parser.add_argument("--max_source_chunks", type=int, default=0, help="the sample step: "
+                      "chunks kept of each training source (held-out ones are kept whole)")
   args = parser.parse_args()
   if args.preset == "kernel_sample":
     sys.argv = [sys.argv[0], "--root", args.root] + (
@@ -307,6 +387,12 @@ def main() -> None:
   unknown = set(steps) - set(STEPS)
   if unknown:
     sys.exit(f"error: --steps: unknown {sorted(unknown)}; choose from {STEPS}")
+  if ("sample" in steps) != (args.sample_of is not None):
+    sys.exit("error: --steps sample and --sample_of go together: --sample_of FULL_ROOT "
+             "--max_source_chunks N --steps sample,ingest,build,readme")
+  if "sample" in steps and "prepare" in steps:
+    sys.exit("error: --steps: prepare and sample are alternatives (sample reads "
+             "--sample_of's prepared prose); run prepare on that root first")
   started = time.perf_counter()
   sources = [s for s in SOURCES if s.package not in HELD_OUT] + [
       s for s in SOURCES if s.package in HELD_OUT]
@@ -315,6 +401,8 @@ def main() -> None:
   if "prepare" in steps:
     prepare(args.root, args.tree or debs_root(args.root), sources, HELD_OUT,
             args.min_training_chunks)
+  if "sample" in steps:
+    sample(args.root, args.sample_of, args.max_source_chunks)
   if "ingest" in steps:
     ingest(args.root, args.model, args.batch_size)
   if "build" in steps:

@@ -60,3 +60,48 @@ def test_python_documentation_is_refused_as_a_source(package):
 def test_prepare_refuses_a_held_out_source_that_is_not_a_source(tmp_path):
   with pytest.raises(ValueError, match=r"held-out \['nope'\] are not in SOURCES"):
     doc_corpus.prepare(str(tmp_path), str(tmp_path), corpus_sources.SOURCES[:1], ("nope",))
+
+
+def test_sample_caps_each_training_source_keeps_held_out_whole_and_repeats_exactly(tmp_path):
+  tree = str(tmp_path / "tree")
+  pages = {f"docs/kernel/p{i}.rst.gz": "\n\n".join(f"{SENTENCE} Page {i} part {j}."
+                                                     for j in range(10 + i)) for i in range(4)}
+  pages.update({f"docs/web/w{i}.html": "".join(f"<p>{SENTENCE} Web {i} {j}.</p>"
+                                               for j in range(11)) for i in range(3)})
+  _write_tree(tree, pages)
+  sources = [doc_corpus.DocSource("kernel-doc", "docs/kernel", ("*.rst.gz",), "rst_gz"),
+             doc_corpus.DocSource("web-doc", "docs/web", ("*.html",), "html")]
+  full = str(tmp_path / "full")
+  doc_corpus.prepare(full, tree, sources, ("web-doc",), min_training_chunks=1)
+  root = str(tmp_path / "sample")
+  record = doc_corpus.sample(root, full, max_source_chunks=20)
+
+  # Articles in sample_order until the cap is reached (the one that reaches it kept whole).
+  sizes = {f"p{i}.txt": 10 + i for i in range(4)}
+  expected, total = [], 0
+  for name in sorted(sizes, key=doc_corpus.sample_order):
+    if total >= 20:
+      break
+    expected.append(name)
+    total += sizes[name]
+  assert sorted(os.listdir(os.path.join(root, "src", "kernel-doc"))) == sorted(expected)
+  kernel = record["packages"]["kernel-doc"]
+  assert (kernel["articles"], kernel["chunks"], kernel["windows"]) == (
+      len(expected), total, total - 5 * len(expected))
+  assert (kernel["available_articles"], kernel["available_chunks"]) == (4, 46)
+  assert record["packages"]["web-doc"]["chunks"] == 33  # held out: every article
+  assert len(os.listdir(os.path.join(root, "heldout_src", "web-doc"))) == 3
+  assert (record["training_chunks"], record["held_out_chunks"]) == (total, 33)
+  assert record["sample_of"] == {"max_source_chunks": 20, "training_chunks": 46}
+  with open(os.path.join(root, "src", "kernel-doc", expected[0]), "rb") as f, open(
+      os.path.join(full, "src", "kernel-doc", expected[0]), "rb") as g:
+    assert f.read() == g.read()
+  assert doc_corpus.sample(root, full, max_source_chunks=20) == record  # a rerun: the same
+
+
+def test_sample_needs_a_prepared_root_of_its_own(tmp_path):
+  with pytest.raises(FileNotFoundError, match="prepare.json: missing; run --steps fetch,"
+                     "prepare with --root"):
+    doc_corpus.sample(str(tmp_path / "s"), str(tmp_path / "full"), 10)
+  with pytest.raises(ValueError, match="is --sample_of's own root"):
+    doc_corpus.sample(str(tmp_path), str(tmp_path), 10)
