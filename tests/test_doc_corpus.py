@@ -105,3 +105,17 @@ def test_sample_needs_a_prepared_root_of_its_own(tmp_path):
     doc_corpus.sample(str(tmp_path / "s"), str(tmp_path / "full"), 10)
   with pytest.raises(ValueError, match="is --sample_of's own root"):
     doc_corpus.sample(str(tmp_path), str(tmp_path), 10)
+
+
+def test_ingest_hands_reuse_to_every_payloads_ingest(tmp_path, monkeypatch):
+  commands = []
+  monkeypatch.setattr(doc_corpus.dev_corpus, "run", commands.append)
+  doc_corpus.ingest(str(tmp_path), "MODEL_DIR", 32, reuse=["S/payload", "S/heldout/x/payload"])
+  outs = [command[command.index("--out") + 1] for command in commands]
+  assert outs == [os.path.join(doc_corpus.heldout_dir(str(tmp_path), p), "payload")
+                  for p in doc_corpus.HELD_OUT] + [os.path.join(str(tmp_path), "payload")]
+  assert all(command[-2:] == ["--reuse", "S/payload,S/heldout/x/payload"]
+             for command in commands)
+  commands.clear()
+  doc_corpus.ingest(str(tmp_path), "MODEL_DIR", 32)
+  assert not any("--reuse" in command for command in commands)

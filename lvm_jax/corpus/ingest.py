@@ -4,6 +4,7 @@
   pip install -e '.[embed]'
   python -m lvm_jax.corpus.ingest --src DIR_OR_JSONL --out PAYLOAD_DIR --model NAME_OR_PATH \
       [--min_chars 60] [--max_chars 1200] [--min_chunks 10] [--batch_size 64] [--shard_size 1024]
+      [--reuse PAYLOAD_DIR[,PAYLOAD_DIR...]]
 
 --src is a folder of .txt/.md/.html files (one article per file, searched
 recursively, sorted) or a JSONL file of {"article": ..., "text": ...} records.
@@ -17,6 +18,11 @@ file replaced atomically. A run killed at any point and rerun with the same
 command continues from the last whole shard; a finished run rerun changes
 nothing. The payload's created_at is the plan's (or SOURCE_DATE_EPOCH's), so
 output depends only on the input and the flags.
+
+--reuse names payloads embedded earlier by the same model (a sample of this
+corpus, an older version of it): a chunk whose text is found there takes that
+vector instead of being embedded again, so growing a corpus embeds only its new
+chunks. The vectors equal a fresh embedding up to the encoder's batching noise.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import json
 import os
 import shutil
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import app, flags, logging
@@ -36,7 +42,8 @@ from tqdm import tqdm
 from lvm_jax import atomic, cli
 from lvm_jax.corpus import build, chunking, text_sources
 from lvm_jax.data.file_io import make_provenance
-from lvm_jax.data.payload import PAYLOAD_FILES, PROVENANCE_FILE, Payload, TEXTS_FILE, write_payload
+from lvm_jax.data.payload import (PAYLOAD_FILES, PROVENANCE_FILE, Payload, TEXTS_FILE,
+                                  read_payload, write_payload)
 from lvm_jax.data import validate
 from lvm_jax.data.errors import data_error
 
@@ -220,28 +227,88 @@ def _write_vectors(out: str, num_shards: int, num_rows: int) -> np.ndarray:
   return np.load(os.path.join(out, PAYLOAD_FILES["vectors"]), mmap_mode="r")
 
 
-def _embed_missing_shards(out: str, texts: List[str], shard_size: int,
-                          make_encoder: Callable[[], Encoder]):
-  """Embeds and saves every shard not on disk yet; returns (chunks embedded, seconds).
+def load_reusable(payload_dirs: Sequence[str], embedder_id: str) -> Dict[str, np.ndarray]:
+  """{chunk text: its vector [dim]} from payloads embedded by `embedder_id` (--reuse).
 
-  The encoder is made only when there is work, so finishing a finished run needs no model.
+  Another model's vectors live in another space, so a payload of another embedder (or of
+  none recorded) is refused rather than mixed in. A text in several payloads keeps the first.
+  """
+  reusable, dim = {}, None
+  for path in payload_dirs:
+    payload = read_payload(path)
+    found = payload.provenance.get("embedder_id")
+    if found != embedder_id:
+      raise data_error(os.path.join(path, PROVENANCE_FILE), "embedder_id", f"is {found!r}, but "
+                       f"this ingest embeds with {embedder_id!r}; vectors of another model "
+                       "cannot be mixed in", "pass --reuse payloads made with the same "
+                       "--model (and --embedder_id), or drop them")
+    if payload.texts is None:
+      raise data_error(path, TEXTS_FILE, "is missing, so its vectors cannot be matched to "
+                       "chunks by text", "pass a payload written by lvm_jax.corpus.ingest")
+    if dim is not None and payload.vectors.shape[1] != dim:
+      raise data_error(path, "vectors", f"are {payload.vectors.shape[1]}-d, unlike the "
+                       f"{dim}-d of {payload_dirs[0]}", "pass payloads of one model")
+    dim = payload.vectors.shape[1]
+    for text, vector in zip(payload.texts, payload.vectors):
+      reusable.setdefault(text, vector)
+  return reusable
+
+
+def _embed_shard(shard_texts: List[str], reusable: Dict[str, np.ndarray],
+                 encoder: Callable[[], Encoder], shard_path: str) -> np.ndarray:
+  """One shard's vectors: reused where the text was embedded before, the rest encoded."""
+  new = [i for i, text in enumerate(shard_texts) if text not in reusable]
+  encoded = encoder()([shard_texts[i] for i in new]) if new else None  # [len(new), dim]
+  if len(new) == len(shard_texts):
+    return encoded
+  dim = next(iter(reusable.values())).shape[0]
+  if encoded is not None and encoded.shape[1] != dim:
+    raise data_error(shard_path, "vectors", f"the model embeds to {encoded.shape[1]} "
+                     f"dimensions but the --reuse payloads hold {dim}", "pass --reuse "
+                     "payloads made with the same --model")
+  vectors = np.empty((len(shard_texts), dim), np.float32)
+  for i, text in enumerate(shard_texts):
+    if text in reusable:
+      vectors[i] = reusable[text]
+  if new:
+    vectors[new] = encoded
+  return vectors
+
+
+def _embed_missing_shards(out: str, texts: List[str], shard_size: int,
+                          make_encoder: Callable[[], Encoder],
+                          reusable: Optional[Dict[str, np.ndarray]] = None):
+  """Embeds and saves every shard not on disk yet; returns (chunks embedded, chunks reused,
+  seconds).
+
+  The encoder is made only when a chunk needs it, so finishing a finished run, or one whose
+  every chunk is reused, needs no model.
   """
   num_shards = -(-len(texts) // shard_size)
   missing = [s for s in range(num_shards) if not os.path.exists(_shard_path(out, s))]
   if not missing:
-    return 0, 0.0
-  encoder = make_encoder()
+    return 0, 0, 0.0
+  reusable = reusable or {}
+  encoders = []
+
+  def encoder() -> Encoder:
+    if not encoders:
+      encoders.append(make_encoder())
+    return encoders[0]
+
   bar = tqdm(total=sum(len(texts[s * shard_size:(s + 1) * shard_size]) for s in missing),
              desc=f"embed {len(missing)}/{num_shards} shards", unit="chunks", mininterval=1.0)
-  start, embedded = time.perf_counter(), 0
+  start, embedded, reused = time.perf_counter(), 0, 0
   for shard in missing:
     shard_texts = texts[shard * shard_size:(shard + 1) * shard_size]
-    vectors = encoder(shard_texts)  # [n, dim]; batched inside, by length
+    vectors = _embed_shard(shard_texts, reusable, encoder, _shard_path(out, shard))
     atomic.save_npy(_shard_path(out, shard), vectors)
-    embedded += len(shard_texts)
+    shard_reused = sum(text in reusable for text in shard_texts)
+    reused += shard_reused
+    embedded += len(shard_texts) - shard_reused
     bar.update(len(shard_texts))
   bar.close()
-  return embedded, time.perf_counter() - start
+  return embedded, reused, time.perf_counter() - start
 
 
 def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFAULT_MIN_CHARS,
@@ -249,8 +316,10 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
                min_chunks: int = DEFAULT_MIN_CHUNKS, batch_size: int = DEFAULT_BATCH_SIZE,
                shard_size: int = DEFAULT_SHARD_SIZE, encoding: str = "utf-8",
                embedder_id: Optional[str] = None, skip_bad_files: bool = False,
-               overwrite: bool = False, encoder: Optional[Encoder] = None) -> Dict:
-  """Runs (or finishes) one ingest; returns its summary. `encoder` replaces the model (tests)."""
+               overwrite: bool = False, encoder: Optional[Encoder] = None,
+               reuse: Sequence[str] = ()) -> Dict:
+  """Runs (or finishes) one ingest; returns its summary. `encoder` replaces the model (tests);
+  `reuse` are payload directories whose vectors are taken for chunks of the same text."""
   if min_chunks < 1 or batch_size < 1 or shard_size < 1:
     raise ValueError(f"min_chunks={min_chunks}, batch_size={batch_size}, shard_size="
                      f"{shard_size}: each must be >= 1.")
@@ -298,9 +367,13 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
     return dict(summary, status="already complete")
 
   num_shards = -(-len(texts) // shard_size)
-  embedded, seconds = _embed_missing_shards(
-      out, texts, shard_size, lambda: encoder or load_encoder(model, batch_size))
+  reusable = load_reusable(reuse, plan["embedder_id"]) if reuse else None
+  embedded, reused, seconds = _embed_missing_shards(
+      out, texts, shard_size, lambda: encoder or load_encoder(model, batch_size), reusable)
+  del reusable
   summary["chunks_embedded_this_run"] = embedded
+  if reuse:
+    summary["chunks_reused_this_run"] = reused
   if embedded:
     summary["embed_chunks_per_second"] = round(embedded / max(seconds, 1e-9), 2)
 
@@ -348,6 +421,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("skip_bad_files", False, "Skip empty, binary or undecodable files (logged) "
                     "instead of stopping.")
   flags.DEFINE_bool("overwrite", False, "Discard an earlier ingest in --out and start afresh.")
+  flags.DEFINE_list("reuse", [], "Payload directories embedded earlier by the same model: a "
+                    "chunk whose text is there takes that vector instead of being embedded.")
 
 
 @cli.exits_cleanly_on_user_errors
@@ -361,7 +436,8 @@ def main(argv) -> None:
                        max_chars=args.max_chars, min_chunks=args.min_chunks,
                        batch_size=args.batch_size, shard_size=args.shard_size,
                        encoding=args.encoding, embedder_id=embedder_id,
-                       skip_bad_files=args.skip_bad_files, overwrite=args.overwrite)
+                       skip_bad_files=args.skip_bad_files, overwrite=args.overwrite,
+                       reuse=args.reuse)
   print(json.dumps(summary, indent=1))
 
 
