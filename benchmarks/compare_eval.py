@@ -46,6 +46,8 @@ def define_flags() -> None:
   flags.DEFINE_list("recency_decays", [], "add an untrained row per decay: the recency-weighted "
                     "context average that model.residual starts from")
   flags.DEFINE_string("out", None, "write the JSON report here")
+  flags.DEFINE_integer("limit", 0, "score the first N eval windows (whole articles of the "
+                       "split's shuffled order, as lvm_jax.eval --limit); 0: all")
 
 
 COLUMNS = ("R@1", "R@5", "Contain@50", "MRR", "mean_cosine")
@@ -74,14 +76,14 @@ def model_predictor(workdir: str):
   return predict_fns.predict_with(loaded.model.apply, loaded.params)
 
 
-def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None):
+def compare(eval_set, payload, index, predictors, nprobe: int, fitted=None, limit=None):
   """{view: {row name: metrics}} for the views "all" and "excl" (context excluded), and
   {"margin": {row name: {view: {metric: interval}}}} for every predictor given
   (predictors: {name: predict_fn, or (predict_fn, learned reranker)})."""
   from lvm_jax.retrieval import baselines  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.eval_inputs import VIEWS, EvalOptions  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval.judge import RetrievalJudge  # pylint: disable=g-import-not-at-top
-  options = EvalOptions(nprobe=nprobe, latency_queries=0, index_recall=False)
+  options = EvalOptions(nprobe=nprobe, latency_queries=0, index_recall=False, limit=limit)
   evaluator = RetrievalJudge(eval_set, payload, index, options, fitted=fitted)
   report = {view: {} for view in VIEWS}
   report["margin"] = {}
@@ -117,11 +119,13 @@ def markdown(report) -> str:
 
 def run_comparison(*, train: str, payload_path: str, eval_path: str, faiss_path=None,
                    checkpoints=(), nprobe: int = 64, linear_rank: int = 32, recency_decays=(),
-                   train_payload_path=None):
+                   train_payload_path=None, limit=None):
   """The report main() prints and writes; checkpoints: [(name, workdir)].
 
   train_payload_path: the payload the train rows index when it is not the one
   searched (an eval on a held-out package's own payload); default payload_path.
+  limit: score the first `limit` eval windows (as lvm_jax.eval --limit), None: all. Exact
+  search of a 500k-chunk corpus costs minutes per predictor for every 10k queries.
   """
   from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
@@ -141,8 +145,10 @@ def run_comparison(*, train: str, payload_path: str, eval_path: str, faiss_path=
     reranker_path = os.path.join(workdir, learned_rerank.FILE_NAME)
     if os.path.exists(reranker_path):  # the run's second stage: a row with it too
       predictors[f"{name}+{RERANK_SUFFIX}"] = (predictors[name], learned_rerank.load(reranker_path))
-  report = compare(eval_set, payload, index, predictors, nprobe, fitted=fitted)
-  report["_sizes"] = {"queries": eval_set.num_sequences, "payload_rows": payload.num_rows,
+  report = compare(eval_set, payload, index, predictors, nprobe, fitted=fitted, limit=limit)
+  queries = eval_set.num_sequences if limit is None else min(limit, eval_set.num_sequences)
+  report["_sizes"] = {"queries": queries, "eval_windows": eval_set.num_sequences,
+                      "payload_rows": payload.num_rows,
                       "eval": eval_path, "faiss": faiss_path or "flat (exact)"}
   return report
 
@@ -161,7 +167,7 @@ def main(argv) -> None:
   report = run_comparison(train=FLAGS.train, payload_path=FLAGS.payload, eval_path=FLAGS.eval,
                           faiss_path=FLAGS.faiss, checkpoints=checkpoints, nprobe=FLAGS.nprobe,
                           linear_rank=FLAGS.linear_rank, recency_decays=FLAGS.recency_decays,
-                          train_payload_path=FLAGS.train_payload)
+                          train_payload_path=FLAGS.train_payload, limit=FLAGS.limit or None)
   print(markdown(report))
   if FLAGS.out:
     atomic.write_json(FLAGS.out, report, indent=1)

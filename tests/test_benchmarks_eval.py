@@ -108,3 +108,31 @@ def test_compare_eval_adds_a_row_with_the_runs_reranker(eval_workdir, tmp_path):
   # Over the whole payload, that reranker is copy-last.
   for metric in ("R@1", "R@5"):
     assert report["excl"]["untrained+rerank"][metric] == report["excl"]["copy_last"][metric]
+
+
+def test_compare_eval_limit_scores_the_first_windows_as_eval_does(eval_workdir):
+  import os  # pylint: disable=g-import-not-at-top
+  from benchmarks import compare_eval  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.eval_inputs import EvalOptions  # pylint: disable=g-import-not-at-top
+  data = os.path.join(eval_workdir, "data")
+  paths = dict(train=os.path.join(data, "train_rows.npz"),
+               payload_path=os.path.join(data, "payload"), eval_path=os.path.join(data, "eval.npz"),
+               checkpoints=[("untrained", eval_workdir)])
+  whole = compare_eval.run_comparison(**paths)
+  first = compare_eval.run_comparison(**paths, limit=7)
+  assert first["_sizes"]["queries"] == 7 < first["_sizes"]["eval_windows"]
+  assert whole["_sizes"]["queries"] == whole["_sizes"]["eval_windows"]
+  # The same scores as the judge itself gives with --limit 7.
+  from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval.judge import RetrievalJudge  # pylint: disable=g-import-not-at-top
+  payload = read_payload(paths["payload_path"], load_texts=False)
+  judge = RetrievalJudge(read_queries(paths["eval_path"], payload), payload,
+                         index_lib.build_index(payload.vectors, kind="flat"),
+                         EvalOptions(latency_queries=0, index_recall=False, limit=7),
+                         fitted=compare_eval.fit_baselines(paths["train"], payload, 32))
+  expected = judge.report(compare_eval.model_predictor(eval_workdir))["views"]["excl"]["model"]
+  scores = lambda row: {column: row[column] for column in compare_eval.COLUMNS}
+  assert scores(first["excl"]["untrained"]) == scores(expected)
+  assert scores(first["excl"]["untrained"]) != scores(whole["excl"]["untrained"])

@@ -43,8 +43,13 @@ def test_learning_curve_reports_both_curves_with_intervals(tmp_path):
   root = make_root(tmp_path)
   config = tiny_config(num_epochs=1)
   config.model.residual, config.model.residual_decay = True, 0.2
-  result = learning_curve.run(config, root, [1.0, 0.5], str(tmp_path / "runs"), seed=0)
+  result = learning_curve.run(config, root, [1.0, 0.5], str(tmp_path / "runs"), seed=0,
+                              in_domain_limit=9)
   assert set(result["curves"]) == {"in_domain", "held_out_package"}
+  for p in result["points"]:  # the limit cuts the in-domain queries only
+    assert p["reports"]["in_domain"]["_sizes"]["queries"] == 9
+    sizes = p["reports"]["held_out_package"]["_sizes"]
+    assert sizes["queries"] == sizes["eval_windows"] > 9
   for points in result["curves"].values():
     assert [p["fraction"] for p in points] == [0.5, 1.0]
     assert points[0]["windows"] < points[1]["windows"]
