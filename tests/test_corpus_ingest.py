@@ -20,7 +20,7 @@ import weakref
 import numpy as np
 import pytest
 
-from lvm_jax.corpus import build, chunking, ingest, text_sources
+from lvm_jax.corpus import build, chunking, ingest, shards, text_sources
 from lvm_jax.data.payload import PROVENANCE_FILE, read_payload
 from lvm_jax.data.errors import DataFormatError
 
@@ -352,7 +352,7 @@ def test_the_vectors_file_is_the_shards_concatenation_written_one_shard_at_a_tim
   monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
   write_articles(tmp_path / "src", count=6)  # 72 chunks: 8 shards of 10, the last of 2
   alive, most_alive, loaded = [], [0], []
-  load_shard = ingest._load_shard  # pylint: disable=protected-access
+  load_shard = shards.load_shard
 
   def counting_load(out, shard):
     gc.collect()
@@ -362,7 +362,7 @@ def test_the_vectors_file_is_the_shards_concatenation_written_one_shard_at_a_tim
     loaded.append(vectors.copy())
     return vectors
 
-  monkeypatch.setattr(ingest, "_load_shard", counting_load)
+  monkeypatch.setattr(shards, "load_shard", counting_load)
   out = str(tmp_path / "payload")
   ingest.run_ingest(str(tmp_path / "src"), out, "hash-model", shard_size=10,
                     encoder=hash_encoder)

@@ -33,21 +33,18 @@ import json
 import os
 import shutil
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import app, flags, logging
-from tqdm import tqdm
 
 from lvm_jax import atomic, cli
-from lvm_jax.corpus import build, chunking, text_sources
+from lvm_jax.corpus import build, chunking, shards, text_sources
 from lvm_jax.data.file_io import make_provenance
-from lvm_jax.data.payload import (PAYLOAD_FILES, PROVENANCE_FILE, Payload, TEXTS_FILE,
-                                  read_payload, write_payload)
-from lvm_jax.data import validate
+from lvm_jax.data.payload import PAYLOAD_FILES, PROVENANCE_FILE, Payload, TEXTS_FILE, write_payload
 from lvm_jax.data.errors import data_error
 
-WORK_DIR = ".ingest"  # inside OUT: the plan and the embedding shards
+WORK_DIR = shards.WORK_DIR  # inside OUT: the plan and the embedding shards
 PLAN_FILE = "plan.json"
 ARTICLES_FILE = "articles.json"
 DEFAULT_MIN_CHUNKS = build.DEFAULT_MIN_ARTICLE_CHUNKS  # an article shorter gives build no window
@@ -58,9 +55,7 @@ PLAN_VERSION = 1
 PLAN_KEYS = ("plan_version", "model", "embedder_id", "min_chars", "max_chars", "min_chunks",
              "batch_size", "shard_size", "encoding", "source_hash", "chunks_hash", "num_chunks")
 
-# One shard's chunks -> [n, dim] float32 unit rows. The encoder batches them itself: given
-# the whole shard, sentence-transformers groups chunks of similar length, padding less.
-Encoder = Callable[[List[str]], np.ndarray]
+Encoder = shards.Encoder
 
 
 def plan_articles(sources: text_sources.Sources, *, min_chars: int, max_chars: int,
@@ -181,136 +176,6 @@ def _check_plan(plan_path: str, plan: Dict, wanted: Dict) -> None:
                      "finish that run, pass a new --out, or pass --overwrite to discard it")
 
 
-def _shard_path(out: str, shard: int) -> str:
-  return os.path.join(out, WORK_DIR, f"shard_{shard:05d}.npy")
-
-
-def _remove_shards(work_dir: str) -> None:
-  """Shards and half-written shard temporaries (a kill during a save leaves one)."""
-  for name in os.listdir(work_dir):
-    if name.startswith("shard_"):
-      os.remove(os.path.join(work_dir, name))
-
-
-def _load_shard(out: str, shard: int) -> np.ndarray:
-  return np.load(_shard_path(out, shard), allow_pickle=False)
-
-
-def _write_vectors(out: str, num_shards: int, num_rows: int) -> np.ndarray:
-  """Shards -> OUT/vectors.npy, one shard in memory at a time; returns the file memory-mapped.
-
-  The bytes equal np.save of the shards' concatenation, but a corpus larger than memory
-  still finishes: only the header needs the total, and the rows are appended in order.
-  """
-  work_dir = os.path.join(out, WORK_DIR)
-  first = _load_shard(out, 0)
-  header = np.lib.format.header_data_from_array_1_0(first)
-  header["shape"] = (num_rows,) + first.shape[1:]
-  written = 0
-  with atomic.atomic_open(os.path.join(out, PAYLOAD_FILES["vectors"]), "wb") as f:
-    np.lib.format.write_array_header_1_0(f, header)
-    for shard in range(num_shards):
-      vectors = first if shard == 0 else _load_shard(out, shard)  # [shard_size, dim]
-      first = None  # the first shard is not kept alive past its turn
-      if vectors.dtype != np.float32 or vectors.shape[1:] != tuple(header["shape"][1:]):
-        raise data_error(_shard_path(out, shard), "vectors", f"has dtype {vectors.dtype} and "
-                         f"shape {vectors.shape}, unlike shard 0", "rerun with --overwrite")
-      validate.check_finite(vectors, path=_shard_path(out, shard), field="vectors")
-      validate.check_unit_norm(vectors, path=_shard_path(out, shard), field="vectors",
-                               normalize=False)
-      written += vectors.shape[0]
-      f.write(np.ascontiguousarray(vectors).tobytes())
-      del vectors
-    if written != num_rows:
-      raise data_error(work_dir, "shards", f"hold {written} vectors for {num_rows} chunks",
-                       "rerun with --overwrite to start the ingest afresh")
-  return np.load(os.path.join(out, PAYLOAD_FILES["vectors"]), mmap_mode="r")
-
-
-def load_reusable(payload_dirs: Sequence[str], embedder_id: str) -> Dict[str, np.ndarray]:
-  """{chunk text: its vector [dim]} from payloads embedded by `embedder_id` (--reuse).
-
-  Another model's vectors live in another space, so a payload of another embedder (or of
-  none recorded) is refused rather than mixed in. A text in several payloads keeps the first.
-  """
-  reusable, dim = {}, None
-  for path in payload_dirs:
-    payload = read_payload(path)
-    found = payload.provenance.get("embedder_id")
-    if found != embedder_id:
-      raise data_error(os.path.join(path, PROVENANCE_FILE), "embedder_id", f"is {found!r}, but "
-                       f"this ingest embeds with {embedder_id!r}; vectors of another model "
-                       "cannot be mixed in", "pass --reuse payloads made with the same "
-                       "--model (and --embedder_id), or drop them")
-    if payload.texts is None:
-      raise data_error(path, TEXTS_FILE, "is missing, so its vectors cannot be matched to "
-                       "chunks by text", "pass a payload written by lvm_jax.corpus.ingest")
-    if dim is not None and payload.vectors.shape[1] != dim:
-      raise data_error(path, "vectors", f"are {payload.vectors.shape[1]}-d, unlike the "
-                       f"{dim}-d of {payload_dirs[0]}", "pass payloads of one model")
-    dim = payload.vectors.shape[1]
-    for text, vector in zip(payload.texts, payload.vectors):
-      reusable.setdefault(text, vector)
-  return reusable
-
-
-def _embed_shard(shard_texts: List[str], reusable: Dict[str, np.ndarray],
-                 encoder: Callable[[], Encoder], shard_path: str) -> np.ndarray:
-  """One shard's vectors: reused where the text was embedded before, the rest encoded."""
-  new = [i for i, text in enumerate(shard_texts) if text not in reusable]
-  encoded = encoder()([shard_texts[i] for i in new]) if new else None  # [len(new), dim]
-  if len(new) == len(shard_texts):
-    return encoded
-  dim = next(iter(reusable.values())).shape[0]
-  if encoded is not None and encoded.shape[1] != dim:
-    raise data_error(shard_path, "vectors", f"the model embeds to {encoded.shape[1]} "
-                     f"dimensions but the --reuse payloads hold {dim}", "pass --reuse "
-                     "payloads made with the same --model")
-  vectors = np.empty((len(shard_texts), dim), np.float32)
-  for i, text in enumerate(shard_texts):
-    if text in reusable:
-      vectors[i] = reusable[text]
-  if new:
-    vectors[new] = encoded
-  return vectors
-
-
-def _embed_missing_shards(out: str, texts: List[str], shard_size: int,
-                          make_encoder: Callable[[], Encoder],
-                          reusable: Optional[Dict[str, np.ndarray]] = None):
-  """Embeds and saves every shard not on disk yet; returns (chunks embedded, chunks reused,
-  seconds).
-
-  The encoder is made only when a chunk needs it, so finishing a finished run, or one whose
-  every chunk is reused, needs no model.
-  """
-  num_shards = -(-len(texts) // shard_size)
-  missing = [s for s in range(num_shards) if not os.path.exists(_shard_path(out, s))]
-  if not missing:
-    return 0, 0, 0.0
-  reusable = reusable or {}
-  encoders = []
-
-  def encoder() -> Encoder:
-    if not encoders:
-      encoders.append(make_encoder())
-    return encoders[0]
-
-  bar = tqdm(total=sum(len(texts[s * shard_size:(s + 1) * shard_size]) for s in missing),
-             desc=f"embed {len(missing)}/{num_shards} shards", unit="chunks", mininterval=1.0)
-  start, embedded, reused = time.perf_counter(), 0, 0
-  for shard in missing:
-    shard_texts = texts[shard * shard_size:(shard + 1) * shard_size]
-    vectors = _embed_shard(shard_texts, reusable, encoder, _shard_path(out, shard))
-    atomic.save_npy(_shard_path(out, shard), vectors)
-    shard_reused = sum(text in reusable for text in shard_texts)
-    reused += shard_reused
-    embedded += len(shard_texts) - shard_reused
-    bar.update(len(shard_texts))
-  bar.close()
-  return embedded, reused, time.perf_counter() - start
-
-
 def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFAULT_MIN_CHARS,
                max_chars: int = chunking.DEFAULT_MAX_CHARS,
                min_chunks: int = DEFAULT_MIN_CHUNKS, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -363,12 +228,12 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
   if (os.path.exists(provenance_path) and
       _read_json(provenance_path).get("ingest_plan_hash") == plan_hash):
     logging.info("%s is already complete (plan %s); nothing to do.", out, plan_path)
-    _remove_shards(work_dir)  # left by a kill between the payload and the clean-up
+    shards.remove_shards(work_dir)  # left by a kill between the payload and the clean-up
     return dict(summary, status="already complete")
 
   num_shards = -(-len(texts) // shard_size)
-  reusable = load_reusable(reuse, plan["embedder_id"]) if reuse else None
-  embedded, reused, seconds = _embed_missing_shards(
+  reusable = shards.load_reusable(reuse, plan["embedder_id"]) if reuse else None
+  embedded, reused, seconds = shards.embed_missing_shards(
       out, texts, shard_size, lambda: encoder or load_encoder(model, batch_size), reusable)
   del reusable
   summary["chunks_embedded_this_run"] = embedded
@@ -377,7 +242,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
   if embedded:
     summary["embed_chunks_per_second"] = round(embedded / max(seconds, 1e-9), 2)
 
-  vectors = _write_vectors(out, num_shards, len(texts))
+  vectors = shards.write_vectors(out, num_shards, len(texts))
   article_index = np.repeat(np.arange(len(kept), dtype=np.int64),
                             [len(chunks) for _, chunks in kept])
   chunk_index = np.concatenate([np.arange(len(chunks), dtype=np.int64) for _, chunks in kept])
@@ -395,7 +260,7 @@ def run_ingest(src: str, out: str, model: str, *, min_chars: int = chunking.DEFA
                             chunk_index=chunk_index, ids=np.arange(len(texts), dtype=np.int64),
                             texts=texts, provenance=provenance, source=out)
   write_payload(out, payload, vectors_written=True)  # provenance.json last: its plan hash marks completion
-  _remove_shards(work_dir)
+  shards.remove_shards(work_dir)
   summary.update(status="complete", vector_dim=int(vectors.shape[1]),
                  seconds=round(time.perf_counter() - started, 1))
   return summary
