@@ -1,11 +1,11 @@
 """The recommended recipe for real text: a learned correction to a learned mix of the context.
 
-Where it stands (docs/results.md, issue 30): trained on a sample of the many-source
-corpus (165,198 chunks from 29 sources), with its learned shortlist reranker (fitted on
-val), it beats the best untrained predictor for each metric on the sources' unseen
-articles by +0.027 R@5 and +0.049 Contain@50 (context excluded), both intervals above
-zero. On sources never trained on it wins on a commentary, ties or wins narrowly on a
-manual, and loses Contain@50 on a help text; lvm_jax.adapt fine-tunes it on yours.
+Where it stands (docs/results.md, issue 30): trained on the full many-source corpus
+(534,110 chunks from 29 sources, 3 epochs), with its learned shortlist reranker (fitted on
+val), it is the shipped model. On sources never trained on it wins both metrics on a
+commentary, wins Contain@50 and loses R@5 on a manual, and ties on a help text (context
+excluded, against the best untrained predictor per metric); lvm_jax.adapt fine-tunes it on
+yours.
 
 On real text (a corpus of sentence embeddings, split by article):
   python -m lvm_jax.main --config=configs/s_realtext.py:cpu --workdir=RUN/realtext \
@@ -90,7 +90,8 @@ def get_config(arg=None):
   config.train.batch_size = 256
   config.train.accum_steps = 1
   # Chosen on the 9-package corpus's val (docs/results.md): temperature 0.05 over 0.1 and 0.03,
-  # and up to 6 epochs (the best val epoch was the 3rd there, the 5th on the 29-source sample).
+  # and up to 6 epochs (the best val epoch was the 3rd there, the 5th on the 29-source sample;
+  # the shipped full-corpus model ran 3, to fit a session, and was still rising).
   config.loss.vector_temperature = 0.05
   config.train.num_epochs = 6
   config.train.learning_rate = 3e-4
