@@ -144,13 +144,15 @@ def test_the_finetune_config_starts_from_the_shipped_model_with_its_shapes(tmp_p
   assert (model.vector_dim, model.embedder_id) == (384, MINILM) and model.windows_per_s > 0
   start = plan.decide_start(384, MINILM, model)
   config = plan.adapt_config(recipe, start, train="d/train_rows.npz", val="d/val_rows.npz",
-                             payload="d/payload", eval_path="", epochs=2, backend="cpu")
+                             payload="d/payload", eval_path="", epochs=2, backend="cpu",
+                             seed=3)
   with open(os.path.join(SHIPPED, "config.json")) as f:
     shipped_model = json.load(f)["model"]
   for field in ("name", "d_model", "n_layers", "d_state", "d_conv", "expand", "residual",
                 "residual_mixing", "residual_max_lag"):
     assert config.model[field] == shipped_model[field], field
   assert config.train.init_from == SHIPPED and config.train.num_epochs == 2
+  assert config.seed == 3
   assert config.data.train_path == os.path.abspath("d/train_rows.npz")
   assert config.evals.retrieval.payload_path == os.path.abspath("d/payload")
 
@@ -381,7 +383,7 @@ def test_a_diverged_training_is_one_message_and_leaves_no_choice(tmp_path, monke
   flags = types.SimpleNamespace(train=data["train_rows"], val=data["val_rows"],
                                 payload=data["payload"], workdir=workdir, eval=None, epochs=1,
                                 budget_minutes=0.0, from_scratch=False, pretrained=None,
-                                backend="cpu")
+                                seed=0, backend="cpu")
   with pytest.raises(cli.UserFacingError) as raised:
     adapt_main.adapt(flags, adapt_main.Clock())
   assert str(raised.value) == (

@@ -52,6 +52,8 @@ def define_flags() -> None:
                     "reads these vectors.")
   flags.DEFINE_string("pretrained", None, "Model to fine-tune; default: the recipe's shipped "
                       "model (pretrained/ in the repository).")
+  flags.DEFINE_integer("seed", 0, "Seed of the shuffling, the drawn negatives and any fresh "
+                       "weights; runs with different seeds show how much the result varies.")
   flags.DEFINE_enum("backend", "auto", list(backend.PLATFORMS), "JAX backend.")
 
 
@@ -132,7 +134,8 @@ def adapt(f, clock: Clock) -> dict:
   print(estimate.line, flush=True)
   eval_path = f.eval or default_eval_path(f.train)
   config = plan.adapt_config(recipe, start, train=f.train, val=f.val, payload=f.payload,
-                             eval_path=eval_path, epochs=estimate.epochs, backend=f.backend)
+                             eval_path=eval_path, epochs=estimate.epochs, backend=f.backend,
+                             seed=f.seed)
   del train_set, val_set, payload  # the loop reads its own
 
   backend.initialize(config.backend)

@@ -145,7 +145,7 @@ def estimate(train_windows: int, val_windows: int, vector_dim: int, shipped: Shi
 
 
 def adapt_config(recipe, start: Start, *, train: str, val: str, payload: str, eval_path: str,
-                 epochs: int, backend: str):
+                 epochs: int, backend: str, seed: int = 0):
   """The recipe's config for this start, on the user's data: the workdir then records every
   path eval, predict and fit_reranker read (absolute, so any working directory will do)."""
   config = recipe.get_config(start.recipe_arg)
@@ -156,4 +156,5 @@ def adapt_config(recipe, start: Start, *, train: str, val: str, payload: str, ev
   config.evals.retrieval.eval_path = os.path.abspath(eval_path) if eval_path else ""
   config.train.num_epochs = epochs
   config.backend = backend
+  config.seed = seed
   return config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -101,12 +101,13 @@ def load_reusable(payload_dirs: Sequence[str], embedder_id: str) -> Dict[str, np
 
 
 def embed_shard(shard_texts: List[str], reusable: Dict[str, np.ndarray],
-                 encoder: Callable[[], Encoder], shard_path: str) -> np.ndarray:
-  """One shard's vectors: reused where the text was embedded before, the rest encoded."""
+                 encoder: Callable[[], Encoder], shard_path: str) -> Tuple[np.ndarray, int]:
+  """(one shard's vectors, how many were encoded): reused where the text was embedded before,
+  the rest encoded."""
   new = [i for i, text in enumerate(shard_texts) if text not in reusable]
   encoded = encoder()([shard_texts[i] for i in new]) if new else None  # [len(new), dim]
   if len(new) == len(shard_texts):
-    return encoded
+    return encoded, len(new)
   dim = next(iter(reusable.values())).shape[0]
   if encoded is not None and encoded.shape[1] != dim:
     raise data_error(shard_path, "vectors", f"the model embeds to {encoded.shape[1]} "
@@ -118,7 +119,7 @@ def embed_shard(shard_texts: List[str], reusable: Dict[str, np.ndarray],
       vectors[i] = reusable[text]
   if new:
     vectors[new] = encoded
-  return vectors
+  return vectors, len(new)
 
 
 def embed_missing_shards(out: str, texts: List[str], shard_size: int,
@@ -147,11 +148,10 @@ def embed_missing_shards(out: str, texts: List[str], shard_size: int,
   start, embedded, reused = time.perf_counter(), 0, 0
   for shard in missing:
     shard_texts = texts[shard * shard_size:(shard + 1) * shard_size]
-    vectors = embed_shard(shard_texts, reusable, encoder, shard_path(out, shard))
+    vectors, encoded = embed_shard(shard_texts, reusable, encoder, shard_path(out, shard))
     atomic.save_npy(shard_path(out, shard), vectors)
-    shard_reused = sum(text in reusable for text in shard_texts)
-    reused += shard_reused
-    embedded += len(shard_texts) - shard_reused
+    embedded += encoded
+    reused += len(shard_texts) - encoded
     bar.update(len(shard_texts))
   bar.close()
   return embedded, reused, time.perf_counter() - start
