@@ -303,7 +303,10 @@ def write_state(workdir: Workdir, config: ml_collections.ConfigDict, state,
   """config.json and one checkpoint of `state` (kept as latest and best), for a state made
   outside the loop (the reference import); waits until it is on disk."""
   write_config(workdir, config)
-  saver = Checkpointer(workdir.checkpoints)
+  train = config.get("train", {})
+  saver = Checkpointer(workdir.checkpoints,
+                       best_metric=train.get("best_metric", DEFAULT_BEST_METRIC),
+                       best_mode=train.get("best_mode", "max"))
   try:
     saver.save(state, metrics)
   finally:

@@ -24,7 +24,7 @@ LAYERS = (
     ("evaluators", ("lvm_jax.evaluators",)),
     ("train", ("lvm_jax.train",)),  # one floor: step, augment, training_sets, parallel, hooks, loop
     ("entry points", ("lvm_jax.eval", "lvm_jax.main", "lvm_jax.status", "lvm_jax.import_torch",
-                      "lvm_jax.predict", "lvm_jax.adapt")),
+                      "lvm_jax.predict", "lvm_jax.adapt", "lvm_jax.export")),
 )
 
 
