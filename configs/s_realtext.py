@@ -38,8 +38,10 @@ What differs from the reference regime (configs/s_contrastive.py), and why
     excluded), with early stopping after 2 epochs without a gain;
   - a small model (d_model 128, 2 blocks).
 The window's own context chunks as extra negatives (loss.context_negatives, and
-loss.bank_context_negatives in the bank term), loss.positions="all" and a larger
-model (d_model 256, 4 blocks) were tried and do not win on validation; they stay off.
+loss.bank_context_negatives in the bank term) and loss.positions="all" were tried
+and do not win on validation; they stay off. A larger model (d_model 256, 4 blocks)
+wins on val and in domain at the full corpus's scale, not on held-out sources, at
+half the speed; it stays off too (docs/results.md).
 Fine-tune a trained run on your own text: --config.train.init_from=pretrained/<name>.
 """
 
