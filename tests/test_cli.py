@@ -12,7 +12,8 @@ CLIS = ("lvm_jax.main", "lvm_jax.status", "lvm_jax.eval", "lvm_jax.eval.build_in
         "lvm_jax.corpus.build", "lvm_jax.corpus.ingest", "lvm_jax.corpus.legacy",
         "lvm_jax.corpus.synthetic", "lvm_jax.import_torch", "lvm_jax.models",
         "lvm_jax.retrieval.baselines", "lvm_jax.predict", "lvm_jax.eval.fit_reranker",
-        "lvm_jax.distributed.coordination_service", "lvm_jax.adapt")
+        "lvm_jax.distributed.coordination_service", "lvm_jax.adapt",
+        "lvm_jax.export")
 
 
 def _run_all(extra_args):
