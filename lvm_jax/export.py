@@ -71,7 +71,7 @@ def export(checkpoint_path: str, out: str) -> Dict[str, Any]:
     if os.path.exists(source):
       shutil.copyfile(source, os.path.join(out, name))
       files.append(name)
-  return {"step": loaded.step, "bytes": _tree_bytes(os.path.join(target.checkpoints)),
+  return {"step": loaded.step, "bytes": _tree_bytes(target.checkpoints),
           "source_bytes": _tree_bytes(loaded.path), "files": files}
 
 
