@@ -277,9 +277,9 @@ def load(path: str) -> LoadedModel:
   """Model, parameters and config from a workdir (its best step, else the newest good one)."""
   workdir, directory, step = _locate(path)
   config = read_config(workdir)
-  best_metric = config.get("train", {}).get("best_metric", DEFAULT_BEST_METRIC)
-  manager = _manager(directory, keep_latest=1, best_metric=best_metric,
-                     best_mode=config.get("train", {}).get("best_mode", "max"), read_only=True)
+  best_metric, best_mode = config_base.best_metric_of(config)
+  manager = _manager(directory, keep_latest=1, best_metric=best_metric, best_mode=best_mode,
+                     read_only=True)
   if step is None:
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
@@ -303,10 +303,8 @@ def write_state(workdir: Workdir, config: ml_collections.ConfigDict, state,
   """config.json and one checkpoint of `state` (kept as latest and best), for a state made
   outside the loop (the reference import); waits until it is on disk."""
   write_config(workdir, config)
-  train = config.get("train", {})
-  saver = Checkpointer(workdir.checkpoints,
-                       best_metric=train.get("best_metric", DEFAULT_BEST_METRIC),
-                       best_mode=train.get("best_mode", "max"))
+  best_metric, best_mode = config_base.best_metric_of(config)
+  saver = Checkpointer(workdir.checkpoints, best_metric=best_metric, best_mode=best_mode)
   try:
     saver.save(state, metrics)
   finally:

@@ -6,6 +6,7 @@ Every default lives here once; an experiment file changes only what differs.
 from __future__ import annotations
 
 import enum
+from typing import Tuple
 
 import ml_collections
 
@@ -44,6 +45,13 @@ MODEL_SIZES = ("d_model", "n_layers", "d_state", "d_conv", "expand")
 BEST_METRIC = "val_cosine"  # train.best_metric's default; checkpoint keeps the best by it too
 EVAL_EVERY_EPOCHS = 1  # a config.evals entry without every_epochs runs after every epoch
 REFERENCE_TRAINING_D_MODEL = 768  # the reference trained mamba_s at d_model 768 (default 256)
+
+
+def best_metric_of(config) -> Tuple[str, str]:
+  """(train.best_metric, train.best_mode) of a config (a ConfigDict or a read config.json),
+  with the defaults a config that predates them trained under."""
+  train = config.get("train", {}) or {}
+  return train.get("best_metric", BEST_METRIC), train.get("best_mode", BestMode.MAX.value)
 
 
 def base_config() -> ml_collections.ConfigDict:

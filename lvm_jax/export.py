@@ -78,9 +78,9 @@ def export(checkpoint_path: str, out: str) -> Dict[str, Any]:
 def _metrics_at(run: str, step: int, config) -> Dict[str, float]:
   """{best metric: its value at `step`} from the run's history.json, so that the export's one
   step is also its best one; {} when the history does not record it."""
-  from lvm_jax.config_base import BEST_METRIC  # pylint: disable=g-import-not-at-top
+  from lvm_jax.config_base import best_metric_of  # pylint: disable=g-import-not-at-top
   path = os.path.join(run, "history.json")
-  metric = config.get("train", {}).get("best_metric", BEST_METRIC)
+  metric, _ = best_metric_of(config)
   if not os.path.exists(path):
     return {}
   with open(path, encoding="utf-8") as handle:

@@ -84,3 +84,15 @@ def test_each_default_and_enum_has_one_home():
   assert checkpoint.DEFAULT_BEST_METRIC == config_base.base_config().train.best_metric
   unset = base.Evaluator(None, {}, None)  # no every_epochs: EVAL_EVERY_EPOCHS (every epoch)
   assert config_base.EVAL_EVERY_EPOCHS == 1 and all(unset.due(epoch) for epoch in (1, 2, 3))
+
+
+def test_best_metric_of_reads_every_form_of_config():
+  """One helper gives (best_metric, best_mode) to the checkpoint reader, the export and the
+  run's ending line: from a ConfigDict, from a read config.json, and the defaults when absent."""
+  from lvm_jax import config_base  # pylint: disable=g-import-not-at-top
+  config = base_config()
+  config.train.best_metric, config.train.best_mode = "val_r50_excl_margin", "min"
+  assert config_base.best_metric_of(config) == ("val_r50_excl_margin", "min")
+  assert config_base.best_metric_of(config.to_dict()) == ("val_r50_excl_margin", "min")
+  assert config_base.best_metric_of({}) == ("val_cosine", "max")
+  assert config_base.best_metric_of({"train": {"best_metric": "val_loss"}}) == ("val_loss", "max")

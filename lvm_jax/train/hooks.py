@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from absl import logging
 
-from lvm_jax import atomic
+from lvm_jax import atomic, config_base
 from lvm_jax.distributed import multihost
 from lvm_jax.workdir import Workdir
 
@@ -192,7 +192,7 @@ def how_it_ended(entries: List[Dict], train) -> Optional[str]:
   ConfigDict): early stopping (the epoch, the patience, the best metric and its epoch) or every
   epoch run; None when neither (it was interrupted: rerunning resumes it). The loop's last line
   and `status` both say this."""
-  metric, mode = train.get("best_metric", "val_cosine"), train.get("best_mode", "max")
+  metric, mode = config_base.best_metric_of({"train": train})
   patience, num_epochs = train.get("early_stopping_patience", 0), train.get("num_epochs")
   history = History.of(entries)
   best = history.best_entry(metric, mode)
