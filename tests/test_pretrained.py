@@ -42,7 +42,7 @@ def test_finetune_config_starts_from_the_shipped_model():
 def test_the_shipped_reranker_loads_and_moved_from_its_start():
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   reranker = learned_rerank.load(os.path.join(PRETRAINED, learned_rerank.FILE_NAME))
-  start = np.zeros(len(learned_rerank.FEATURE_NAMES), np.float32)
+  start = np.zeros(len(reranker.features), np.float32)
   start[0] = 1.0  # fit's starting point: the search's own order
   assert reranker.depth >= 50 and not np.allclose(reranker.weights, start)
   assert reranker.decay == checkpoint.load(PRETRAINED).config.model.residual_decay

@@ -50,6 +50,45 @@ def test_features_are_the_similarities_they_name():
   np.testing.assert_allclose(col("recency_average"), payload[rows[0]] @ recency, atol=1e-6)
   np.testing.assert_allclose(col("log_rank"), np.log1p(np.arange(4)), atol=1e-6)
   np.testing.assert_allclose(col("payload_centrality"), payload[rows[0]] @ direction, atol=1e-6)
+  cosines = payload[rows[0]] @ payload[rows[0]].T
+  np.testing.assert_allclose(col("shortlist_density"), (cosines.sum(1) - 1.0) / 3, atol=1e-6)
+
+
+def test_shortlist_density_skips_missing_rows():
+  """-1 rows (a shortlist shorter than its depth) add nothing to the others' mean, and a
+  candidate alone in its shortlist gets 0."""
+  rng = np.random.default_rng(2)
+  payload = unit(rng.normal(size=(10, 6))).astype(np.float32)
+  rows = np.array([[1, 2, 3, -1], [4, -1, -1, -1]])
+  f = learned_rerank.candidate_features(rows, np.zeros((2, 4), np.float32), payload[None, :2]
+                                        .repeat(2, 0), payload, payload[0], decay=0.5)
+  density = f[..., learned_rerank.FEATURE_NAMES.index("shortlist_density")]
+  expected = [(payload[1] @ payload[2] + payload[1] @ payload[3]) / 2,
+              (payload[2] @ payload[1] + payload[2] @ payload[3]) / 2,
+              (payload[3] @ payload[1] + payload[3] @ payload[2]) / 2]
+  np.testing.assert_allclose(density[0, :3], expected, atol=1e-6)
+  assert density[1, 0] == 0.0
+
+
+def test_a_reranker_fitted_before_the_density_feature_scores_as_it_did(tmp_path):
+  """The shipped model's reranker.json names the 11 features it was fitted on: it loads, and
+  its scores are the old formula over those columns, whatever the new column holds."""
+  rng = np.random.default_rng(3)
+  old_names = learned_rerank.FEATURES_BEFORE_DENSITY
+  weights, mean = rng.normal(size=(2, len(old_names))).astype(np.float32)
+  scale = rng.uniform(0.5, 2.0, len(old_names)).astype(np.float32)
+  path = str(tmp_path / "reranker.json")
+  with open(path, "w") as f:
+    json.dump({"format_version": 1, "kind": "linear", "features": list(old_names),
+               "weights": weights.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
+               "depth": 100, "decay": 0.6}, f)
+  reranker = learned_rerank.load(path)
+  assert reranker.features == old_names
+  features = rng.normal(size=(4, 7, NUM_FEATURES)).astype(np.float32)
+  expected = ((features[..., :len(old_names)] - mean) / scale) @ weights
+  np.testing.assert_allclose(reranker.score(features), expected, rtol=1e-5, atol=1e-5)
+  features[..., learned_rerank.FEATURE_NAMES.index("shortlist_density")] += 100.0
+  np.testing.assert_allclose(reranker.score(features), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fit_starts_at_the_search_order_and_learns_a_planted_rule():
@@ -85,13 +124,19 @@ def test_save_and_load_round_trip_and_refuse_another_feature_set(tmp_path):
   again = learned_rerank.load(path)
   np.testing.assert_array_equal(again.weights, reranker.weights)
   assert (again.depth, again.decay, again.fitted_on) == (60, 0.5, {"windows": "val_rows.npz"})
+  assert again.features == learned_rerank.FEATURE_NAMES == tuple(value_features(path))
   with open(path) as f:
     value = json.load(f)
-  value["features"] = value["features"][:-1]
+  del value["features"][1]  # a set this lvm_jax does not compute
   with open(path, "w") as f:
     json.dump(value, f)
-  with pytest.raises(ValueError, match=r"reranker\.json: features .* differ"):
+  with pytest.raises(ValueError, match=r"reranker\.json: features .* differ from every set"):
     learned_rerank.load(path)
+
+
+def value_features(path):
+  with open(path) as f:
+    return json.load(f)["features"]
 
 
 def evaluator(workdir):

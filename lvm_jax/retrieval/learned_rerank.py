@@ -4,8 +4,16 @@ The predictor's query alone ranks a window's own context chunks first (a predict
 near the recency average is close to them) and ignores how central a candidate is in
 the corpus. A linear scorer over a few similarities per candidate fixes both without
 any article identity: each feature is computed from vectors only (the query, the
-window's context, the candidate and the payload's mean direction), so it applies to
-any payload of the same embedder.
+window's context, the candidate, the other candidates of its shortlist and the
+payload's mean direction), so it applies to any payload of the same embedder.
+
+shortlist_density, a candidate's mean cosine to the rest of its shortlist, says how generic
+the candidate is near this query: a chunk that resembles most of the other candidates is a
+local hub, close to every query of the region, and seldom the one next chunk. Its fitted
+weight comes out negative, a local form of the hubness corrections of cross-lingual retrieval
+(CSLS). After adapt on postgresql-doc-15 it added about +0.02 R@5 (docs/results.md). A
+reranker.json fitted before it (FEATURES_BEFORE_DENSITY: the shipped model's) still loads and
+scores with the features it was fitted on.
 
 Fit it on windows the predictor did not train on (val), never on the eval windows.
 """
@@ -13,7 +21,7 @@ Fit it on windows the predictor did not train on (val), never on the eval window
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -23,9 +31,11 @@ from lvm_jax.data import file_io
 FORMAT_VERSION = 1
 FILE_NAME = "reranker.json"  # in the training workdir, where the eval CLI looks for it
 LAGS = 5  # similarities to the last LAGS context chunks, one feature each
-FEATURE_NAMES = (("query_score",) + tuple(f"context_lag{lag}" for lag in range(1, LAGS + 1))
-                 + ("context_max", "context_duplicate", "recency_average", "log_rank",
-                    "payload_centrality"))
+FEATURES_BEFORE_DENSITY = (
+    ("query_score",) + tuple(f"context_lag{lag}" for lag in range(1, LAGS + 1))
+    + ("context_max", "context_duplicate", "recency_average", "log_rank", "payload_centrality"))
+FEATURE_NAMES = FEATURES_BEFORE_DENSITY + ("shortlist_density",)  # what candidate_features makes
+FEATURE_SETS = (FEATURE_NAMES, FEATURES_BEFORE_DENSITY)  # what a reranker.json may be fitted on
 DUPLICATE_COSINE = 0.999  # a candidate this close to a context chunk repeats it
 FEATURE_BATCH = 1024  # queries whose candidate vectors are gathered at once (bounded memory)
 
@@ -70,21 +80,36 @@ def candidate_features(rows: np.ndarray, scores: np.ndarray, contexts: np.ndarra
     block[..., LAGS + 3] = np.einsum("nkd,nd->nk", candidates, recency)
     block[..., LAGS + 4] = log_rank[None, :]
     block[..., LAGS + 5] = candidates @ direction
+    block[..., LAGS + 6] = shortlist_density(candidates, rows[start:stop] >= 0)
   return out
+
+
+def shortlist_density(candidates: np.ndarray, present: np.ndarray) -> np.ndarray:
+  """[n, K] mean cosine of each candidate [n, K, dim] to the other present ones of its
+  shortlist (present [n, K] bool: False for -1 rows, which count for nothing); 0 alone."""
+  kept = candidates * present[..., None]
+  total = np.einsum("nkd,nd->nk", kept, kept.sum(1))
+  self_term = np.einsum("nkd,nkd->nk", kept, kept)
+  others = present.sum(1, keepdims=True) - present
+  return np.where(others > 0, (total - self_term) / np.maximum(others, 1), 0.0)
 
 
 @dataclasses.dataclass
 class LinearReranker:
-  """score = ((features - mean) / scale) · weights over a shortlist of `depth` rows."""
+  """score = ((features - mean) / scale) · weights over a shortlist of `depth` rows, with the
+  features named in `features` (one of FEATURE_SETS) taken from candidate_features' columns."""
   weights: np.ndarray
   mean: np.ndarray
   scale: np.ndarray
   depth: int
   decay: float
   fitted_on: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  features: Tuple[str, ...] = FEATURE_NAMES
 
   def score(self, features: np.ndarray) -> np.ndarray:
-    return ((features - self.mean) / self.scale) @ self.weights
+    """features [..., len(FEATURE_NAMES)] of candidate_features -> scores [...]."""
+    columns = [FEATURE_NAMES.index(name) for name in self.features]
+    return ((features[..., columns] - self.mean) / self.scale) @ self.weights
 
   def rerank(self, rows: np.ndarray, scores: np.ndarray, contexts: np.ndarray,
              payload_vectors: np.ndarray, direction: np.ndarray):
@@ -95,7 +120,7 @@ class LinearReranker:
     return np.take_along_axis(new_scores, order, 1), np.take_along_axis(rows, order, 1)
 
   def to_json(self) -> Dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "kind": "linear", "features": list(FEATURE_NAMES),
+    return {"format_version": FORMAT_VERSION, "kind": "linear", "features": list(self.features),
             "weights": self.weights.tolist(), "mean": self.mean.tolist(),
             "scale": self.scale.tolist(), "depth": int(self.depth), "decay": float(self.decay),
             "fitted_on": self.fitted_on}
@@ -117,16 +142,18 @@ def load(path: str) -> LinearReranker:
     raise ValueError(f"{path}: format_version {value.get('format_version')!r} / kind "
                      f"{value.get('kind')!r}; this lvm_jax reads version {FORMAT_VERSION}, "
                      f"kind 'linear'. {refit}")
-  if value.get("features") != list(FEATURE_NAMES):
-    raise ValueError(f"{path}: features {value.get('features')} differ from this lvm_jax's "
-                     f"{list(FEATURE_NAMES)}. {refit}")
+  known = [list(names) for names in FEATURE_SETS]
+  if value.get("features") not in known:
+    raise ValueError(f"{path}: features {value.get('features')} differ from every set this "
+                     f"lvm_jax computes ({' or '.join(map(str, known))}). {refit}")
+  features = tuple(value["features"])
   arrays = {}
   for key in ("weights", "mean", "scale"):
     field = value.get(key)
-    if (not isinstance(field, list) or len(field) != len(FEATURE_NAMES) or
+    if (not isinstance(field, list) or len(field) != len(features) or
         not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in field)):
       raise ValueError(f"{path}: field {key!r} is {str(field)[:60]}; expected a list of "
-                       f"{len(FEATURE_NAMES)} numbers. {refit}")
+                       f"{len(features)} numbers, one per feature. {refit}")
     arrays[key] = np.asarray(field, np.float32)
     if not np.isfinite(arrays[key]).all():
       raise ValueError(f"{path}: field {key!r} holds NaN or Inf. {refit}")
@@ -137,7 +164,8 @@ def load(path: str) -> LinearReranker:
     raise ValueError(f"{path}: field 'depth' is {value['depth']}; expected at least 1. {refit}")
   fitted_on = value.get("fitted_on", {})
   return LinearReranker(depth=int(value["depth"]), decay=float(value["decay"]),
-                        fitted_on=fitted_on if isinstance(fitted_on, dict) else {}, **arrays)
+                        fitted_on=fitted_on if isinstance(fitted_on, dict) else {},
+                        features=features, **arrays)
 
 
 def fit(features: np.ndarray, labels: np.ndarray, *, depth: int, decay: float,
@@ -150,6 +178,9 @@ def fit(features: np.ndarray, labels: np.ndarray, *, depth: int, decay: float,
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
+  if features.shape[-1] != len(FEATURE_NAMES):
+    raise ValueError(f"fit: features have {features.shape[-1]} columns; candidate_features "
+                     f"makes {len(FEATURE_NAMES)} ({', '.join(FEATURE_NAMES)}).")
   has_truth = labels.any(axis=1)
   if not has_truth.any():
     raise ValueError("fit: no query has its true next chunk in its shortlist; deepen the "
@@ -192,5 +223,5 @@ def labels_for(rows: np.ndarray, truth_rows: np.ndarray) -> np.ndarray:
 
 
 def describe(reranker: LinearReranker) -> str:
-  pairs = ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURE_NAMES, reranker.weights))
+  pairs = ", ".join(f"{name} {w:+.2f}" for name, w in zip(reranker.features, reranker.weights))
   return f"linear reranker over {reranker.depth} candidates (decay {reranker.decay:g}): {pairs}"
