@@ -111,6 +111,15 @@ def test_fit_starts_at_the_search_order_and_learns_a_planted_rule():
   assert np.mean(top[10:] == truth[10:]) > 0.9
 
 
+def test_fit_refuses_features_of_another_set():
+  """fit takes candidate_features' columns, all of them; an older 11-column array is refused
+  in one line naming the columns it expects."""
+  old = np.zeros((3, 5, len(learned_rerank.FEATURES_BEFORE_DENSITY)), np.float32)
+  with pytest.raises(ValueError, match=r"^fit: features have 11 columns; candidate_features "
+                     r"makes 12 \(query_score, .*, shortlist_density\)\.$"):
+    learned_rerank.fit(old, np.ones((3, 5), bool), depth=5, decay=0.6)
+
+
 def test_fit_refuses_shortlists_without_any_truth():
   with pytest.raises(ValueError, match="no query has its true next chunk in its shortlist"):
     learned_rerank.fit(np.zeros((3, 5, NUM_FEATURES)), np.zeros((3, 5), bool), depth=5, decay=0.6)
