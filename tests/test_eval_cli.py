@@ -91,6 +91,7 @@ def test_baselines_are_fitted_on_train_windows_never_eval_windows(eval_workdir, 
   printed = capsys.readouterr().out
   assert len(fitted_ids) == 1
   assert "no train windows found" in printed and "| recency" not in printed
+  assert "over copy-last and mean-of-context only" in printed and "Fix: pass --train" in printed
   assert "| linear |" not in printed and "[EVAL-margin-all] R@1=" in printed
 
 

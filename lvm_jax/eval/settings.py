@@ -80,7 +80,10 @@ def fit_train_baselines(f, loaded, payload):
                                      payload, train_path=f.train or None)
   if fitted is None:
     print("recency and linear baselines: no train windows found (checkpoint config "
-          "data.train_path, synthetic data/train_rows.npz, or --train): not fitted, rows omitted")
+          "data.train_path, synthetic data/train_rows.npz, or --train): not fitted, rows omitted. "
+          "The margins below are over copy-last and mean-of-context only, which the fitted "
+          "recency average often beats. Fix: pass --train DATA/sets/train_rows.npz (windows over "
+          "this payload, from python -m lvm_jax.corpus.build).")
   return fitted
 
 
