@@ -21,7 +21,6 @@ import functools
 import os
 import re
 import sys
-import time
 from typing import Iterable, List, Optional
 
 from absl import app, flags
@@ -44,8 +43,6 @@ class EnvironmentFault(UserFacingError, OSError):
   """The machine failed a write (full disk, I/O error); rerunning after the fix resumes."""
 
 
-IN_FLIGHT_WRITES_S = 0.1  # exit_with_last_words' wait for writes begun before the switch
-
 # Bad input, bad config, missing or unreadable files: what a user can fix.
 USER_ERRORS = (ValueError, OSError, UserFacingError)
 
@@ -66,8 +63,6 @@ def exit_with_last_words(message: str, status: int) -> None:
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 1)
   os.dup2(devnull, 2)
-  # A write a thread had already begun still lands on the old stderr: let it finish first.
-  time.sleep(IN_FLIGHT_WRITES_S)
   # A progress bar may own the current line: start a new one.
   os.write(stderr, f"\nerror: {message}\n".encode(errors="replace"))
   os._exit(status)  # pylint: disable=protected-access

@@ -233,7 +233,7 @@ def test_last_words_stay_last_while_another_thread_writes_to_stderr(tmp_path):
       "threading.Thread(target=noise, daemon=True).start()\n"
       "time.sleep(0.2)\n"
       "cli.exit_with_last_words('process 1 of 2 lost contact', 3)\n")
-  for _ in range(10):
+  for _ in range(5):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=120, check=False)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
