@@ -51,20 +51,16 @@ def exit_with_last_words(message: str, status: int) -> None:
   """Prints `error: message` as the process's last line, then exits at once.
 
   Used where a normal exit would hang (JAX's shutdown barrier waits for dead
-  peers). JAX's own threads keep logging until the process is gone, and the death
-  that brings us here makes them log at that very moment. So stdout and stderr
-  point at /dev/null first, and our line goes to a copy of the old stderr after:
-  whatever a thread writes before lands above it, whatever after goes nowhere,
-  and it stays the last line a user (or a launcher that shows the tail) sees.
+  peers). JAX's own threads keep logging until the process is gone; pointing
+  stdout and stderr at /dev/null after our line keeps it the last one a user
+  (or a launcher that shows the tail) sees.
   """
+  # A progress bar may own the current line: start a new one.
+  print(f"\nerror: {message}", file=sys.stderr, flush=True)
   sys.stdout.flush()
-  sys.stderr.flush()
-  stderr = os.dup(2)
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 1)
   os.dup2(devnull, 2)
-  # A progress bar may own the current line: start a new one.
-  os.write(stderr, f"\nerror: {message}\n".encode(errors="replace"))
   os._exit(status)  # pylint: disable=protected-access
 
 
