@@ -21,6 +21,7 @@ import functools
 import os
 import re
 import sys
+import threading
 from typing import Iterable, List, Optional
 
 from absl import app, flags
@@ -43,6 +44,8 @@ class EnvironmentFault(UserFacingError, OSError):
   """The machine failed a write (full disk, I/O error); rerunning after the fix resumes."""
 
 
+_LAST_WORDS = threading.Lock()  # exit_with_last_words: one caller writes and exits
+
 # Bad input, bad config, missing or unreadable files: what a user can fix.
 USER_ERRORS = (ValueError, OSError, UserFacingError)
 
@@ -51,16 +54,23 @@ def exit_with_last_words(message: str, status: int) -> None:
   """Prints `error: message` as the process's last line, then exits at once.
 
   Used where a normal exit would hang (JAX's shutdown barrier waits for dead
-  peers). JAX's own threads keep logging until the process is gone; pointing
-  stdout and stderr at /dev/null after our line keeps it the last one a user
-  (or a launcher that shows the tail) sees.
+  peers). JAX's C++ threads keep logging until the process is gone, and the peer's
+  death that brings us here makes them log at that very moment. So stdout and
+  stderr point at /dev/null first and our line goes to a copy of the old stderr
+  after: a line logged before lands above ours, one logged after goes nowhere. No
+  wait in between: JAX may end the process itself soon after, and our line must be
+  out by then. A second caller (the watchdog and a failed collective can both
+  notice) waits here for the first one's exit.
   """
-  # A progress bar may own the current line: start a new one.
-  print(f"\nerror: {message}", file=sys.stderr, flush=True)
+  _LAST_WORDS.acquire()  # never released: the first caller's os._exit ends the process
   sys.stdout.flush()
+  sys.stderr.flush()
+  stderr = os.dup(2)
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 1)
   os.dup2(devnull, 2)
+  # A progress bar may own the current line: start a new one.
+  os.write(stderr, f"\nerror: {message}\n".encode(errors="replace"))
   os._exit(status)  # pylint: disable=protected-access
 
 

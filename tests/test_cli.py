@@ -218,3 +218,38 @@ def test_help_does_not_import_jax():
                 if line.startswith("import time:")}
     assert "absl.flags" in imported  # the check sees the imports at all
     assert "jax" not in imported and "flax" not in imported, module
+
+
+LAST_WORDS_CHILD = """
+import os, sys, threading, time
+from lvm_jax import cli
+def noise():  # as JAX's C++ logging does when a peer dies: line-sized writes to fd 2
+  while True:
+    os.write(2, b'E0000 noise.cc:1] still logging\\n')
+    time.sleep(0.00005)
+threading.Thread(target=noise, daemon=True).start()
+time.sleep(0.05)
+other = threading.Thread(target=cli.exit_with_last_words, args=('the collective failed', 3))
+other.start()
+cli.exit_with_last_words('process 1 of 2 lost contact', 3)
+"""
+
+
+def test_last_words_stay_last_and_single_while_threads_write_to_stderr(tmp_path):
+  """exit_with_last_words ends the process with its status and exactly one `error:` line,
+  the last, although a thread keeps logging to fd 2 and a second thread calls it too.
+
+  stderr is a file, as a launcher's log is: with the old order (print, then /dev/null)
+  the noise lands after our line in most runs."""
+  script = tmp_path / "child.py"
+  script.write_text(LAST_WORDS_CHILD)
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  for run in range(10):
+    log = tmp_path / f"stderr{run}.txt"
+    with open(log, "w") as stderr:
+      code = subprocess.run([sys.executable, str(script)], stdout=subprocess.DEVNULL,
+                            stderr=stderr, env=env, timeout=120, check=False).returncode
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 3 and len(errors) == 1 and lines[-1] == errors[0], (run, code, lines[-3:])
+    assert "still logging" in lines[0]  # the noise did run beside it
