@@ -159,12 +159,14 @@ def predict(text: str, checkpoint_path: str, payload_path: str, *, model: Option
   prediction = (prediction / max(np.linalg.norm(prediction), 1e-12)).astype(np.float32)
   index = index_lib.build_index(payload.vectors, kind="flat")
   k = min(k, payload.num_rows)
-  reranker_path = os.path.join(loaded.workdir or checkpoint_path, learned_rerank.FILE_NAME)
-  used = os.path.exists(reranker_path) and served is None  # the learned system's second stage
+  # The served predictor's second stage: the learned system's, or the untrained pick's own.
+  reranker_path = (choice.second_stage_path(served) if served is not None else
+                   os.path.join(loaded.workdir or checkpoint_path, learned_rerank.FILE_NAME))
+  used = bool(reranker_path) and os.path.exists(reranker_path)
   reranker = learned_rerank.load(reranker_path) if used else None
   depth = min(max(k, reranker.depth), payload.num_rows) if used else k
   scores, rows, _ = search.search(index, np.stack([prediction, vectors[-1]]), depth)
-  if used:  # the run's second stage reorders the model's shortlist
+  if used:  # the second stage reorders the served predictor's shortlist
     reranked_scores, reranked = reranker.rerank(
         rows[:1], scores[:1], vectors[None], np.asarray(payload.vectors, np.float32),
         learned_rerank.payload_direction(payload.vectors))

@@ -54,6 +54,20 @@ def test_the_rule_needs_both_metrics():
     choice.choose({"Contain@50": interval(0.1, "recency")})
 
 
+def test_an_untrained_picks_reranker_is_kept_only_when_it_raises_both_metrics():
+  from lvm_jax.adapt import untrained_rerank  # pylint: disable=g-import-not-at-top
+
+  def figures(r5, c50, r5_after, c50_after):
+    return {"windows": 10, "R@5": r5, "Contain@50": c50, "R@5 reranked": r5_after,
+            "Contain@50 reranked": c50_after}
+
+  assert untrained_rerank.raises_both(figures(0.20, 0.50, 0.25, 0.55))
+  assert untrained_rerank.raises_both(figures(0.20, 0.50, 0.20, 0.51))  # one up, one level
+  assert not untrained_rerank.raises_both(figures(0.20, 0.50, 0.20, 0.50))  # no gain
+  assert not untrained_rerank.raises_both(figures(0.20, 0.50, 0.30, 0.49))  # one down
+  assert not untrained_rerank.raises_both(figures(0.20, 0.50, 0.19, 0.60))
+
+
 def test_the_record_round_trips_and_names_what_it_serves(tmp_path):
   margins = {"R@5": interval(-0.01, "recency"), "Contain@50": interval(-0.02, "recency")}
   record = choice.make_record("recency", margins, {"learned": {"R@5": 0.2}},
@@ -278,12 +292,13 @@ def test_adapt_plans_trains_fits_judges_and_records_its_choice(adapted, tmp_path
                              "vectors are 32-d")
   assert lines[1].startswith("adapt: about ") and "up to 1 epoch over" in lines[1]
   stages = [line.split("] ", 1)[1].split(":")[0] for line in lines if line.startswith("adapt [")]
+  record = choice.read(workdir)
+  untrained = ["second stage"] if record["predictor"] != choice.LEARNED else []
   assert stages == ["train", "trained", "reranker", "margin table on --val (context excluded; "
-                    "exact search over the payload)", "choice", "done"]
+                    "exact search over the payload)", "choice", *untrained, "done"]
   assert "| learned (model + reranker) |" in printed and "margin (excl, val)" in printed
   assert os.path.isdir(os.path.join(workdir, "checkpoints"))
   assert os.path.exists(os.path.join(workdir, "reranker.json"))
-  record = choice.read(workdir)
   assert record["predictor"] == choice.choose(record["margins"])
   assert record["val"] == data["val_rows"] and record["reranker"].endswith("reranker.json")
   # eval --checkpoint W alone: the build's eval.npz, the payload, and the pick, named.
@@ -392,3 +407,68 @@ def test_a_diverged_training_is_one_message_and_leaves_no_choice(tmp_path, monke
       "pick from it. Fix: check TRAIN's vectors (python -m lvm_jax.corpus.build checks them), "
       "then rerun with --from_scratch, or with --epochs 1 to see the first epoch.")
   assert not os.path.exists(choice.path_in(workdir))
+
+
+ADAPT_PICKING = """
+import sys
+from lvm_jax import cli
+from lvm_jax.adapt import __main__ as adapt_main
+from lvm_jax.retrieval import choice
+choice.choose = lambda margins: {row!r}  # as if the learned system had lost on val
+adapt_main.define_flags()
+cli.run(cli.exits_cleanly_on_user_errors(adapt_main.main))
+"""
+
+
+@pytest.mark.slow
+def test_an_untrained_pick_gets_its_own_reranker_which_eval_and_predict_serve(
+    adapted, tmp_path, capsys):
+  """adapt rerun on the trained workdir, its rule forced to the linear row (whose reranker pays
+  on this corpus's held-out val articles): it records the second stage; eval's model row is the
+  reranked row (the row alone with --reranker none); predict reorders the row's shortlist."""
+  from lvm_jax import predict  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.eval_sets import read_queries  # pylint: disable=g-import-not-at-top
+  from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import learned_rerank, search  # pylint: disable=g-import-not-at-top
+  from lvm_jax.retrieval import index as index_lib  # pylint: disable=g-import-not-at-top
+  source, _, data = adapted
+  workdir = str(tmp_path / "W")
+  shutil.copytree(source, workdir)
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  run = subprocess.run([sys.executable, "-c", ADAPT_PICKING.format(row="linear"), "--train",
+                        data["train_rows"], "--val", data["val_rows"], "--payload",
+                        data["payload"], "--workdir", workdir, "--epochs", "1"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  path = os.path.join(workdir, choice.SECOND_STAGE_FILE)
+  assert f"kept: it raises both on held-out val articles (excl); wrote {path}" in run.stdout
+  assert "adapt: chose linear + reranker, an untrained predictor whose shortlist a reranker " \
+         "fitted on val reorders" in run.stdout
+  record = choice.read(workdir)
+  assert record["second_stage"] == choice.SECOND_STAGE_FILE
+  assert choice.second_stage_path(record) == path
+  reranker = learned_rerank.load(path)
+  assert reranker.fitted_on["predictor"] == "linear"
+
+  out, report = eval_json(workdir, tmp_path, capsys)
+  assert f"reranker: {path}" in out and report["options"]["reranker"] == reranker.to_json()
+  scored = lambda row: {k: v for k, v in row.items() if k in ("R@5", "Contain@50", "MRR")}
+  reranked = report["views"]["excl"]
+  assert scored(reranked["model"]) != scored(reranked["linear"])
+  _, alone = eval_json(workdir, tmp_path, capsys, "--reranker", "none")
+  assert scored(alone["views"]["excl"]["model"]) == scored(alone["views"]["excl"]["linear"])
+
+  payload = read_payload(data["payload"])
+  contexts = read_queries(data["val_rows"], payload).contexts[0]
+  text = "\n\n".join(f"Paragraph {i} of a text long enough to be one chunk of its own here."
+                      for i in range(6))
+  result, _, _ = predict.predict(text, workdir, data["payload"], k=3, model="unused",
+                                 embedder_id=payload.provenance["embedder_id"],
+                                 encoder=lambda chunks: contexts)
+  assert result.reranker == path
+  vectors = np.asarray(payload.vectors, np.float32)
+  scores, rows, _ = search.search(index_lib.build_index(vectors, kind="flat"),
+                                  result.prediction[None], reranker.depth)
+  _, expected = reranker.rerank(rows, scores, contexts[None], vectors,
+                                learned_rerank.payload_direction(vectors))
+  np.testing.assert_array_equal(result.model_rows, expected[0, :3])

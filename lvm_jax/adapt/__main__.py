@@ -13,7 +13,9 @@ each stage printed with the time since the start:
   4. judge on VAL, context excluded: the learned system beside every untrained predictor,
      the margin table with paired-bootstrap intervals;
   5. choose by retrieval.choice.RULE and record it in WORKDIR/adapt_choice.json, which
-     `python -m lvm_jax.eval --checkpoint WORKDIR` and `python -m lvm_jax.predict` follow.
+     `python -m lvm_jax.eval --checkpoint WORKDIR` and `python -m lvm_jax.predict` follow;
+     an untrained pick gets its own reranker when it pays on held-out val articles
+     (adapt.untrained_rerank).
 Rerunning the same command resumes the training and redoes the later stages.
 """
 
@@ -142,12 +144,14 @@ def adapt(f, clock: Clock) -> dict:
   # After the backend is set: these import JAX.
   from lvm_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
   from lvm_jax.adapt import judge_val  # pylint: disable=g-import-not-at-top
+  from lvm_jax.adapt import untrained_rerank  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import fit_reranker  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import choice  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   checkpoint.quiet_orbax_logs()
-  if os.path.exists(choice.path_in(f.workdir)):  # an earlier pick stands for nothing until redone
-    os.remove(choice.path_in(f.workdir))
+  for earlier in (choice.path_in(f.workdir), os.path.join(f.workdir, choice.SECOND_STAGE_FILE)):
+    if os.path.exists(earlier):  # an earlier pick stands for nothing until redone
+      os.remove(earlier)
   clock.stage(f"{'fine-tune' if start.init_from else 'train'}: up to {estimate.epochs} "
               f"epoch{'s' if estimate.epochs > 1 else ''} into {f.workdir}")
   try:
@@ -177,6 +181,15 @@ def adapt(f, clock: Clock) -> dict:
       picked, verdict.margins, verdict.scores, params=verdict.params.get(picked),
       val=config.data.val_path, val_windows=verdict.windows, train=config.data.train_path,
       checkpoint=verdict.checkpoint, reranker=reranker_path, start=start.why)
+  if picked != choice.LEARNED:
+    clock.stage(f"second stage: fitting a reranker on the shortlist of {choice.describe(record)} "
+                "on --val")
+    stage = untrained_rerank.fit(record, val_path=config.data.val_path,
+                                 payload_path=config.data.payload_path, fitted=fitted,
+                                 workdir=f.workdir)
+    print("\n".join(untrained_rerank.lines(stage, record)))
+    record.update(second_stage=choice.SECOND_STAGE_FILE if stage.kept else None,
+                  second_stage_check=stage.check)
   path = choice.write(f.workdir, record)
   print(choice_lines(record, path, f.workdir, eval_path))
   clock.stage("done")
@@ -192,8 +205,10 @@ def choice_lines(record: dict, path: str, workdir: str, eval_path: str) -> str:
   if record["predictor"] == choice.LEARNED:
     why = f"chose the learned system: its margins on val are >= 0 ({said})"
   else:
-    why = (f"chose {choice.describe(record)}, an untrained predictor: the learned system's "
-           f"margins on val are {said}, not both >= 0")
+    what = ("an untrained predictor whose shortlist a reranker fitted on val reorders"
+            if record.get("second_stage") else "an untrained predictor")
+    why = (f"chose {choice.describe(record)}, {what}: the learned system's margins on val are "
+           f"{said}, not both >= 0")
   evaluate = f"python -m lvm_jax.eval --checkpoint {workdir} --exclude_context"
   if not eval_path:
     evaluate += " --eval_npz DATA/sets/eval.npz"

@@ -81,8 +81,8 @@ def evaluate(f) -> int:
   count = eval_set.num_sequences if not f.limit else min(f.limit, eval_set.num_sequences)
   # Read by evaluator() below, which builds the options once: no bigger batch than windows.
   settings.update(batch_size=max(1, min(BATCH_SIZE, count)),
-                  reranker_path=None if served else eval_settings.reranker_path(f.reranker,
-                                                                                loaded.workdir))
+                  reranker_path=eval_settings.reranker_path(f.reranker, loaded.workdir,
+                                                            served=served))
   if chosen:
     print(choice.served_line(chosen, f.predictor))
   evaluator = evaluation.evaluator()

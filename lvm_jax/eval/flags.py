@@ -79,7 +79,9 @@ def define_flags(values: flags.FlagValues) -> None:
   flags.DEFINE_bool("verbose", False, "Show the traceback of an error.", **d)
   flags.DEFINE_string("reranker", "auto", "Learned shortlist reranker (a reranker.json from "
                       "python -m lvm_jax.eval.fit_reranker): auto uses <workdir>/reranker.json "
-                      "when it exists, none turns it off, or give a path. With one, the model row "
+                      "when it exists (with an untrained pick of lvm_jax.adapt, the pick's own "
+                      "reranker, if adapt kept one), none turns it off, or give a path. With "
+                      "one, the model row "
                       "is the predictor plus that second stage.", **d)
   flags.DEFINE_enum("predictor", "auto", ["auto", "learned"], "What the model row judges: auto "
                     "follows <workdir>/adapt_choice.json (python -m lvm_jax.adapt's pick) when "

@@ -6,7 +6,7 @@ fitted on its train windows (by retrieval.run_baselines, as in training).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from lvm_jax.retrieval import index as index_lib
 from lvm_jax.retrieval.eval_inputs import GATES
@@ -87,11 +87,16 @@ def fit_train_baselines(f, loaded, payload):
   return fitted
 
 
-def reranker_path(choice: str, workdir: Optional[str]) -> Optional[str]:
-  """--reranker: "auto" (<workdir>/reranker.json if present), "none", or a path."""
+def reranker_path(choice: str, workdir: Optional[str],
+                  served: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+  """--reranker: "auto" (<workdir>/reranker.json if present), "none", or a path. With an
+  untrained pick `served` (retrieval.choice), "auto" is the pick's own second stage, if any."""
+  from lvm_jax.retrieval import choice as choice_lib  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
   if choice == "none":
     return None
+  if served is not None and choice == "auto":
+    return choice_lib.second_stage_path(served)
   path = os.path.join(workdir or "", learned_rerank.FILE_NAME) if choice == "auto" else choice
   if choice == "auto" and not os.path.exists(path):
     return None

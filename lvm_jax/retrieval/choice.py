@@ -7,7 +7,9 @@ its pick in <workdir>/adapt_choice.json, so that `python -m lvm_jax.eval` and
 
   the learned system, when its point margin over the best untrained row is >= 0 on both R@5
   and Contain@50 (each metric against its own best row, margin.margin_over_baselines);
-  otherwise the best untrained row by Contain@50.
+  otherwise the best untrained row by Contain@50, followed by a reranker fitted on that row's
+  own val shortlist (adapt.untrained_rerank) when, on the val articles it was not fitted on,
+  the reranker raises both R@5 and Contain@50.
 
 Point margins, not intervals: an interval that includes 0 says the two are close, and then
 either is as good on average; asking the learned system for a significant win would hand a
@@ -29,6 +31,7 @@ from lvm_jax import atomic
 from lvm_jax.retrieval import baselines
 
 FILE_NAME = "adapt_choice.json"
+SECOND_STAGE_FILE = "reranker_untrained.json"  # an untrained pick's reranker, beside FILE_NAME
 FORMAT_VERSION = 1
 LEARNED = "learned"  # the model plus its reranker, as `python -m lvm_jax.eval` judges it
 VIEW = "excl"  # the window's own context chunks are no candidates
@@ -36,7 +39,8 @@ RULE_METRICS = ("R@5", "Contain@50")
 DECIDING_METRIC = "Contain@50"
 RULE = ("the learned system if its point margin over the best untrained predictor (each metric "
         "against its own best row) is >= 0 on both R@5 and Contain@50 on val, context excluded; "
-        "otherwise the best untrained predictor by Contain@50")
+        "otherwise the best untrained predictor by Contain@50, reranked by a reranker fitted on "
+        "its val shortlist when that raises both on the val articles it was not fitted on")
 
 
 def choose(margins: Mapping[str, Mapping[str, Any]]) -> str:
@@ -57,7 +61,23 @@ def describe(record: Mapping[str, Any]) -> str:
     return "learned (model + reranker)" if record.get("reranker") else "learned (model)"
   shown = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                     for key, value in params.items())
-  return f"{name} ({shown})" if shown else name
+  second = " + reranker" if record.get("second_stage") else ""
+  return f"{name} ({shown}){second}" if shown else f"{name}{second}"
+
+
+def second_stage_path(record: Mapping[str, Any]) -> Optional[str]:
+  """The reranker adapt kept for an untrained pick (field 'second_stage', a file beside the
+  record), or None when it kept none."""
+  name = record.get("second_stage")
+  if not name:
+    return None
+  where = record.get("path", FILE_NAME)
+  path = os.path.join(os.path.dirname(where), name)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{where}: field 'second_stage' names {path}, which does not exist. "
+                            "Fix: rerun python -m lvm_jax.adapt with this workdir, or pass "
+                            "--predictor learned.")
+  return path
 
 
 def make_record(predictor: str, margins: Mapping[str, Mapping], scores: Mapping[str, Mapping],
