@@ -44,9 +44,7 @@ def fit(record: Mapping[str, Any], *, val_path: str, payload_path: str, fitted, 
   from lvm_jax.data.payload import read_payload  # pylint: disable=g-import-not-at-top
   from lvm_jax.eval import fit_reranker  # pylint: disable=g-import-not-at-top
   from lvm_jax.retrieval import learned_rerank  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, choice.SECOND_STAGE_FILE)
-  if os.path.exists(path):  # an earlier run's stands for nothing until redone
-    os.remove(path)
+  path = os.path.join(workdir, choice.SECOND_STAGE_FILE)  # adapt removed an earlier run's
   payload = read_payload(payload_path, load_texts=False)
   windows = read_queries(val_path, payload)
   predictions = choice.predictor(record, lambda: fitted)(np.asarray(windows.contexts, np.float32))
